@@ -1,0 +1,157 @@
+import pytest
+import torch
+
+from t2cli.adapt import DenseAdapter, compose, compose_naive, factorised, scaled_singular_values
+from t2cli.errors import ExpertError
+from t2cli.expert import ExpertVector
+from t2cli.svd_store import decompose
+
+
+def random_expert(loaded, store, seed=0, name="rand"):
+    generator = torch.Generator().manual_seed(seed)
+    z = {n: torch.rand(r, generator=generator) * 1.5 + 0.25 for n, r in store.ranks.items()}
+    return ExpertVector(z, name, loaded.name, loaded.fingerprint, store.targets)
+
+
+def inputs(loaded, texts=("The answer is (A).", "def add(a, b): return a + b")):
+    return loaded.tokenizer(list(texts), return_tensors="pt", padding=True)
+
+
+def test_scaled_singular_values_keep_the_sum():
+    S = torch.tensor([3.0, 2.0, 1.0])
+    s = scaled_singular_values(S, torch.tensor([0.5, 1.0, 2.0]))
+    assert torch.isclose(s.sum(), S.sum())
+    assert torch.equal(scaled_singular_values(S, torch.ones(3)), S)
+
+
+def test_compose_matches_naive_and_float64(llama):
+    store = decompose(llama, ["mlp"])
+    f = store.factors(store.modules[0])
+    z = torch.rand(f.rank) + 0.5
+    fast, naive = compose(f, z), compose_naive(f, z)
+    s64 = f.S.double() * z.double()
+    s64 = s64 * (f.S.double().sum() / s64.sum())
+    exact = (f.U.double() * s64) @ f.Vh.double()
+    assert ((fast.double() - exact).norm() / exact.norm()) < 1e-5
+    assert ((naive.double() - exact).norm() / exact.norm()) < 1e-5
+
+
+def test_uniform_expert_is_the_base_model_and_revert_is_exact(tiny_model):
+    store = decompose(tiny_model, ["all"])
+    adapter = DenseAdapter(tiny_model, store)
+    batch = inputs(tiny_model)
+    with torch.no_grad():
+        base = tiny_model.model(**batch).logits
+        adapter.apply(ExpertVector.uniform(store.ranks, "u", tiny_model.name, tiny_model.fingerprint, store.targets))
+        uniform = tiny_model.model(**batch).logits
+        assert (uniform - base).abs().max() <= 1e-5
+        adapter.apply(random_expert(tiny_model, store))
+        assert (tiny_model.model(**batch).logits - base).abs().max() > 1e-3  # the expert really changes it
+        adapter.revert()
+        assert all(torch.equal(m.weight, adapter.originals[n]) for n, m in adapter.modules.items())
+        assert torch.equal(tiny_model.model(**batch).logits, base)
+
+
+def test_dense_weights_match_float64_formula(tiny_model):
+    store = decompose(tiny_model, ["all"])
+    adapter = DenseAdapter(tiny_model, store)
+    expert = random_expert(tiny_model, store)
+    adapter.apply(expert)
+    for name, module in adapter.modules.items():
+        f = adapter.factors[name]
+        s = f.S.double() * expert.z[name].double()
+        s = s * (f.S.double().sum() / s.sum())
+        exact = (f.U.double() * s) @ f.Vh.double()
+        weight = module.weight.double()
+        if type(module).__name__ == "Conv1D":
+            weight = weight.T
+        assert ((weight - exact).norm() / exact.norm()) <= 1e-5, name
+
+
+def test_switching_experts_without_reloading(llama):
+    store = decompose(llama, ["mlp"])
+    adapter = DenseAdapter(llama, store)
+    a, b = random_expert(llama, store, 1, "a"), random_expert(llama, store, 2, "b")
+    adapter.apply(a)
+    weights_a = {n: m.weight.clone() for n, m in adapter.modules.items()}
+    adapter.apply(b)
+    adapter.apply(a)  # composes from the kept originals, never from the previous expert
+    assert all(torch.equal(m.weight, weights_a[n]) for n, m in adapter.modules.items())
+    cached = adapter.compose(b)
+    adapter.load_weights(cached, "b")
+    assert adapter.active == "b"
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda e: e.z.pop(next(iter(e.z))), "lacks"),
+        (lambda e: e.z.__setitem__("model.layers.9.mlp.up_proj", torch.ones(3)), "does not target"),
+        (lambda e: e.z.__setitem__(next(iter(e.z)), torch.ones(5)), "has shape"),
+        (lambda e: e.z[next(iter(e.z))].__setitem__(0, float("nan")), "NaN or inf"),
+        (lambda e: e.z[next(iter(e.z))].__setitem__(0, float("inf")), "NaN or inf"),
+        (lambda e: setattr(e, "base_fingerprint", "f" * 32), "made for base model"),
+    ],
+)
+def test_bad_experts_are_refused_and_the_model_is_untouched(llama, damage, message):
+    store = decompose(llama, ["mlp"])
+    adapter = DenseAdapter(llama, store)
+    expert = random_expert(llama, store)
+    damage(expert)
+    with pytest.raises(ExpertError, match=message):
+        adapter.apply(expert)
+    assert all(torch.equal(m.weight, adapter.originals[n]) for n, m in adapter.modules.items())
+    assert adapter.active is None
+
+
+def test_factorised_equals_dense_and_gives_z_gradients(tiny_model):
+    store = decompose(tiny_model, ["all"])
+    expert = random_expert(tiny_model, store)
+    batch = inputs(tiny_model)
+
+    # dense reference, with autograd through the composed weights
+    z_dense = {n: v.clone().requires_grad_(True) for n, v in expert.z.items()}
+    modules = dict(tiny_model.model.named_modules())
+    originals = {n: modules[n].weight.data.clone() for n in store.modules}
+    factors = store.load_all()
+    for name in store.modules:
+        weight = compose(factors[name], z_dense[name])
+        if type(modules[name]).__name__ == "Conv1D":
+            weight = weight.T
+        del modules[name].weight
+        modules[name].weight = weight  # a non-leaf tensor: gradients flow back to z
+    dense_logits = tiny_model.model(**batch).logits
+    dense_logits.square().mean().backward()
+    for name in store.modules:
+        modules[name].weight = torch.nn.Parameter(originals[name], requires_grad=False)
+
+    z_fact = {n: v.clone().requires_grad_(True) for n, v in expert.z.items()}
+    with factorised(tiny_model, store) as svf:
+        svf.set_z(z_fact)
+        fact_logits = tiny_model.model(**batch).logits
+        fact_logits.square().mean().backward()
+    rel = (fact_logits - dense_logits).norm() / dense_logits.norm()
+    assert rel <= 1e-5
+    for name in store.modules:
+        g_dense, g_fact = z_dense[name].grad, z_fact[name].grad
+        assert g_dense is not None and g_fact is not None
+        assert torch.allclose(g_fact, g_dense, rtol=1e-3, atol=1e-6 * g_dense.abs().max().item() + 1e-9), name
+    # the original modules are back after the context
+    assert all(type(modules[n]).__name__ in ("Linear", "Conv1D") for n in store.modules)
+
+
+def test_factorised_per_row_experts(llama):
+    """Each batch row can use its own expert: row i of a mixed batch equals a run with expert i alone."""
+    store = decompose(llama, ["mlp"])
+    a, b = random_expert(llama, store, 1), random_expert(llama, store, 2)
+    batch = inputs(llama, ["The answer is (A).", "The answer is (A)."])
+    with torch.no_grad(), factorised(llama, store) as svf:
+        svf.set_z({n: torch.stack([a.z[n], b.z[n]]) for n in store.modules})
+        mixed = llama.model(**batch).logits
+        svf.set_z(a.z)
+        only_a = llama.model(**batch).logits
+        svf.set_z(b.z)
+        only_b = llama.model(**batch).logits
+    assert torch.allclose(mixed[0], only_a[0], atol=1e-5)
+    assert torch.allclose(mixed[1], only_b[1], atol=1e-5)
+    assert not torch.allclose(only_a[0], only_b[0], atol=1e-4)
