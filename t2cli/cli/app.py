@@ -7,6 +7,7 @@ import typer
 from t2cli.cli import experts
 from t2cli.cli.decompose import decompose_command
 from t2cli.cli.demo import demo_command
+from t2cli.cli.evaluate import eval_command, score_command
 from t2cli.cli.info import info_command
 from t2cli.cli.mix import mix_command
 
@@ -21,6 +22,8 @@ app.add_typer(experts.app, name="experts")
 app.command("mix")(mix_command)
 app.command("info")(info_command)
 app.command("demo")(demo_command)
+app.command("eval")(eval_command)
+app.command("score")(score_command)
 
 
 def main() -> None:

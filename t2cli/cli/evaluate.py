@@ -1,0 +1,115 @@
+"""`t2 eval --task T` and `t2 score --task T --predictions P.jsonl`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from t2cli.cli.common import console, progress_bar, status, user_errors
+from t2cli.evaluate import EvalReport, evaluate, write_report
+from t2cli.generation import GenerationConfig
+from t2cli.models import DEFAULT_MODEL, load_model
+from t2cli.scoring import score_predictions
+from t2cli.tasks import TASKS, get_task
+
+TASK_HELP = f"Task: {', '.join(TASKS)}."
+
+
+def report_table(report: EvalReport) -> Table:
+    table = Table(
+        title=f"{report.task} / {report.split} — {report.model}" + (f" + {report.expert}" if report.expert else "")
+    )
+    for column in ("accuracy", "correct / n", "skipped rows", "wall time", "generation", "tokens/s"):
+        table.add_column(column)
+    table.add_row(
+        f"[bold]{100 * report.accuracy:.2f}%[/]",
+        f"{report.correct} / {report.n}",
+        str(report.skipped_rows),
+        f"{report.wall_time_s:.1f} s",
+        f"{report.new_tokens} tokens in {report.generation_s:.1f} s",
+        f"{report.tokens_per_s:.1f}",
+    )
+    return table
+
+
+def eval_command(
+    task: str = typer.Option(..., "--task", help=TASK_HELP),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded model name, local directory or Hub id."),
+    split: str = typer.Option("test", help="Split to evaluate."),
+    limit: int = typer.Option(None, help="Only the first N examples (a fixed, stated subset)."),
+    expert: str = typer.Option(None, "--expert", "-e", help="Apply this registered expert (pass 2 only)."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data (extra splits)."),
+    out: Path = typer.Option(None, "--out", help="Write report.json + samples.jsonl here (default runs/eval-…)."),
+    batch_size: int = typer.Option(16, help="Prompts per generation batch."),
+    max_new_tokens: int = typer.Option(None, help="Override the task's generation limit."),
+    sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature (with --sample)."),
+    top_p: float = typer.Option(1.0, help="Nucleus sampling p (with --sample)."),
+    seed: int = typer.Option(0, help="Random seed for sampling."),
+) -> None:
+    """Generate answers for a task split (optionally with an expert) and score them."""
+    with user_errors():
+        task_obj = get_task(task)
+        with status(f"loading {model}…"):
+            loaded = load_model(model)
+        expert_name = None
+        if expert:
+            from t2cli.adapt import DenseAdapter
+            from t2cli.registry import Registry
+            from t2cli.svd_store import open_store
+
+            vector = Registry().load(expert, loaded.name)
+            adapter = DenseAdapter(loaded, open_store(loaded, vector.targets))
+            adapter.apply(vector)
+            expert_name = vector.name
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens or task_obj.max_new_tokens,
+            batch_size=batch_size,
+            do_sample=sample,
+            temperature=temperature,
+            top_p=top_p,
+            stop=tuple(task_obj.stop),
+            seed=seed,
+        )
+        with progress_bar(f"{task} {split}") as update:
+            report = evaluate(
+                loaded,
+                task_obj,
+                split=split,
+                limit=limit,
+                data_dir=data_dir,
+                generation=config,
+                expert_name=expert_name,
+                progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"),
+            )
+        out = out or Path("runs") / f"eval-{task}-{split}-{expert_name or 'base'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        summary_path, samples_path = write_report(report, out)
+    console.print(report_table(report))
+    console.print(f"report: {summary_path}\nsamples: {samples_path}")
+
+
+def score_command(
+    task: str = typer.Option(..., "--task", help=TASK_HELP),
+    predictions: Path = typer.Option(..., "--predictions", "-p", help='JSONL with {"id": …, "output": …} per line.'),
+    split: str = typer.Option("test", help="Split the ids belong to."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data."),
+) -> None:
+    """Score given outputs with the task's checkers (no model needed)."""
+    with user_errors():
+        task_obj = get_task(task)
+        started = time.perf_counter()
+        report = score_predictions(task_obj, predictions, split=split, data_dir=data_dir)
+        elapsed = time.perf_counter() - started
+    table = Table(title=f"{task} / {split} — {predictions}")
+    for column in ("accuracy", "correct / scored", "split examples without prediction", "time"):
+        table.add_column(column)
+    table.add_row(
+        f"[bold]{100 * report.accuracy:.2f}%[/]",
+        f"{report.correct} / {report.n}",
+        str(report.missing),
+        f"{elapsed:.1f} s",
+    )
+    console.print(table)

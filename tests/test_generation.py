@@ -1,0 +1,46 @@
+import torch
+
+from t2cli.generation import GenerationConfig, chat_prompt, cut_at_stop, generate
+
+
+def test_cut_at_stop():
+    assert cut_at_stop("abc STOP def", ["STOP"]) == "abc "
+    assert cut_at_stop("a\n\nQ: b", ["Q:", "\n\n"]) == "a"
+    assert cut_at_stop("nothing", ["zzz"]) == "nothing"
+
+
+def test_chat_prompt_uses_template_or_plain_text(tokenizer):
+    text = chat_prompt(tokenizer, [{"role": "user", "content": "hi"}])
+    assert text == "<|user|>hi</s><|assistant|>"
+
+    class Plain:
+        chat_template = None
+
+    assert chat_prompt(Plain(), [{"role": "user", "content": "hi"}]) == "hi\n\n"
+
+
+def test_batched_greedy_equals_one_by_one_and_keeps_order(llama):
+    prompts = ["The answer is", "What is the capital of France? The answer is (A).", "1 + 2 ="]
+    config = GenerationConfig(max_new_tokens=6, batch_size=3)
+    batched = generate(llama, prompts, config)
+    single = [generate(llama, [p], GenerationConfig(max_new_tokens=6, batch_size=1))[0] for p in prompts]
+    assert [c.completion_ids for c in batched] == [c.completion_ids for c in single]
+    assert all(c.prompt_ids == llama.tokenizer(p, add_special_tokens=False)["input_ids"] for c, p in zip(batched, prompts))
+
+
+def test_progress_and_sampling_seed(llama):
+    seen = []
+    config = GenerationConfig(max_new_tokens=5, batch_size=2, do_sample=True, seed=3)
+    first = generate(llama, ["a", "b", "c"], config, progress=lambda d, t, n: seen.append((d, t)))
+    second = generate(llama, ["a", "b", "c"], config)
+    assert seen == [(2, 3), (3, 3)]
+    assert [c.text for c in first] == [c.text for c in second]
+
+
+def test_stop_strings_cut_the_text(llama):
+    out = generate(llama, ["The answer is"], GenerationConfig(max_new_tokens=8))[0]
+    assert len(out.text) > 2  # 8 tokens of a random model: some text to cut
+    marker = out.text[1:3]
+    stopped = generate(llama, ["The answer is"], GenerationConfig(max_new_tokens=8, stop=(marker,)))[0]
+    assert marker not in stopped.text and out.text.startswith(stopped.text)
+    assert torch.is_grad_enabled()  # generate's no_grad does not leak
