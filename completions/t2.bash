@@ -3,6 +3,7 @@
 #   t2 --install-completion --show-completion
 #   t2 decompose --dtype --force --targets -t
 #   t2 demo --max-new-tokens --model --prompt -m
+#   t2 eval --batch-size --data-dir --expert --limit --max-new-tokens --model --out --sample --seed --split --task --temperature --top-p -e -m
 #   t2 experts
 #   t2 experts export --model --registry -m
 #   t2 experts import --name --overwrite --registry
@@ -13,6 +14,7 @@
 #   t2 experts show --model --registry -m
 #   t2 info --expert --targets -e -t
 #   t2 mix --domain --model --name --normalize --overwrite --per-layer --registry -m
+#   t2 score --data-dir --predictions --split --task -p
 _t2_completion() {
     local IFS=$'
 '
