@@ -23,7 +23,7 @@ from t2cli.svd_store import SVDFactors, SVDStore
 def scaled_singular_values(S: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """σ ⊙ z rescaled so that its sum equals Σσ (a uniform z gives σ back). z: (r,) or (B, r)."""
     s = S * z
-    return s * (S.sum() / s.sum(dim=-1, keepdim=True))
+    return s * (S.sum(dim=-1, keepdim=True) / s.sum(dim=-1, keepdim=True))
 
 
 def compose(factors: SVDFactors, z: torch.Tensor, base: torch.Tensor | None = None) -> torch.Tensor:
@@ -48,7 +48,11 @@ def compose_naive(factors: SVDFactors, z: torch.Tensor) -> torch.Tensor:
 
 
 class DenseAdapter:
-    """Applies experts to a loaded model in place and reverts to the exact loaded weights."""
+    """Applies experts to a loaded model in place and reverts to the exact loaded weights.
+
+    Matrices with the same factor shapes (e.g. the 30 gate_proj of a 30-layer model) are stacked,
+    so one batched `baddbmm` composes a whole group: fewer, larger matrix products.
+    """
 
     def __init__(self, loaded: LoadedModel, store: SVDStore):
         self.loaded = loaded
@@ -58,8 +62,17 @@ class DenseAdapter:
         if missing:
             raise ValueError(f"SVD store targets {missing[0]}, which this model does not have")
         self.modules = {name: modules[name] for name in store.modules}
-        self.factors = store.load_all(device=loaded.device)
+        # The loaded weights, kept aside in the modules' own layout: revert copies them back bit for bit.
         self.originals = {name: module.weight.detach().clone() for name, module in self.modules.items()}
+        per_matrix = store.load_all(device=loaded.device)
+        self.groups: list[_Group] = []
+        by_shape: dict[tuple, list[str]] = {}
+        for name, f in per_matrix.items():
+            by_shape.setdefault((tuple(f.U.shape), tuple(f.Vh.shape), _is_conv1d(self.modules[name])), []).append(name)
+        for names in by_shape.values():
+            self.groups.append(_Group.stack(names, per_matrix, self.originals, self.modules))
+        # Per-matrix views into the stacked factors (no copies), for callers that want one matrix.
+        self.factors = {name: group.factors(i) for group in self.groups for i, name in enumerate(group.names)}
         self.active: str | None = None
 
     def check(self, expert: ExpertVector) -> None:
@@ -70,14 +83,10 @@ class DenseAdapter:
     def compose(self, expert: ExpertVector) -> dict[str, torch.Tensor]:
         """Adapted weights for every target, in the modules' own layout and dtype (for caching)."""
         self.check(expert)
-        return {name: self._compose_one(name, expert.z[name]) for name in self.modules}
-
-    def _compose_one(self, name: str, z: torch.Tensor) -> torch.Tensor:
-        # Conv1D (GPT-2) stores the weight as (in, out); the SVD is of the (out, in) matrix.
-        transposed = type(self.modules[name]).__name__ == "Conv1D"
-        original = self.originals[name].T if transposed else self.originals[name]
-        matrix = compose(self.factors[name], z, base=original)
-        return (matrix.T if transposed else matrix).to(original.dtype)
+        weights: dict[str, torch.Tensor] = {}
+        for group in self.groups:
+            weights |= group.compose(expert.z)
+        return weights
 
     @torch.no_grad()
     def load_weights(self, weights: Mapping[str, torch.Tensor], label: str) -> None:
@@ -88,10 +97,11 @@ class DenseAdapter:
 
     @torch.no_grad()
     def apply(self, expert: ExpertVector) -> None:
-        """Validate, then compose and copy one matrix at a time (bounded extra memory)."""
+        """Validate, then compose and copy one group at a time (extra memory: one group)."""
         self.check(expert)
-        for name, module in self.modules.items():
-            module.weight.copy_(self._compose_one(name, expert.z[name]))
+        for group in self.groups:
+            for name, weight in group.compose(expert.z).items():
+                self.modules[name].weight.copy_(weight)
         self.active = expert.name
 
     @torch.no_grad()
@@ -107,6 +117,46 @@ class DenseAdapter:
         return {
             name: float((module.weight - self.originals[name]).norm() / self.originals[name].norm())
             for name, module in self.modules.items()
+        }
+
+
+def _is_conv1d(module: nn.Module) -> bool:
+    # GPT-2's Conv1D stores the weight as (in, out); the SVD is of the (out, in) matrix.
+    return type(module).__name__ == "Conv1D"
+
+
+class _Group:
+    """Stacked factors and base weights of same-shaped matrices: U (B,m,r), S (B,r), Vh (B,r,n), W (B,m,n)."""
+
+    def __init__(self, names, U, S, Vh, W, transposed, dtype):
+        self.names, self.U, self.S, self.Vh, self.W = names, U, S, Vh, W
+        self.transposed, self.dtype = transposed, dtype
+
+    @classmethod
+    def stack(cls, names, factors, originals, modules) -> _Group:
+        transposed = _is_conv1d(modules[names[0]])
+        dtype = factors[names[0]].S.dtype
+        W = torch.stack([(originals[n].T if transposed else originals[n]).to(dtype) for n in names])
+        return cls(
+            names,
+            torch.stack([factors[n].U for n in names]),
+            torch.stack([factors[n].S for n in names]),
+            torch.stack([factors[n].Vh for n in names]),
+            W,
+            transposed,
+            originals[names[0]].dtype,
+        )
+
+    def factors(self, index: int) -> SVDFactors:
+        return SVDFactors(self.U[index], self.S[index], self.Vh[index])
+
+    def compose(self, z: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        # Delta form W + U (s − σ) Vh, as in `compose`: a uniform z gives W back exactly.
+        Z = torch.stack([z[name] for name in self.names]).to(self.S)  # (B, r)
+        s = scaled_singular_values(self.S, Z)  # (B, r)
+        composed = torch.baddbmm(self.W, self.U * (s - self.S)[:, None, :], self.Vh)  # (B, m, n)
+        return {
+            name: (matrix.T if self.transposed else matrix).to(self.dtype) for name, matrix in zip(self.names, composed)
         }
 
 

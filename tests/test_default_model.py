@@ -14,7 +14,9 @@ PROMPTS = [
 
 def chat_batch(loaded):
     texts = [
-        loaded.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
+        loaded.tokenizer.apply_chat_template(
+            [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+        )
         for p in PROMPTS
     ]
     loaded.tokenizer.padding_side = "left"

@@ -25,7 +25,9 @@ def test_batched_greedy_equals_one_by_one_and_keeps_order(llama):
     batched = generate(llama, prompts, config)
     single = [generate(llama, [p], GenerationConfig(max_new_tokens=6, batch_size=1))[0] for p in prompts]
     assert [c.completion_ids for c in batched] == [c.completion_ids for c in single]
-    assert all(c.prompt_ids == llama.tokenizer(p, add_special_tokens=False)["input_ids"] for c, p in zip(batched, prompts))
+    assert all(
+        c.prompt_ids == llama.tokenizer(p, add_special_tokens=False)["input_ids"] for c, p in zip(batched, prompts)
+    )
 
 
 def test_progress_and_sampling_seed(llama):
