@@ -249,5 +249,6 @@ def decompose(
         "seconds": round(time.time() - started, 2),
         "modules": entries,
     }
-    atomic_write_text(path / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True))
+    # Not sort_keys: the modules stay in model order for every reader.
+    atomic_write_text(path / "manifest.json", json.dumps(manifest, indent=2))
     return SVDStore(path, manifest)

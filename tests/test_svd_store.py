@@ -84,3 +84,9 @@ def test_targets_key_is_stable():
     assert targets_key(["mlp"]) == "mlp"
     assert targets_key(["attn", "mlp"]) == targets_key(["mlp", "attn"])
     assert targets_key([r"layers\.0"]) == targets_key([r"layers\.0"]) != targets_key([r"layers\.1"])
+
+
+def test_store_lists_modules_in_model_order_after_reopening(llama):
+    built = decompose(llama, ["mlp"])
+    assert built.modules == select_targets(llama.model, ["mlp"])
+    assert open_store(llama, ["mlp"]).modules == built.modules

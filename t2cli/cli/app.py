@@ -10,6 +10,7 @@ from t2cli.cli.demo import demo_command
 from t2cli.cli.evaluate import eval_command, score_command
 from t2cli.cli.info import info_command
 from t2cli.cli.mix import mix_command
+from t2cli.cli.train import train_command
 
 app = typer.Typer(
     name="t2",
@@ -24,7 +25,12 @@ app.command("info")(info_command)
 app.command("demo")(demo_command)
 app.command("eval")(eval_command)
 app.command("score")(score_command)
+app.command("train")(train_command)
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # `python -m t2cli.cli.app`, e.g. under torchrun
+    main()

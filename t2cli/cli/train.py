@@ -1,0 +1,146 @@
+"""`t2 train --task T`: train an SVF expert (RL as in the paper, or SFT) and register it.
+
+Also runs data-parallel: `torchrun --nproc_per_node 2 "$(which t2)" train --task …` (or
+`accelerate launch "$(which t2)" train …`); the global batch is split over the processes and rank 0
+validates, saves and reports. On a shared CPU, OMP_NUM_THREADS=1 per process avoids the thread
+oversubscription that makes generation an order of magnitude slower.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import nullcontext
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from t2cli.cli.common import console, err_console, fail, progress_bar, user_errors
+from t2cli.models import DEFAULT_MODEL
+from t2cli.registry import Registry
+from t2cli.tasks import TASKS
+from t2cli.train import OBJECTIVES, TrainConfig, TrainResult, train
+
+
+def _h(name: str) -> str:
+    return TrainConfig.help(name)
+
+
+def train_command(
+    task: str = typer.Option(..., "--task", help=f"Task to train on: {', '.join(TASKS)}."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=_h("model")),
+    objective: str = typer.Option("rl", "--objective", help=f"{' | '.join(OBJECTIVES)}. " + _h("objective")),
+    targets: list[str] = typer.Option(["mlp"], "--targets", "-t", help=_h("targets") + " (repeatable)"),
+    kl: float = typer.Option(0.0, "--kl", help=_h("kl")),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help=_h("batch_size")),
+    rollouts_per_prompt: int = typer.Option(1, "--rollouts-per-prompt", "-k", help=_h("rollouts_per_prompt")),
+    temperature: float = typer.Option(1.0, help=_h("temperature")),
+    sft_iters: int = typer.Option(None, "--sft-iters", help=_h("sft_iters")),
+    iters: int = typer.Option(100, "--iters", "-n", help=_h("iters")),
+    lr: float = typer.Option(2e-3, "--lr", help=_h("lr")),
+    warmup_iters: int = typer.Option(0, help=_h("warmup_iters")),
+    min_lr_ratio: float = typer.Option(0.0, help=_h("min_lr_ratio")),
+    weight_decay: float = typer.Option(0.0, help=_h("weight_decay")),
+    grad_clip: float = typer.Option(1e-3, help=_h("grad_clip")),
+    max_multiplier: float = typer.Option(1.0, help=_h("max_multiplier")),
+    micro_batch_size: int = typer.Option(8, help=_h("micro_batch_size")),
+    max_new_tokens: int = typer.Option(None, help=_h("max_new_tokens")),
+    max_prompt_tokens: int = typer.Option(1024, help=_h("max_prompt_tokens")),
+    generation_batch_size: int = typer.Option(32, help=_h("generation_batch_size")),
+    eval_every: int = typer.Option(10, help=_h("eval_every")),
+    val_limit: int = typer.Option(32, help=_h("val_limit") + " 0 = all."),
+    train_limit: int = typer.Option(None, help=_h("train_limit")),
+    patience: int = typer.Option(0, help=_h("patience")),
+    seed: int = typer.Option(0, help=_h("seed")),
+    name: str = typer.Option(None, "--name", help=_h("name")),
+    checkpoint_every: int = typer.Option(10, help=_h("checkpoint_every")),
+    out: Path = typer.Option(None, "--out", help=_h("out_dir")),
+    data_dir: Path = typer.Option(None, "--data-dir", help=_h("data_dir")),
+    device: str = typer.Option(None, help=_h("device")),
+    overwrite: bool = typer.Option(False, "--overwrite", help=_h("overwrite")),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in the run directory from its checkpoint."),
+    registry: Path = typer.Option(None, "--registry", help="Registry to write the expert to."),
+) -> None:
+    """Train an SVF expert vector on a task (REINFORCE on the task reward, or SFT) and register it."""
+    with user_errors():
+        config = TrainConfig(
+            task=task, model=model, objective=objective,
+            targets=[part.strip() for value in targets for part in value.split(",") if part.strip()],
+            kl=kl, batch_size=batch_size, rollouts_per_prompt=rollouts_per_prompt, temperature=temperature,
+            sft_iters=sft_iters, iters=iters, lr=lr, warmup_iters=warmup_iters, min_lr_ratio=min_lr_ratio,
+            weight_decay=weight_decay, grad_clip=grad_clip, max_multiplier=max_multiplier,
+            micro_batch_size=micro_batch_size, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+            generation_batch_size=generation_batch_size, eval_every=eval_every, val_limit=val_limit or None,
+            train_limit=train_limit, patience=patience, seed=seed, name=name, checkpoint_every=checkpoint_every,
+            out_dir=str(out) if out else None, data_dir=str(data_dir) if data_dir else None, device=device,
+            overwrite=overwrite,
+        )
+        reg = Registry(write_root=registry) if registry else Registry()
+        # Under torchrun only rank 0 receives events: other ranks show no bar.
+        main_rank = int(os.environ.get("RANK", "0")) == 0
+        bar = progress_bar(f"train {config.expert_name}", total=config.iters) if main_rank else nullcontext(_ignore)
+        with bar as update:
+            renderer = EventRenderer(update, config.iters)
+            try:
+                result = train(config, registry=reg, resume=resume, on_event=renderer)
+            except KeyboardInterrupt:
+                every = f"every {config.checkpoint_every} iterations" if config.checkpoint_every else "at the end"
+                fail(f"interrupted at iteration {renderer.iteration}; checkpoints are written {every} to "
+                     f"{config.run_dir}. Continue with the same command plus --resume.", code=130)
+    if result.expert_path is not None:  # rank 0 of a distributed run, or a plain run
+        console.print(result_table(result, config))
+
+
+def _ignore(*_args) -> None:
+    pass
+
+
+class EventRenderer:
+    """Turns the library's progress events into the progress bar's label."""
+
+    def __init__(self, update, total: int):
+        self.update, self.total = update, total
+        self.iteration, self.best, self.summary = 0, None, ""
+
+    def __call__(self, event: dict) -> None:
+        kind = event["event"]
+        if kind == "setup":
+            self.update(0, self.total, event["message"] + "…")
+        elif kind == "start":
+            self.iteration = event["start_iter"]
+            self.best = event["base_accuracy"]
+            self.update(self.iteration, self.total, f"base val {event['base_accuracy']:.1%}")
+        elif kind == "phase":
+            self.update(self.iteration, self.total, f"{self.summary} · {event['phase']}…".lstrip(" ·"))
+        elif kind == "validation":
+            self.best = event["best"]
+        elif kind == "iteration":
+            self.iteration = event["iter"]
+            parts = [f"reward {event['reward/mean']:+.2f}" if "reward/mean" in event else f"loss {event['loss']:.3f}"]
+            if "val/accuracy" in event:
+                parts.append(f"val {event['val/accuracy']:.1%}")
+            if self.best is not None:
+                parts.append(f"best {self.best:.1%}")
+            parts.append(f"{event['time/iter']:.1f} s/it")
+            self.summary = " · ".join(parts)
+            self.update(self.iteration, self.total, self.summary)
+        elif kind == "early_stop":
+            err_console.print(f"early stop at iteration {event['iter']} (best at {event['best_iteration']})")
+
+
+def result_table(result: TrainResult, config: TrainConfig) -> Table:
+    table = Table(title=f"Trained expert {result.expert.name if result.expert else config.expert_name}",
+                  show_header=False)
+    times = [m["time/iter"] for m in result.metrics]
+    table.add_row("task / objective", f"{config.task} / {config.objective}")
+    table.add_row("base validation accuracy", f"{result.base_val_accuracy:.2%}")
+    best = f"{result.best_val_accuracy:.2%} at iteration {result.best_iteration}"
+    if result.best_iteration == 0:
+        best += " (no iteration beat the base model: the expert is a uniform z = the base model)"
+    table.add_row("best validation accuracy", best)
+    table.add_row("iterations", f"{result.iterations} ({sum(times) / max(1, len(times)):.1f} s/iter)")
+    table.add_row("wall time", f"{result.wall_time_s:.0f} s")
+    table.add_row("expert", str(result.expert_path))
+    table.add_row("learning curve", str(result.curve_path) if result.curve_path else "- (matplotlib not installed)")
+    table.add_row("run directory", str(result.run_dir))
+    return table

@@ -1,0 +1,177 @@
+"""The RL loop on tiny random models: the pieces (data order, advantages, log-probs, KL, the
+REINFORCE sign) and the whole run (p moves, a valid expert is registered, the CLI works)."""
+
+import json
+
+import pytest
+import torch
+import typer
+from toy import one_thread, toy_config, toy_task  # noqa: F401 (one_thread: an autouse fixture)
+from typer.testing import CliRunner
+
+from t2cli.adapt import factorised
+from t2cli.expert import ExpertVector
+from t2cli.registry import Registry
+from t2cli.svd_store import decompose
+from t2cli.train import TrainError, train
+from t2cli.train.rl import batch_indices, group_advantages, pg_loss, z_of
+from t2cli.train.sft import Sample, completion_logits
+
+
+def initial_p(store, seed=0, mean=0.1, std=0.01):
+    generator = torch.Generator().manual_seed(seed)
+    return {n: mean + std * torch.randn(store.ranks[n], generator=generator) for n in sorted(store.ranks)}
+
+
+def samples_for(loaded):
+    tok = loaded.tokenizer
+    ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    return [
+        Sample(ids("What is the capital of France?"), ids(" The answer is (A)."), advantage=1.0),
+        Sample(ids("1 + 2 ="), ids(" 3"), advantage=-1.0),
+        Sample(ids("def add(a, b): return a + b"), ids(" The answer is 3. 1 + 2"), advantage=0.5),
+    ]
+
+
+def test_batch_indices_are_a_pure_function_covering_each_epoch():
+    first = [batch_indices(7, it, 10, 4) for it in range(5)]
+    assert first == [batch_indices(7, it, 10, 4) for it in range(5)]  # no hidden state
+    stream = sum(first, [])
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:20]) == list(range(10))
+    assert batch_indices(8, 0, 10, 4) != first[0]
+
+
+def test_group_advantages():
+    assert group_advantages([1.0, -1.0], 1) == [1.0, -1.0]  # k = 1: the raw reward, as in the paper
+    assert group_advantages([1.0, -1.0, -1.0, -1.0, 1.0, 1.0], 3) == pytest.approx([4 / 3, -2 / 3, -2 / 3,
+                                                                                  -4 / 3, 2 / 3, 2 / 3])
+
+
+def test_completion_logprobs_match_unpadded_forwards(tiny_model):
+    """Left-padded prompts + right-padded completions give each sequence's own log-probs (Llama: RoPE;
+    GPT-2: absolute positions, so the position ids must skip the padding)."""
+    samples = samples_for(tiny_model)
+    with torch.no_grad():
+        logits, targets, mask = completion_logits(tiny_model.model, samples)
+        logp = torch.log_softmax(logits, -1).gather(-1, targets[..., None])[..., 0] * mask
+        for row, s in enumerate(samples):
+            full = torch.tensor([s.prompt_ids + s.completion_ids])
+            ref = torch.log_softmax(tiny_model.model(full).logits[0].float(), -1)
+            P = len(s.prompt_ids)
+            expected = sum(ref[P - 1 + j, t] for j, t in enumerate(s.completion_ids))
+            assert float(logp[row].sum()) == pytest.approx(float(expected), abs=1e-4)
+            assert int(mask[row].sum()) == len(s.completion_ids)
+
+
+def test_kl_is_zero_at_uniform_z_and_positive_elsewhere(llama):
+    store = decompose(llama, ["mlp"])
+    samples = samples_for(llama)
+    with factorised(llama, store) as adapted, torch.no_grad():
+        uniform = {n: torch.full((r,), 0.5) for n, r in store.ranks.items()}
+        _, stats = pg_loss(llama.model, samples, adapted, uniform, kl_coef=1.0)
+        assert abs(stats["kl"]) < 1e-6
+        generator = torch.Generator().manual_seed(0)
+        random = {n: torch.rand(r, generator=generator) * 2 for n, r in store.ranks.items()}
+        loss_with, stats = pg_loss(llama.model, samples, adapted, random, kl_coef=1.0)
+        loss_without, _ = pg_loss(llama.model, samples, adapted, random, kl_coef=0.0)
+        assert stats["kl"] > 1e-4
+        assert float(loss_with - loss_without) == pytest.approx(stats["kl"], abs=2e-5)
+
+
+def test_reinforce_step_raises_the_logprob_of_a_rewarded_answer(llama):
+    store = decompose(llama, ["mlp"])
+    sample = samples_for(llama)[:1]  # advantage +1
+    p = {n: v.requires_grad_() for n, v in initial_p(store).items()}
+    optimizer = torch.optim.SGD(list(p.values()), lr=0.5)
+    with factorised(llama, store) as adapted:
+        before, _ = pg_loss(llama.model, sample, adapted, z_of(p, 1.0), 0.0)
+        for _ in range(3):
+            loss, _ = pg_loss(llama.model, sample, adapted, z_of(p, 1.0), 0.0)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        after, _ = pg_loss(llama.model, sample, adapted, z_of(p, 1.0), 0.0)
+    assert float(after.detach()) < float(before.detach())  # loss = −log π(answer): the rewarded answer got likelier
+
+
+def test_rl_run_moves_p_and_registers_a_valid_expert(llama, tmp_path):
+    registry = Registry(write_root=tmp_path / "registry")
+    events = []
+    result = train(toy_config(tmp_path / "run", iters=2, eval_every=1), loaded=llama, task=toy_task(),
+                   registry=registry, on_event=events.append)
+    store = decompose(llama, ["mlp"])
+    z0 = z_of(initial_p(store), 1.0)
+    moved = max(float((result.final_z[n] - z0[n]).abs().max()) for n in z0)
+    assert moved > 1e-4  # p moved (lr 0.05 with Adam: each p moves ~lr per step)
+
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [m["iter"] for m in lines] == [1, 2]
+    for key in ("reward/mean", "loss", "lr", "time/iter", "val/accuracy", "grad_norm"):
+        assert all(key in m for m in lines), key
+    assert all(torch.isfinite(torch.tensor(m["loss"])) for m in lines)
+    assert lines[1]["lr"] < lines[0]["lr"]  # cosine decay
+
+    expert = ExpertVector.load(result.expert_path)
+    expert.validate_for(store.ranks, llama.name, llama.fingerprint)
+    assert expert.name == "toy" and expert.provenance["task"] == "toy" and expert.provenance["objective"] == "rl"
+    assert expert.provenance["hyperparameters"]["lr"] == 0.05
+    metrics = expert.provenance["metrics"]
+    assert metrics["base_val_accuracy"] == result.base_val_accuracy and "best_val_accuracy" in metrics
+    assert expert.parameterisation == {"kind": "sigmoid", "max_multiplier": 1.0}
+    assert registry.find("toy", llama.name).path == result.expert_path
+    assert (result.expert_path / "learning_curve.png").stat().st_size > 1000
+    kinds = {e["event"] for e in events}
+    assert {"start", "iteration", "validation", "checkpoint", "done"} <= kinds
+
+    with pytest.raises(TrainError, match="already exists"):  # the name is taken now
+        train(toy_config(tmp_path / "run2"), loaded=llama, task=toy_task(), registry=registry)
+
+
+def test_sampled_rollouts_with_group_baseline_and_kl(llama, tmp_path):
+    result = train(
+        toy_config(tmp_path / "run", iters=2, rollouts_per_prompt=3, kl=0.2, temperature=1.0),
+        loaded=llama, task=toy_task(), registry=Registry(write_root=tmp_path / "registry"),
+    )
+    for line in result.metrics:
+        assert -1.0 <= line["reward/mean"] <= 1.0
+        assert line["kl"] >= -1e-6 and torch.isfinite(torch.tensor(line["loss"]))
+    # rewards vary under sampling, so the group baseline gives non-zero advantages
+    assert 0 < result.metrics[0]["train/accuracy"] < 1
+
+
+def test_patience_stops_early_and_keeps_the_best_z(llama, tmp_path):
+    result = train(toy_config(tmp_path / "run", iters=10, eval_every=1, patience=2), loaded=llama,
+                   task=toy_task(), registry=Registry(write_root=tmp_path / "registry"))
+    # the random model's greedy answers never contain an "e": no validation beats the base model
+    assert result.base_val_accuracy == result.best_val_accuracy == 0.0
+    assert result.iterations == 2 and result.best_iteration == 0
+    for z in result.expert.z.values():  # the "best" is the base model: a uniform z (W' = W)
+        assert torch.equal(z, torch.full_like(z, float(z[0])))
+
+
+def test_cli_train_registers_an_expert(llama, tmp_path, monkeypatch):
+    from t2cli.cli.train import train_command
+    from t2cli.tasks import TASKS
+
+    monkeypatch.setitem(TASKS, "toy", toy_task())
+    model_dir = tmp_path / "tiny-model"
+    llama.model.save_pretrained(model_dir)
+    llama.tokenizer.save_pretrained(model_dir)
+    app = typer.Typer()
+    app.command("train")(train_command)
+    app.command("noop")(lambda: None)  # two commands, so `train` stays a sub-command
+    args = ["train", "--task", "toy", "--model", str(model_dir), "--iters", "2", "--batch-size", "2",
+            "--eval-every", "1", "--val-limit", "2", "--max-new-tokens", "4", "--name", "cli-toy",
+            "--out", str(tmp_path / "run"), "--registry", str(tmp_path / "registry"), "--lr", "0.01"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "best validation accuracy" in result.output
+    entry = Registry(write_root=tmp_path / "registry").find("cli-toy", "tiny-model")
+    assert entry.meta["provenance"]["objective"] == "rl"
+
+    again = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert again.exit_code == 2 and "already exists" in again.output
+    again = CliRunner().invoke(app, args + ["--overwrite"], env={"COLUMNS": "200"})  # the run dir holds a checkpoint
+    assert again.exit_code == 2 and "--resume" in again.output
+    bad = CliRunner().invoke(app, args[:3] + ["--model", str(model_dir), "--kl", "-1"])
+    assert bad.exit_code == 2 and "kl must be" in bad.output
