@@ -30,7 +30,9 @@ def test_score_references_100_and_wrong_0(tmp_path, name):
     code, out = run("score", "--task", name, "--predictions", references)
     assert code == 0, out
     assert "100.00%" in out and "12 / 12" in out
-    wrong = write(tmp_path / "wrong.jsonl", [{"id": ex["id"], "output": "def f():\n    return None"} for ex in examples])
+    wrong = write(
+        tmp_path / "wrong.jsonl", [{"id": ex["id"], "output": "def f():\n    return None"} for ex in examples]
+    )
     code, out = run("score", "--task", name, "--predictions", wrong)
     assert code == 0, out
     assert "0.00%" in out and "0 / 12" in out
