@@ -11,10 +11,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from t2cli.files import atomic_write_text
 from t2cli.generation import GenerationConfig, GenerationProgress, chat_prompt, generate
 from t2cli.models import LoadedModel
 from t2cli.scoring import score_outputs
-from t2cli.svd_store import atomic_write_text
 from t2cli.tasks.base import Task
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +27,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
 from t2cli.errors import ExpertError, MixError
-from t2cli.svd_store import atomic_write_text
+from t2cli.files import atomic_write_bytes, atomic_write_text
 
 FORMAT_VERSION = 1
 TENSORS_FILE = "expert.safetensors"
@@ -112,7 +110,7 @@ class ExpertVector:
         payload = save_safetensors_bytes(
             {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in sorted(self.z.items())}
         )
-        _atomic_write_bytes(directory / TENSORS_FILE, payload)
+        atomic_write_bytes(directory / TENSORS_FILE, payload)
         meta = self.metadata() | {"tensors_sha256": hashlib.sha256(payload).hexdigest()}
         atomic_write_text(directory / META_FILE, json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return directory
@@ -169,17 +167,6 @@ def _check_finite(z: Mapping[str, torch.Tensor], name: str) -> None:
     for module, tensor in z.items():
         if not torch.isfinite(tensor).all():
             raise ExpertError(f"expert {name!r}: {module} contains NaN or inf values")
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # --------------------------------------------------------------------------- mixing

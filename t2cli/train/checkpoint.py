@@ -11,15 +11,13 @@ uninterrupted run's trajectory exactly.
 from __future__ import annotations
 
 import json
-import os
 import random
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
-from t2cli.svd_store import atomic_write_text
+from t2cli.files import atomic_path, atomic_write_text
 from t2cli.train.config import TrainConfig, TrainError
 
 CHECKPOINT_FORMAT = 1
@@ -86,15 +84,8 @@ def save_checkpoint(
         "state": asdict(state) | {"best_z": {k: v.detach().cpu() for k, v in state.best_z.items()}},
         "rng": rng_state(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
