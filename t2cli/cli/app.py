@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from t2cli.cli import experts
+from t2cli.cli.chat import chat_command
 from t2cli.cli.decompose import decompose_command
 from t2cli.cli.demo import demo_command
 from t2cli.cli.evaluate import eval_command, score_command
@@ -26,6 +27,7 @@ app.command("demo")(demo_command)
 app.command("eval")(eval_command)
 app.command("score")(score_command)
 app.command("train")(train_command)
+app.command("chat")(chat_command)
 
 
 def main() -> None:

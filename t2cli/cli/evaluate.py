@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from t2cli.cli.common import console, progress_bar, status, user_errors
+from t2cli.cli.common import console, fail, progress_bar, status, user_errors
 from t2cli.evaluate import EvalReport, evaluate, write_report
 from t2cli.generation import GenerationConfig
 from t2cli.models import DEFAULT_MODEL, load_model
@@ -41,6 +41,12 @@ def eval_command(
     split: str = typer.Option("test", help="Split to evaluate."),
     limit: int = typer.Option(None, help="Only the first N examples (a fixed, stated subset)."),
     expert: str = typer.Option(None, "--expert", "-e", help="Apply this registered expert (pass 2 only)."),
+    lora: Path = typer.Option(None, "--lora", help="Evaluate with this PEFT LoRA adapter directory (the baseline; "
+                              "from `t2 train --method lora`) on the base model."),
+    adapt: str = typer.Option(None, "--adapt", help="Two-pass inference: prompt, cls, loglik, loglik-cls, cem, "
+                              "none or fixed:NAME (pass 1 picks the expert per prompt)."),
+    shots: str = typer.Option(None, "--shots", help="cem: N shots of the split (not scored) or a JSONL file."),
+    cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
     data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data (extra splits)."),
     out: Path = typer.Option(None, "--out", help="Write report.json + samples.jsonl here (default runs/eval-…)."),
     batch_size: int = typer.Option(16, help="Prompts per generation batch."),
@@ -51,11 +57,20 @@ def eval_command(
     seed: int = typer.Option(0, help="Random seed for sampling."),
 ) -> None:
     """Generate answers for a task split (optionally with an expert) and score them."""
+    if lora and expert:
+        fail("--lora and --expert are mutually exclusive: evaluate the LoRA baseline or an SVF expert")
+    if adapt and (lora or expert):
+        fail("--adapt chooses the experts itself: drop --expert / --lora")
     with user_errors():
         task_obj = get_task(task)
         with status(f"loading {model}…"):
             loaded = load_model(model)
         expert_name = None
+        if lora:
+            from t2cli.train.lora import load_lora
+
+            load_lora(loaded, lora)
+            expert_name = f"lora-{lora.name if lora.name != 'adapter' else lora.parent.name}"
         if expert:
             from t2cli.adapt import DenseAdapter
             from t2cli.registry import Registry
@@ -65,6 +80,14 @@ def eval_command(
             adapter = DenseAdapter(loaded, open_store(loaded, vector.targets))
             adapter.apply(vector)
             expert_name = vector.name
+        evaluate_with = evaluate  # --adapt: the same loop, answered in two passes
+        if adapt:
+            from t2cli.cli.chat import adaptive_evaluator
+
+            evaluate_with = adaptive_evaluator(
+                loaded, task_obj, adapt, shots, split, data_dir, seed, cem_generations, max_new_tokens
+            )
+            expert_name = f"adapt-{adapt.replace(':', '-')}"
         config = GenerationConfig(
             max_new_tokens=max_new_tokens or task_obj.max_new_tokens,
             batch_size=batch_size,
@@ -75,7 +98,7 @@ def eval_command(
             seed=seed,
         )
         with progress_bar(f"{task} {split}") as update:
-            report = evaluate(
+            report = evaluate_with(
                 loaded,
                 task_obj,
                 split=split,
@@ -86,6 +109,8 @@ def eval_command(
                 progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"),
             )
         out = out or Path("runs") / f"eval-{task}-{split}-{expert_name or 'base'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if lora:
+            report.config["lora"] = str(lora.resolve())
         summary_path, samples_path = write_report(report, out)
     console.print(report_table(report))
     console.print(f"report: {summary_path}\nsamples: {samples_path}")

@@ -20,6 +20,7 @@ from t2cli.models import DEFAULT_MODEL
 from t2cli.registry import Registry
 from t2cli.tasks import TASKS
 from t2cli.train import OBJECTIVES, TrainConfig, TrainResult, train
+from t2cli.train.lora import LORA_DEFAULTS
 
 
 def _h(name: str) -> str:
@@ -28,8 +29,12 @@ def _h(name: str) -> str:
 
 def train_command(
     task: str = typer.Option(..., "--task", help=f"Task to train on: {', '.join(TASKS)}."),
+    method: str = typer.Option("svf", "--method", help="svf: an SVF expert (the paper's method). lora: the "
+                               "paper's LoRA baseline (rank 16, alpha 32, dropout 0.05, --objective sft) on the "
+                               "same targets, data and budget, saved as a PEFT adapter in <run dir>/adapter."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=_h("model")),
-    objective: str = typer.Option("rl", "--objective", help=f"{' | '.join(OBJECTIVES)}. " + _h("objective")),
+    objective: str = typer.Option(None, "--objective", help=f"{' | '.join(OBJECTIVES)}. " + _h("objective")
+                                  + " Default rl for svf, sft for lora (the paper's LoRA recipe)."),
     targets: list[str] = typer.Option(["mlp"], "--targets", "-t", help=_h("targets") + " (repeatable)"),
     kl: float = typer.Option(0.0, "--kl", help=_h("kl")),
     batch_size: int = typer.Option(16, "--batch-size", "-b", help=_h("batch_size")),
@@ -37,11 +42,11 @@ def train_command(
     temperature: float = typer.Option(1.0, help=_h("temperature")),
     sft_iters: int = typer.Option(None, "--sft-iters", help=_h("sft_iters")),
     iters: int = typer.Option(100, "--iters", "-n", help=_h("iters")),
-    lr: float = typer.Option(2e-3, "--lr", help=_h("lr")),
+    lr: float = typer.Option(None, "--lr", help=_h("lr") + " Default 2e-3 for svf, 2e-4 for lora."),
     warmup_iters: int = typer.Option(0, help=_h("warmup_iters")),
     min_lr_ratio: float = typer.Option(0.0, help=_h("min_lr_ratio")),
     weight_decay: float = typer.Option(0.0, help=_h("weight_decay")),
-    grad_clip: float = typer.Option(1e-3, help=_h("grad_clip")),
+    grad_clip: float = typer.Option(None, help=_h("grad_clip") + " Default 1e-3 for svf, 1.0 for lora."),
     max_multiplier: float = typer.Option(1.0, help=_h("max_multiplier")),
     micro_batch_size: int = typer.Option(8, help=_h("micro_batch_size")),
     max_new_tokens: int = typer.Option(None, help=_h("max_new_tokens")),
@@ -62,6 +67,12 @@ def train_command(
     registry: Path = typer.Option(None, "--registry", help="Registry to write the expert to."),
 ) -> None:
     """Train an SVF expert vector on a task (REINFORCE on the task reward, or SFT) and register it."""
+    if method not in ("svf", "lora"):
+        fail(f"--method must be svf or lora, not {method!r}")
+    defaults = LORA_DEFAULTS if method == "lora" else {"lr": 2e-3, "grad_clip": 1e-3}
+    lr = defaults["lr"] if lr is None else lr
+    grad_clip = defaults["grad_clip"] if grad_clip is None else grad_clip
+    objective = objective or ("sft" if method == "lora" else "rl")
     with user_errors():
         config = TrainConfig(
             task=task, model=model, objective=objective,
@@ -75,6 +86,9 @@ def train_command(
             out_dir=str(out) if out else None, data_dir=str(data_dir) if data_dir else None, device=device,
             overwrite=overwrite,
         )
+        if method == "lora":
+            _train_lora(config, resume)
+            return
         reg = Registry(write_root=registry) if registry else Registry()
         # Under torchrun only rank 0 receives events: other ranks show no bar.
         main_rank = int(os.environ.get("RANK", "0")) == 0
@@ -89,6 +103,34 @@ def train_command(
                      f"{config.run_dir}. Continue with the same command plus --resume.", code=130)
     if result.expert_path is not None:  # rank 0 of a distributed run, or a plain run
         console.print(result_table(result, config))
+
+
+def _train_lora(config: TrainConfig, resume: bool) -> None:
+    from t2cli.train.lora import train_lora
+
+    if resume:
+        fail("--resume is not supported with --method lora (its runs keep no checkpoint)")
+    name = config.name or f"{config.task}-lora"
+    with progress_bar(f"train {name} (LoRA)", total=config.iters) as update:
+        renderer = EventRenderer(update, config.iters)
+        try:
+            result = train_lora(config, on_event=renderer)
+        except KeyboardInterrupt:
+            fail(f"interrupted at iteration {renderer.iteration}; LoRA runs keep no checkpoint", code=130)
+    table = Table(title=f"Trained LoRA adapter {name}", show_header=False)
+    times = [m["time/iter"] for m in result.metrics]
+    table.add_row("task / objective", f"{config.task} / {config.objective}")
+    table.add_row("trainable parameters", f"{result.trainable_parameters:,}")
+    table.add_row("base validation accuracy", f"{result.base_val_accuracy:.2%}")
+    best = f"{result.best_val_accuracy:.2%} at iteration {result.best_iteration}"
+    if result.best_iteration == 0:
+        best += " (no iteration beat the base model: the adapter is the initial one, B = 0 = the base model)"
+    table.add_row("best validation accuracy", best)
+    table.add_row("iterations", f"{result.iterations} ({sum(times) / max(1, len(times)):.1f} s/iter)")
+    table.add_row("wall time", f"{result.wall_time_s:.0f} s")
+    table.add_row("adapter", str(result.adapter_path))
+    table.add_row("run directory", str(result.run_dir))
+    console.print(table)
 
 
 def _ignore(*_args) -> None:

@@ -32,10 +32,11 @@ import torch.distributed as dist
 
 from t2cli.adapt import DenseAdapter, FactorisedModel, factorised
 from t2cli.expert import META_FILE, ExpertVector
+from t2cli.files import atomic_write_text
 from t2cli.generation import GenerationConfig, generate
 from t2cli.models import LoadedModel, load_model, model_key
 from t2cli.registry import Registry
-from t2cli.svd_store import SVDStore, atomic_write_text, decompose
+from t2cli.svd_store import SVDStore, decompose
 from t2cli.tasks import get_task
 from t2cli.tasks.base import Task
 from t2cli.train import checkpoint as ckpt

@@ -1,0 +1,285 @@
+"""Benchmark: one RL training iteration, SVF (t2's loop) vs the PEFT LoRA baseline, side by side.
+
+Same model, same batch of training prompts, same rollouts. The parent process generates the
+rollouts once with the base model (both methods start as the base model) and scores them; then each
+measurement runs in a FRESH subprocess, so its peak RSS (`resource.getrusage` ru_maxrss) is its own:
+
+  update     load → set up the method → the update step on the shared rollouts (REINFORCE loss,
+             backward, grad clip, AdamW step), repeated --repeats times (the first includes the
+             optimiser-state allocation); time per step and peak RSS.
+  iteration  load → set up → one whole iteration: rollouts with the method's own adapted model
+             (SVF: compose dense W' then generate; LoRA: generate through the unmerged adapter),
+             reward, update step; time and peak RSS.
+
+SVF: z = sigmoid(p) per singular value of the MLP matrices, loss through t2's factorised forward,
+lr 2e-3, clip 1e-3 (the paper). LoRA: rank 16 / alpha 32 / dropout 0.05 on the same matrices, lr 2e-4,
+clip 1.0 (t2cli.train.lora). Both use t2's `pg_loss` with λ = 0.
+
+    python bench/train_step.py [--model smollm2-135m] [--batch 8] [--new-tokens 64] [--repeats 3]
+    python bench/train_step.py --model path/to/tiny-hf-dir --batch 2 --new-tokens 8   # a quick check
+
+Prints a table and writes bench/results/train_step.json. On a shared CPU, set OMP_NUM_THREADS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ARMS = ("svf", "lora")
+
+
+def max_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
+
+
+def rollout_batch(loaded, task, batch: int, new_tokens: int):
+    """The iteration-0 batch of the training loop, its prompts and the generation settings."""
+    from t2cli.generation import GenerationConfig
+    from t2cli.train.rl import batch_indices
+    from t2cli.train.sft import prompt_text
+
+    examples = task.load("train").examples
+    chosen = [examples[i] for i in batch_indices(0, 0, len(examples), batch)]
+    prompts = [prompt_text(loaded.tokenizer, task, ex, 1024) for ex in chosen]
+    return chosen, prompts, GenerationConfig(max_new_tokens=new_tokens, batch_size=batch, stop=tuple(task.stop))
+
+
+def rollouts(loaded, task, examples, prompts, generation) -> list:
+    from t2cli.generation import generate
+    from t2cli.train.sft import Sample
+
+    completions = generate(loaded, prompts, generation)
+    rewards = [float(r) for r in task.reward([c.text for c in completions], examples)]
+    return [Sample(c.prompt_ids, c.completion_ids, r, r) for c, r in zip(completions, rewards)]  # k = 1: A = r
+
+
+# --------------------------------------------------------------------------- one arm, in its own process
+
+
+class Arm:
+    """A method's trainable parameters, optimiser, update step and rollout context."""
+
+    def __init__(self, method: str, loaded):
+        from t2cli.train.rl import InMemoryStore, z_of
+
+        self.method, self.loaded = method, loaded
+        if method == "svf":
+            from t2cli.adapt import DenseAdapter
+            from t2cli.svd_store import decompose
+
+            store = decompose(loaded, ["mlp"])
+            self.adapter = DenseAdapter(loaded, store)
+            self.store = InMemoryStore(store, self.adapter.factors)
+            generator = torch.Generator().manual_seed(0)
+            self.p = {m: (0.1 + 0.01 * torch.randn(r, generator=generator)).requires_grad_()
+                      for m, r in sorted(store.ranks.items())}
+            self.params = list(self.p.values())
+            self.z = lambda: z_of(self.p, 1.0)
+            lr, self.clip = 2e-3, 1e-3
+        else:
+            from t2cli.train.lora import LORA_DEFAULTS, attach_lora
+
+            torch.manual_seed(0)
+            self.peft_model = attach_lora(loaded, ["mlp"])
+            self.params = [p for p in self.peft_model.parameters() if p.requires_grad]
+            lr, self.clip = LORA_DEFAULTS["lr"], LORA_DEFAULTS["grad_clip"]
+        self.optimizer = torch.optim.AdamW(self.params, lr=lr)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.params)
+
+    def update(self, samples, micro_batch: int) -> None:
+        from t2cli.adapt import factorised
+        from t2cli.train.lora import _NoZ, _set_dropout
+        from t2cli.train.rl import pg_loss
+
+        model = self.loaded.model
+        samples = [s for s in samples if s.completion_ids]  # as the loop: an empty answer has no loss
+        if self.method == "svf":
+            with factorised(self.loaded, self.store) as adapted:
+                for start in range(0, len(samples), micro_batch):
+                    loss, _ = pg_loss(model, samples[start : start + micro_batch], adapted, self.z(), 0.0)
+                    (loss / len(samples)).backward()
+        else:
+            _set_dropout(self.peft_model, True)
+            for start in range(0, len(samples), micro_batch):
+                loss, _ = pg_loss(model, samples[start : start + micro_batch], _NoZ(), {}, 0.0)
+                (loss / len(samples)).backward()
+            _set_dropout(self.peft_model, False)
+        torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def rollouts(self, task, examples, prompts, generation) -> list:
+        if self.method == "svf":
+            from t2cli.train.rl import applied
+
+            with torch.no_grad(), applied(self.adapter, self.z()):  # compose dense W', generate, revert
+                return rollouts(self.loaded, task, examples, prompts, generation)
+        with torch.no_grad():
+            return rollouts(self.loaded, task, examples, prompts, generation)
+
+
+def run_arm(args) -> dict:
+    from t2cli.models import load_model
+    from t2cli.tasks import get_task
+    from t2cli.train.sft import Sample
+
+    loaded = load_model(args.model, device="cpu")
+    task = get_task(args.task)
+    result = {"method": args.arm, "phase": args.phase, "rss_after_load_mb": max_rss_mb()}
+    arm = Arm(args.arm, loaded)
+    result |= {"parameters": arm.num_parameters, "rss_after_setup_mb": max_rss_mb()}
+    if args.phase == "update":
+        samples = [Sample(**row) for row in json.loads(Path(args.rollouts).read_text())]
+        times = []
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            arm.update(samples, args.micro_batch)
+            times.append(time.perf_counter() - started)
+        result |= {"update_s": times}
+    else:
+        examples, prompts, generation = rollout_batch(loaded, task, args.batch, args.new_tokens)
+        started = time.perf_counter()
+        samples = arm.rollouts(task, examples, prompts, generation)
+        rollout_s = time.perf_counter() - started
+        arm.update(samples, args.micro_batch)
+        result |= {"rollout_s": rollout_s, "iteration_s": time.perf_counter() - started,
+                   "completion_tokens": sum(len(s.completion_ids) for s in samples)}
+    result["peak_rss_mb"] = max_rss_mb()
+    if torch.cuda.is_available():
+        result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+# --------------------------------------------------------------------------- the parent
+
+
+def child(args, arm: str, phase: str, rollouts_file: Path, workdir: Path) -> dict:
+    out = workdir / f"{arm}-{phase}.json"
+    command = [sys.executable, __file__, "--arm", arm, "--phase", phase, "--rollouts", str(rollouts_file),
+               "--result", str(out), "--model", args.model, "--task", args.task, "--batch", str(args.batch),
+               "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats),
+               "--micro-batch", str(args.micro_batch)]
+    subprocess.run(command, check=True)
+    return json.loads(out.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--task", default="gsm8k")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="Update steps timed per method.")
+    parser.add_argument("--micro-batch", type=int, default=8, help="Samples per forward/backward (as the loop).")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_step.json"))
+    parser.add_argument("--arm", choices=ARMS, help=argparse.SUPPRESS)  # internal: run one arm
+    parser.add_argument("--phase", choices=("update", "iteration"), help=argparse.SUPPRESS)
+    parser.add_argument("--rollouts", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.arm:
+        Path(args.result).write_text(json.dumps(run_arm(args)))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from t2cli.models import load_model
+    from t2cli.tasks import get_task
+
+    console = Console()
+    loaded = load_model(args.model, device="cpu")
+    task = get_task(args.task)
+    examples, prompts, generation = rollout_batch(loaded, task, args.batch, args.new_tokens)
+    started = time.perf_counter()
+    with torch.no_grad():
+        shared = rollouts(loaded, task, examples, prompts, generation)
+    base_rollout_s = time.perf_counter() - started
+    del loaded
+    results: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="t2-bench-") as tmp:
+        workdir = Path(tmp)
+        rollouts_file = workdir / "rollouts.json"
+        rollouts_file.write_text(json.dumps([vars(s) for s in shared]))
+        for arm in ARMS:
+            for phase in ("update", "iteration"):
+                console.print(f"[dim]{arm}: {phase} (fresh process)…[/]")
+                results.setdefault(arm, {})[phase] = child(args, arm, phase, rollouts_file, workdir)
+
+    def summary(arm: str) -> dict:
+        update, iteration = results[arm]["update"], results[arm]["iteration"]
+        steady = update["update_s"][1:] or update["update_s"]
+        return {
+            "parameters": update["parameters"],
+            "update_s_median": statistics.median(steady),
+            "update_s_first": update["update_s"][0],
+            "update_s_all": update["update_s"],
+            "rollout_reward_s": iteration["rollout_s"],
+            "iteration_s": iteration["iteration_s"],
+            "completion_tokens": iteration["completion_tokens"],
+            "rss_after_load_mb": update["rss_after_load_mb"],
+            "peak_rss_update_mb": update["peak_rss_mb"],
+            "peak_rss_iteration_mb": iteration["peak_rss_mb"],
+            **({"cuda_max_allocated_mb": update["cuda_max_allocated_mb"]} if "cuda_max_allocated_mb" in update
+               else {}),
+        }
+
+    arms = {arm: summary(arm) for arm in ARMS}
+    result = {
+        "model": args.model,
+        "task": args.task,
+        "batch": args.batch,
+        "new_tokens": args.new_tokens,
+        "micro_batch": args.micro_batch,
+        "repeats": args.repeats,
+        "shared_rollouts": {"completion_tokens": sum(len(s.completion_ids) for s in shared),
+                            "mean_reward": sum(s.reward for s in shared) / len(shared),
+                            "base_generation_s": base_rollout_s},
+        "machine": {"threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__,
+                    "device": "cpu"},
+        "arms": arms,
+        "raw": results,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+    table = Table(title=f"one RL iteration: SVF vs LoRA r=16 — {args.model}, {args.task}, batch {args.batch}, "
+                        f"≤{args.new_tokens} new tokens")
+    for column in ("measure", "SVF", "LoRA", "LoRA / SVF"):
+        table.add_column(column)
+
+    def row(label: str, key: str, fmt: str) -> None:
+        svf, lora = arms["svf"][key], arms["lora"][key]
+        ratio = f"{lora / svf:.2f}×" if svf and math.isfinite(lora / svf) else "-"
+        table.add_row(label, format(svf, fmt), format(lora, fmt), ratio)
+
+    row("trainable parameters", "parameters", ",")
+    row(f"update step, same rollouts (s, median of {max(1, args.repeats - 1)})", "update_s_median", ".3f")
+    row("first update step (s, + optimiser state)", "update_s_first", ".3f")
+    row("rollout + reward, own adapter (s)", "rollout_reward_s", ".3f")
+    row("whole iteration (s)", "iteration_s", ".3f")
+    row("RSS after model load (MB)", "rss_after_load_mb", ".0f")
+    row("peak RSS, update steps (MB)", "peak_rss_update_mb", ".0f")
+    row("peak RSS, whole iteration (MB)", "peak_rss_iteration_mb", ".0f")
+    console.print(table)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,514 @@
+"""Pass 1 of two-pass inference (SPEC §3): decide which expert (or mixture) answers a prompt.
+
+Strategies, all returning one `Decision` per prompt:
+
+    none         always the base model
+    fixed:NAME   always the registered expert NAME
+    prompt       the base model names the prompt's domain in \\boxed{} (greedy, a few tokens)
+    cls          the same prompt, answered with the registered classification expert applied
+    loglik       no decoding: one prefill of the dispatch prompt + "\\boxed{", then every label
+                 (and "other") scored by the log-likelihood of its tokens; the argmax wins
+    loglik-cls   loglik with the classification expert applied
+    cem          few-shot: α over the K domain experts searched by the cross-entropy method on
+                 labelled shots (`cem_search`); the mixture then answers every prompt
+
+Experts are found through registry metadata (their `domain`), never by hard-coded names. The
+model's weights are switched by one `ExpertSwitch`, shared with pass 2, which keeps composed
+weights in a small LRU so that switching back to a recent expert costs a copy, not a composition.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from t2cli.adapt import DenseAdapter
+from t2cli.errors import ExpertError, RegistryError, T2Error
+from t2cli.expert import ExpertVector, mix
+from t2cli.generation import GenerationConfig, chat_prompt, generate
+from t2cli.models import LoadedModel
+from t2cli.registry import Registry
+from t2cli.tasks.base import Task
+from t2cli.tasks.cls import DISPATCH_LABELS, OTHER, dispatch_messages, parse_dispatch_label
+
+STRATEGIES = ("none", "fixed:NAME", "prompt", "cls", "loglik", "loglik-cls", "cem")
+CLASSIFICATION = "classification"
+ANSWER_OPENING = "\\boxed{"  # the loglik dispatcher scores what follows it: "math}", "code}", …
+
+
+class DispatchError(T2Error):
+    """A dispatch strategy cannot run (unknown strategy, missing experts, no shots)."""
+
+
+@dataclass
+class Decision:
+    """What pass 1 chose for one prompt.
+
+    `label` is a domain ("math", …), "other" (the base model), an expert name (fixed) or
+    "mixture" (cem); `expert` is the vector pass 2 applies (None: the base model); `weights` are
+    the α per expert name for a mixture; `seconds` is this prompt's share of pass 1.
+    """
+
+    label: str
+    expert: ExpertVector | None = field(default=None, repr=False)
+    weights: dict[str, float] | None = None
+    seconds: float = 0.0
+    details: dict = field(default_factory=dict)
+
+    @property
+    def expert_name(self) -> str | None:
+        return self.expert.name if self.expert is not None else None
+
+
+# --------------------------------------------------------------------------- weights
+
+
+class ExpertSwitch:
+    """The model's current weights: the base model or one expert, composed weights in an LRU.
+
+    Each cached entry is a full copy of the targeted matrices (SmolLM2-135M MLP: ≈320 MB in
+    float32), hence the small default capacity. Entries are keyed by expert name.
+    """
+
+    def __init__(self, adapter: DenseAdapter, capacity: int = 4):
+        if capacity < 1:
+            raise ValueError("the composed-weights cache needs a capacity ≥ 1")
+        self.adapter = adapter
+        self.capacity = capacity
+        self.cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+        self.compositions = 0  # how many times an expert was composed (cache misses)
+
+    @property
+    def active(self) -> str | None:
+        return self.adapter.active
+
+    def use(self, expert: ExpertVector | None) -> None:
+        """Make `expert` (None: the exact base weights) the model's weights."""
+        if expert is None:
+            if self.adapter.active is not None:
+                self.adapter.revert()
+            return
+        if self.adapter.active == expert.name:
+            return
+        weights = self.cache.get(expert.name)
+        if weights is None:
+            weights = self.adapter.compose(expert)
+            self.compositions += 1
+            self.cache[expert.name] = weights
+            while len(self.cache) > self.capacity:
+                self.cache.popitem(last=False)
+        self.cache.move_to_end(expert.name)
+        self.adapter.load_weights(weights, expert.name)
+
+
+# --------------------------------------------------------------------------- experts by domain
+
+
+def domain_experts(registry: Registry, base_model: str, domains: Sequence[str] | None = None) -> dict[str, str]:
+    """{domain: expert name} for the registered experts of `base_model`, from their metadata.
+
+    Without `domains`, every domain except "classification" and "other"; when a domain has
+    several experts, the first by name wins (register one per domain to be explicit).
+    """
+    found: dict[str, str] = {}
+    for entry in registry.list(base_model):
+        domain = entry.domain
+        if domain in (CLASSIFICATION, OTHER) or (domains is not None and domain not in domains):
+            continue
+        found.setdefault(domain, entry.name)
+    known = [d for d in DISPATCH_LABELS if d in found]
+    return {d: found[d] for d in known + sorted(set(found) - set(known))}
+
+
+def classification_expert(registry: Registry, base_model: str) -> ExpertVector:
+    for entry in registry.list(base_model):
+        if entry.domain == CLASSIFICATION:
+            return registry.load(entry.name, base_model)
+    raise DispatchError(
+        f"no classification expert is registered for {base_model}: train one with "
+        f"`t2 train --task cls --model {base_model}` (it is registered with domain 'classification')"
+    )
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+class Dispatcher:
+    """Base: `decide(prompts)` returns one Decision per user prompt (plain text)."""
+
+    name = "none"
+
+    def decide(self, prompts: Sequence[str]) -> list[Decision]:
+        return [Decision(OTHER, details={"strategy": self.name}) for _ in prompts]
+
+
+class FixedDispatcher(Dispatcher):
+    """Always one expert (a registered one, or a mixture found by `cem_search`)."""
+
+    def __init__(self, expert: ExpertVector, label: str | None = None, weights: dict[str, float] | None = None):
+        self.expert, self.label, self.weights = expert, label or expert.name, weights
+        self.name = f"fixed:{expert.name}"
+
+    def decide(self, prompts: Sequence[str]) -> list[Decision]:
+        return [Decision(self.label, self.expert, self.weights, details={"strategy": self.name}) for _ in prompts]
+
+
+class PromptDispatcher(Dispatcher):
+    """The model names the domain in \\boxed{} (greedy); with `pass1_expert`, that expert answers."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        switch: ExpertSwitch,
+        experts: dict[str, ExpertVector],
+        pass1_expert: ExpertVector | None = None,
+        max_new_tokens: int = 16,
+        batch_size: int = 16,
+    ):
+        self.loaded, self.switch, self.experts, self.pass1_expert = loaded, switch, experts, pass1_expert
+        self.labels = list(experts)
+        self.config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
+        self.name = "cls" if pass1_expert is not None else "prompt"
+
+    def decide(self, prompts: Sequence[str]) -> list[Decision]:
+        started = time.perf_counter()
+        self.switch.use(self.pass1_expert)
+        texts = [chat_prompt(self.loaded.tokenizer, dispatch_messages(p, self.labels)) for p in prompts]
+        outputs = [c.text for c in generate(self.loaded, texts, self.config)]
+        share = (time.perf_counter() - started) / max(len(prompts), 1)
+        decisions = []
+        for output in outputs:
+            label = parse_dispatch_label(output, self.labels)
+            details = {"strategy": self.name, "output": output}
+            decisions.append(Decision(label, self.experts.get(label), seconds=share, details=details))
+        return decisions
+
+
+class LoglikDispatcher(Dispatcher):
+    """No decoding: score "label}" after the dispatch prompt + "\\boxed{" for every label and "other".
+
+    One prefill of the prompt, then all candidates in one batched forward on the prompt's KV
+    cache. A candidate's score is its total log-probability (that of the whole label string).
+    With `calibrate` (default), the scores the same prompt gets for a content-free request ("N/A")
+    are subtracted first ("contextual calibration", Zhao et al. 2021): it removes the small model's
+    prior for the label named in the instruction's example (SmolLM2-135M: raw argmax "code" for
+    7 of 7 sample prompts, calibrated 6 of 7 right). The calibration costs one extra prefill, once.
+    """
+
+    CONTENT_FREE = "N/A"
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        switch: ExpertSwitch,
+        experts: dict[str, ExpertVector],
+        pass1_expert: ExpertVector | None = None,
+        include_other: bool = True,
+        calibrate: bool = True,
+    ):
+        self.loaded, self.switch, self.experts, self.pass1_expert = loaded, switch, experts, pass1_expert
+        self.labels = list(experts)
+        self.candidates = self.labels + ([OTHER] if include_other else [])
+        self.calibrate = calibrate
+        self.prior: list[float] | None = None  # scores of the content-free request
+        self.name = "loglik-cls" if pass1_expert is not None else "loglik"
+
+    def prefix(self, prompt: str) -> str:
+        return chat_prompt(self.loaded.tokenizer, dispatch_messages(prompt, self.labels)) + ANSWER_OPENING
+
+    def scores(self, prompt: str) -> list[float]:
+        return label_logliks(self.loaded, self.prefix(prompt), [f"{c}}}" for c in self.candidates])
+
+    def decide(self, prompts: Sequence[str]) -> list[Decision]:
+        self.switch.use(self.pass1_expert)
+        if self.calibrate and self.prior is None:
+            self.prior = self.scores(self.CONTENT_FREE)
+        decisions = []
+        for prompt in prompts:
+            started = time.perf_counter()
+            raw = self.scores(prompt)
+            scores = [s - p for s, p in zip(raw, self.prior)] if self.prior is not None else raw
+            label = self.candidates[max(range(len(scores)), key=scores.__getitem__)]
+            details = {"strategy": self.name, "scores": dict(zip(self.candidates, scores)), "raw": raw}
+            decisions.append(
+                Decision(label, self.experts.get(label), seconds=time.perf_counter() - started, details=details)
+            )
+        return decisions
+
+
+@torch.no_grad()
+def label_logliks(loaded: LoadedModel, prefix: str, continuations: Sequence[str]) -> list[float]:
+    """log p(continuation | prefix) summed over its tokens, for each continuation.
+
+    The prefix is run once; its KV cache is repeated for the candidates, which go through the
+    model together (right-padded: padding after a token cannot change that token's logits).
+    The continuation is tokenised on its own, so the prefix's tokens are the same for every one.
+    """
+    tokenizer, model, device = loaded.tokenizer, loaded.model, loaded.device
+    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    candidates = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+    if not prefix_ids or not all(candidates):
+        raise ValueError("the prefix and every continuation must have at least one token")
+    out = model(input_ids=torch.tensor([prefix_ids], device=device), use_cache=True)
+    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # (V,) scores each candidate's 1st token
+    K, L, P = len(candidates), max(len(c) for c in candidates), len(prefix_ids)
+    ids = torch.zeros(K, L, dtype=torch.long, device=device)
+    mask = torch.ones(K, P + L, dtype=torch.long, device=device)
+    for row, c in enumerate(candidates):
+        ids[row, : len(c)] = torch.tensor(c, device=device)
+        mask[row, P + len(c) :] = 0
+    cache = out.past_key_values
+    cache.batch_repeat_interleave(K)
+    logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask, past_key_values=cache).logits.float(), -1)
+    scores = []
+    for row, c in enumerate(candidates):
+        total = first[c[0]]
+        if len(c) > 1:  # token j (j ≥ 1) is predicted at candidate position j − 1
+            total = total + logp[row, torch.arange(len(c) - 1), torch.tensor(c[1:])].sum()
+        scores.append(float(total))
+    return scores
+
+
+# --------------------------------------------------------------------------- few-shot: CEM
+
+
+def split_shots(examples: Sequence[dict], k: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """(k shots, the remaining examples in their original order): the shots never get evaluated.
+
+    The shots are a seeded random sample of positions, so the same (examples, k, seed) always
+    gives the same split.
+    """
+    if not 0 < k < len(examples):
+        raise DispatchError(f"cannot take {k} shots from {len(examples)} examples: need 0 < k < {len(examples)}")
+    picked = set(random.Random(seed).sample(range(len(examples)), k))
+    shots = [examples[i] for i in sorted(picked)]
+    rest = [example for i, example in enumerate(examples) if i not in picked]
+    return shots, rest
+
+
+@dataclass(frozen=True)
+class CEMConfig:
+    population: int = 32  # candidate α per generation
+    elite_ratio: float = 0.2  # fraction of the population that moves the distribution
+    generations: int = 50  # upper bound
+    init_std: float = 0.5  # initial std of α (initial mean 1/K)
+    min_std: float = 0.0  # floor on the std (0: the paper's plain CEM)
+    patience: int | None = None  # stop after this many generations without a better best
+    stop_at_perfect: bool = True  # stop once the best member solves every shot
+    per_matrix: bool = False  # one α per expert per matrix instead of one per expert
+    seed: int = 0
+    max_new_tokens: int | None = None  # pass-2 budget on the shots (default: the task's)
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.population < 2 or self.generations < 1:
+            raise ValueError("CEM needs a population ≥ 2 and ≥ 1 generation")
+        if not 0 < self.elite_ratio <= 1:
+            raise ValueError("elite_ratio must be in (0, 1]")
+
+
+@dataclass
+class CEMResult:
+    expert: ExpertVector  # the mixture; register it to reuse it for the task
+    alphas: torch.Tensor  # (K,) or (K, M): the best α
+    accuracy: float  # on the shots
+    loglik: float  # mean per-token log-likelihood of the shots' reference answers
+    experts: list[str]
+    modules: list[str]
+    history: list[dict]  # per generation: best/mean fitness, mean α
+    evaluations: int
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Global α per expert (the mean over matrices when per-matrix)."""
+        alphas = self.alphas if self.alphas.ndim == 1 else self.alphas.mean(dim=1)
+        return {name: round(float(a), 6) for name, a in zip(self.experts, alphas)}
+
+
+CEMProgress = Callable[[int, int, float], None]  # (generation, generations, best accuracy)
+
+
+def mixture(experts: Sequence[ExpertVector], alphas: torch.Tensor, modules: Sequence[str], name: str) -> ExpertVector:
+    """z' = Σ αₖ zₖ for α of shape (K,) or (K, M); an all-zero α counts as uniform (W' ignores scale)."""
+    if float(alphas.sum()) <= 0:
+        alphas = torch.ones_like(alphas)
+    if alphas.ndim == 1:
+        return mix(experts, [float(a) for a in alphas], name)
+    per_layer = {e.name: {m: float(alphas[k, j]) for j, m in enumerate(modules)} for k, e in enumerate(experts)}
+    for j, m in enumerate(modules):  # a matrix whose α are all zero: uniform, like the global case
+        if float(alphas[:, j].sum()) <= 0:
+            for e in experts:
+                per_layer[e.name][m] = 1.0
+    return mix(experts, [1.0] * len(experts), name, per_layer=per_layer)
+
+
+def shot_fitness(
+    loaded: LoadedModel, task: Task, shots: Sequence[dict], config: GenerationConfig
+) -> tuple[float, float]:
+    """(accuracy of greedy answers, mean per-token log-likelihood of the reference answers)."""
+    prompts = [chat_prompt(loaded.tokenizer, task.messages(example)) for example in shots]
+    outputs = [c.text for c in generate(loaded, prompts, config)]
+    accuracy = sum(task.check_many(outputs, shots)) / len(shots)
+    return accuracy, reference_loglik(loaded, prompts, [task.reference_output(e) for e in shots])
+
+
+@torch.no_grad()
+def reference_loglik(loaded: LoadedModel, prompts: Sequence[str], answers: Sequence[str]) -> float:
+    """Mean over prompts of the mean per-token log-probability of each answer after its prompt."""
+    tokenizer, model, device = loaded.tokenizer, loaded.model, loaded.device
+    total = 0.0
+    for prompt, answer in zip(prompts, answers):
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
+        ids = torch.tensor([prompt_ids + answer_ids], device=device)
+        logits = model(input_ids=ids, logits_to_keep=len(answer_ids) + 1).logits[0, :-1].float()
+        logp = torch.log_softmax(logits, dim=-1)
+        total += float(logp[torch.arange(len(answer_ids)), torch.tensor(answer_ids, device=device)].mean())
+    return total / len(prompts)
+
+
+def cem_search(
+    loaded: LoadedModel,
+    switch: ExpertSwitch,
+    experts: Sequence[ExpertVector],
+    task: Task,
+    shots: Sequence[dict],
+    config: CEMConfig = CEMConfig(),
+    name: str | None = None,
+    progress: CEMProgress | None = None,
+) -> CEMResult:
+    """Cross-entropy-method search of α for z' = Σ αₖ zₖ on labelled shots (SPEC §3c).
+
+    Each generation samples α ~ N(mean, std) clamped to [0, 1] (the first member is always the
+    best α so far, re-evaluated); fitness is (accuracy, reference log-likelihood), compared in
+    that order; the elite fraction sets the next mean and std. Seeded: the same inputs and seed
+    give the same α. The model is left with its base weights.
+    """
+    if not experts:
+        raise DispatchError("CEM needs at least one domain expert in the registry")
+    if not shots:
+        raise DispatchError("CEM needs labelled shots (a few examples of the task)")
+    modules = sorted(experts[0].z)
+    K, M = len(experts), len(modules)
+    shape = (K, M) if config.per_matrix else (K,)
+    generator = torch.Generator().manual_seed(config.seed)
+    mean = torch.full(shape, 1.0 / K)
+    std = torch.full(shape, config.init_std)
+    n_elite = max(1, round(config.elite_ratio * config.population))
+    generation_config = GenerationConfig(
+        max_new_tokens=config.max_new_tokens or task.max_new_tokens,
+        batch_size=config.batch_size,
+        stop=tuple(task.stop),
+    )
+    best: tuple[tuple[float, float], torch.Tensor] | None = None
+    history: list[dict] = []
+    evaluations, stale = 0, 0
+    try:
+        for generation in range(config.generations):
+            population = (mean + std * torch.randn((config.population, *shape), generator=generator)).clamp(0, 1)
+            if best is not None:
+                population[0] = best[1]  # the best so far is always re-evaluated
+            fitness = []
+            for member, alphas in enumerate(population):
+                vector = mixture(experts, alphas, modules, f"cem-{generation}-{member}")
+                switch.adapter.load_weights(switch.adapter.compose(vector), f"cem:{generation}:{member}")
+                fitness.append(shot_fitness(loaded, task, shots, generation_config))
+                evaluations += 1
+            order = sorted(range(len(population)), key=lambda i: fitness[i], reverse=True)
+            improved = best is None or fitness[order[0]] > best[0]
+            if improved:
+                best = (fitness[order[0]], population[order[0]].clone())
+            stale = 0 if improved else stale + 1
+            elites = population[order[:n_elite]]
+            mean = elites.mean(dim=0)
+            std = elites.std(dim=0, unbiased=False).clamp(min=config.min_std)
+            history.append(
+                {
+                    "generation": generation,
+                    "best_accuracy": best[0][0],
+                    "best_loglik": round(best[0][1], 6),
+                    "mean_accuracy": sum(f[0] for f in fitness) / len(fitness),
+                    "mean_alpha": [round(float(a), 4) for a in (mean if mean.ndim == 1 else mean.mean(dim=1))],
+                }
+            )
+            if progress:
+                progress(generation + 1, config.generations, best[0][0])
+            if config.stop_at_perfect and best[0][0] >= 1.0:
+                break
+            if config.patience is not None and stale >= config.patience:
+                break
+    finally:
+        switch.adapter.revert()
+    assert best is not None
+    (accuracy, loglik), alphas = best
+    expert_names = [e.name for e in experts]
+    result_name = name or f"cem-{task.name}"
+    vector = mixture(experts, alphas, modules, result_name)
+    vector.domain = task.domain if task.domain in ("math", "code", "reasoning") else OTHER
+    vector.provenance |= {
+        "objective": "cem",
+        "task": task.name,
+        "cem": {
+            "shots": [str(example.get("id", i)) for i, example in enumerate(shots)],
+            "accuracy": accuracy,
+            "loglik": loglik,
+            "generations": len(history),
+            "evaluations": evaluations,
+            "per_matrix": config.per_matrix,
+            "seed": config.seed,
+            "population": config.population,
+            "elite_ratio": config.elite_ratio,
+        },
+    }
+    return CEMResult(vector, alphas, accuracy, loglik, expert_names, modules, history, evaluations)
+
+
+# --------------------------------------------------------------------------- building a strategy
+
+
+def make_dispatcher(
+    strategy: str,
+    loaded: LoadedModel,
+    switch: ExpertSwitch,
+    registry: Registry,
+    cem: CEMResult | None = None,
+) -> Dispatcher:
+    """The dispatcher for a strategy name (see STRATEGIES); "cem" needs a `cem_search` result."""
+    if strategy == "none":
+        return Dispatcher()
+    if strategy.startswith("fixed:"):
+        name = strategy.removeprefix("fixed:")
+        expert = registry.load(name, loaded.name)
+        return FixedDispatcher(expert, label=expert.domain if expert.domain != OTHER else name)
+    if strategy == "cem":
+        if cem is None:
+            raise DispatchError("the cem strategy needs labelled shots: run `cem_search` (CLI: --shots FILE --task T)")
+        dispatcher = FixedDispatcher(cem.expert, label="mixture", weights=cem.weights)
+        dispatcher.name = "cem"
+        return dispatcher
+    if strategy not in ("prompt", "cls", "loglik", "loglik-cls"):
+        raise DispatchError(f"unknown dispatch strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    experts = load_domain_experts(registry, loaded.name)
+    pass1 = classification_expert(registry, loaded.name) if strategy.endswith("cls") else None
+    if strategy.startswith("loglik"):
+        return LoglikDispatcher(loaded, switch, experts, pass1_expert=pass1)
+    return PromptDispatcher(loaded, switch, experts, pass1_expert=pass1)
+
+
+def load_domain_experts(registry: Registry, base_model: str) -> dict[str, ExpertVector]:
+    """{domain: expert} for every domain expert registered for `base_model` (at least one)."""
+    names = domain_experts(registry, base_model)
+    if not names:
+        raise DispatchError(
+            f"no domain experts (math, code, reasoning) are registered for {base_model}: "
+            "train them with `t2 train --task gsm8k|mbpp-plus|arc-easy` or pull a set with `t2 experts pull`"
+        )
+    try:
+        return {domain: registry.load(name, base_model) for domain, name in names.items()}
+    except ExpertError as error:
+        raise RegistryError(f"a registered domain expert cannot be loaded: {error}") from error

@@ -1,0 +1,227 @@
+"""The two-pass model: dispatch, LRU of composed weights, exact base weights for "other"."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+from test_dispatch import SHOTS, TOY, make_setup, random_expert
+
+from t2cli.adapt import DenseAdapter
+from t2cli.adaptive import AdaptiveAnswer, AdaptiveModel, evaluate_adaptive
+from t2cli.dispatch import CEMConfig, Decision, Dispatcher, DispatchError, ExpertSwitch, split_shots
+from t2cli.generation import GenerationConfig, chat_prompt, generate
+from t2cli.tasks.base import TaskData
+
+SHORT = GenerationConfig(max_new_tokens=4)
+
+
+class ByKeyword(Dispatcher):
+    """A deterministic pass 1 for tests: "sum" → math, "def" → code, anything else → other."""
+
+    name = "keyword"
+
+    def __init__(self, registry, base_model):
+        self.experts = {d: registry.load(f"{d}-expert", base_model) for d in ("math", "code")}
+
+    def decide(self, prompts):
+        labels = ["math" if "sum" in p else "code" if "def" in p else "other" for p in prompts]
+        return [Decision(label, self.experts.get(label)) for label in labels]
+
+
+@pytest.fixture
+def setup(llama, tmp_path):
+    return make_setup(llama, tmp_path)
+
+
+def count_compositions(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    real = DenseAdapter.compose
+
+    def spy(self, expert):
+        calls.append(expert.name)
+        return real(self, expert)
+
+    monkeypatch.setattr(DenseAdapter, "compose", spy)
+    return calls
+
+
+@pytest.mark.parametrize("strategy", ["none", "fixed:math-expert", "prompt", "cls", "loglik"])
+def test_generate_returns_an_answer_with_its_decision(llama, setup, strategy):
+    store, registry, _ = setup
+    model = AdaptiveModel(llama, store, registry, strategy)
+    answer = model.generate("What is the sum of 1 and 2?", SHORT)
+    assert isinstance(answer, AdaptiveAnswer)
+    assert isinstance(answer.text, str) and answer.pass1_s >= 0 and answer.pass2_s > 0
+    assert answer.decision.label in ("math", "code", "reasoning", "other")
+    assert model.switch.active == answer.decision.expert_name
+
+
+def test_same_domain_prompts_do_not_recompose(llama, setup, monkeypatch):
+    store, registry, _ = setup
+    calls = count_compositions(monkeypatch)
+    model = AdaptiveModel(llama, store, registry, ByKeyword(registry, llama.name))
+    model.generate("the sum of 2 and 3", SHORT)
+    model.generate("the sum of 4 and 5", SHORT)
+    assert calls == ["math-expert"]
+    model.generate("def f(): pass", SHORT)
+    model.generate("the sum of 6 and 7", SHORT)  # back to math: from the cache
+    assert calls == ["math-expert", "code-expert"]
+
+
+def test_cache_capacity_is_bounded(llama, setup, monkeypatch):
+    store, registry, _ = setup
+    calls = count_compositions(monkeypatch)
+    switch = ExpertSwitch(DenseAdapter(llama, store), capacity=2)
+    experts = [registry.load(f"{d}-expert", llama.name) for d in ("math", "code", "reasoning")]
+    for expert in experts:
+        switch.use(expert)
+        assert len(switch.cache) <= 2
+    assert list(switch.cache) == ["code-expert", "reasoning-expert"]
+    switch.use(experts[0])  # evicted: composed again
+    assert calls == ["math-expert", "code-expert", "reasoning-expert", "math-expert"]
+    with pytest.raises(ValueError):
+        ExpertSwitch(switch.adapter, capacity=0)
+
+
+def test_other_gives_exactly_the_base_weights(llama, setup):
+    store, registry, _ = setup
+    prompt = chat_prompt(llama.tokenizer, [{"role": "user", "content": "hello there"}])
+    base_text = generate(llama, [prompt], SHORT)[0].text
+    base_weights = {n: p.detach().clone() for n, p in llama.model.named_parameters()}
+    model = AdaptiveModel(llama, store, registry, ByKeyword(registry, llama.name))
+    model.generate("def f(): pass", SHORT)
+    assert any(not torch.equal(p, base_weights[n]) for n, p in llama.model.named_parameters())
+    answer = model.generate("hello there", SHORT)
+    assert answer.decision.label == "other" and answer.decision.expert is None
+    assert all(torch.equal(p, base_weights[n]) for n, p in llama.model.named_parameters())
+    assert answer.text == base_text
+
+
+def test_generate_many_groups_pass_two_by_decision(llama, setup, monkeypatch):
+    store, registry, _ = setup
+    model = AdaptiveModel(llama, store, registry, ByKeyword(registry, llama.name))
+    prompts = ["the sum of 1 and 2", "def f(): pass", "hello", "the sum of 3 and 4", "def g(): pass"]
+    import t2cli.adaptive as adaptive
+
+    batches: list[int] = []
+    real = adaptive.generate
+
+    def spy(loaded, texts, config=None, progress=None):
+        batches.append(len(texts))
+        return real(loaded, texts, config, progress)
+
+    monkeypatch.setattr(adaptive, "generate", spy)
+    answers = model.generate_many(prompts, SHORT)
+    assert sorted(batches) == [1, 2, 2]  # one pass-2 batch per decision
+    assert [a.decision.label for a in answers] == ["math", "code", "other", "math", "code"]
+    monkeypatch.setattr(adaptive, "generate", real)
+    one_by_one = [model.generate(p, SHORT).text for p in prompts]
+    assert [a.text for a in answers] == one_by_one  # results come back in the caller's order
+
+
+def test_chat_messages_dispatch_the_last_user_turn(llama, setup):
+    store, registry, _ = setup
+    model = AdaptiveModel(llama, store, registry, ByKeyword(registry, llama.name))
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "def f(): pass"},
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "the sum of 1 and 2"},
+    ]
+    assert model.generate(messages, SHORT).decision.label == "math"
+
+
+def test_cem_strategy_searches_once_and_reuses_the_mixture(llama, setup):
+    store, registry, _ = setup
+    with pytest.raises(DispatchError, match="shots"):
+        AdaptiveModel(llama, store, registry, "cem")
+    config = CEMConfig(population=3, generations=1)
+    model = AdaptiveModel(llama, store, registry, "cem", task=TOY, shots=SHOTS, cem_config=config)
+    assert model.cem is not None and model.cem.evaluations == 3
+    answers = model.generate_many(["What is 7 + 1?", "What is 8 + 1?"], SHORT)
+    assert {a.decision.label for a in answers} == {"mixture"}
+    assert answers[0].decision.weights == model.cem.weights
+    registry.add(model.cem.expert)  # reusable: registered like any expert
+    assert registry.load("cem-toy", llama.name).provenance["objective"] == "cem"
+
+
+def test_evaluate_adaptive_never_scores_the_shots(llama, setup):
+    store, registry, _ = setup
+    examples = [{"id": str(i), "question": f"What is {i} + 1?", "answer": str((i + 1) % 10)} for i in range(12)]
+    task = dataclasses.replace(TOY, loader=lambda split, data_dir: TaskData(examples, 0, "inline"), splits=("test",))
+    shots, rest = split_shots(examples, 4, seed=0)
+    config = CEMConfig(population=3, generations=1)
+    model = AdaptiveModel(llama, store, registry, "cem", task=task, shots=shots, cem_config=config)
+    report = evaluate_adaptive(model, task, "test", generation=SHORT, exclude=shots)
+    assert [s["id"] for s in report.samples] == [e["id"] for e in rest]
+    assert report.n == 8 and {s["label"] for s in report.samples} == {"mixture"}
+    dispatch = report.config["dispatch"]
+    assert dispatch["excluded_shots"] == sorted(e["id"] for e in shots)
+    assert dispatch["labels"] == {"mixture": 8} and dispatch["pass2_s"] > 0
+
+
+@pytest.mark.parametrize("adapt", ["loglik", "fixed:math-expert", "none"])
+def test_chat_command_runs_on_piped_input(tmp_path, llama, adapt):
+    import typer
+    from typer.testing import CliRunner
+
+    from t2cli.cli.chat import chat_command
+    from t2cli.models import load_model
+    from t2cli.registry import Registry
+    from t2cli.svd_store import decompose
+
+    model_dir = tmp_path / "tiny"
+    llama.model.save_pretrained(model_dir)
+    llama.tokenizer.save_pretrained(model_dir)
+    loaded = load_model(str(model_dir), device="cpu")
+    store = decompose(loaded, ["mlp"])
+    for seed, domain in enumerate(("math", "code")):
+        Registry().add(random_expert(loaded, store, seed, f"{domain}-expert", domain))
+    app = typer.Typer()
+    app.command()(chat_command)
+    result = CliRunner().invoke(
+        app,
+        ["--adapt", adapt, "--model", str(model_dir), "--max-new-tokens", "3"],
+        input="What is 2+3?\n/reset\nhello\n/quit\nnever read\n",
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.count("t2>") == 2 and "never read" not in result.output
+    assert result.output.count("pass 1") == 2
+    if adapt.startswith("fixed"):
+        assert "math-expert (math)" in result.output
+
+
+@pytest.mark.parametrize("adapt", ["loglik", "cem"])
+def test_eval_command_with_adapt(tmp_path, llama, adapt):
+    from typer.testing import CliRunner
+
+    from t2cli.cli.app import app
+    from t2cli.models import load_model
+    from t2cli.registry import Registry
+    from t2cli.svd_store import decompose
+
+    model_dir = tmp_path / "tiny"
+    llama.model.save_pretrained(model_dir)
+    llama.tokenizer.save_pretrained(model_dir)
+    loaded = load_model(str(model_dir), device="cpu")
+    store = decompose(loaded, ["mlp"])
+    for seed, domain in enumerate(("math", "code", "reasoning")):
+        Registry().add(random_expert(loaded, store, seed, f"{domain}-expert", domain))
+    out = tmp_path / "out"
+    args = ["eval", "--task", "arc-easy", "--model", str(model_dir), "--limit", "3", "--max-new-tokens", "2"]
+    args += ["--adapt", adapt, "--out", str(out)]
+    if adapt == "cem":
+        args += ["--shots", "2", "--cem-generations", "1"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["n"] == 3 and report["expert"] == f"adapt:{adapt}"
+    dispatch = report["config"]["dispatch"]
+    assert sum(dispatch["labels"].values()) == 3
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert not {s["id"] for s in samples} & set(dispatch["excluded_shots"])
+    assert len(dispatch["excluded_shots"]) == (2 if adapt == "cem" else 0)

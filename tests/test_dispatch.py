@@ -1,0 +1,207 @@
+"""Pass-1 strategies on a tiny random Llama with tiny random experts in a temporary registry."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from t2cli.adapt import DenseAdapter
+from t2cli.dispatch import (
+    CEMConfig,
+    Decision,
+    DispatchError,
+    ExpertSwitch,
+    LoglikDispatcher,
+    cem_search,
+    classification_expert,
+    domain_experts,
+    label_logliks,
+    load_domain_experts,
+    make_dispatcher,
+    split_shots,
+)
+from t2cli.expert import ExpertVector
+from t2cli.registry import Registry
+from t2cli.svd_store import decompose
+from t2cli.tasks.base import Task
+
+DOMAINS = ("math", "code", "reasoning", "classification")
+
+
+def random_expert(loaded, store, seed: int, name: str, domain: str) -> ExpertVector:
+    generator = torch.Generator().manual_seed(seed)
+    z = {n: torch.rand(r, generator=generator) * 1.5 + 0.25 for n, r in store.ranks.items()}
+    return ExpertVector(z, name, loaded.name, loaded.fingerprint, store.targets, domain=domain)
+
+
+def make_setup(loaded, tmp_path, domains=DOMAINS):
+    store = decompose(loaded, ["mlp"])
+    registry = Registry(roots=[tmp_path / "reg"], write_root=tmp_path / "reg")
+    for seed, domain in enumerate(domains):
+        registry.add(random_expert(loaded, store, seed, f"{domain}-expert", domain))
+    switch = ExpertSwitch(DenseAdapter(loaded, store))
+    return store, registry, switch
+
+
+@pytest.fixture
+def setup(llama, tmp_path):
+    return make_setup(llama, tmp_path)
+
+
+TOY = Task(
+    name="toy",
+    domain="math",
+    description="one-token answers",
+    to_example=lambda row, fallback_id: row,
+    prompt=lambda example: example["question"],
+    extractor=lambda output, example=None: output.strip()[:1] or None,
+    is_correct=lambda answer, example: answer == example["answer"],
+    reference=lambda example: example["answer"],
+    max_new_tokens=2,
+)
+SHOTS = [{"id": str(i), "question": f"What is {i} + 1?", "answer": str((i + 1) % 10)} for i in range(4)]
+
+
+def test_experts_are_found_by_domain_metadata(llama, setup):
+    _, registry, _ = setup
+    assert domain_experts(registry, llama.name) == {
+        "code": "code-expert",
+        "math": "math-expert",
+        "reasoning": "reasoning-expert",
+    }
+    assert classification_expert(registry, llama.name).name == "classification-expert"
+
+
+def test_cls_without_a_classification_expert_says_how_to_train_one(llama, tmp_path):
+    _, registry, switch = make_setup(llama, tmp_path, domains=("math", "code"))
+    with pytest.raises(DispatchError, match="t2 train --task cls"):
+        make_dispatcher("cls", llama, switch, registry)
+
+
+@pytest.mark.parametrize("strategy", ["none", "fixed:code-expert", "prompt", "cls", "loglik", "loglik-cls"])
+def test_every_strategy_returns_a_valid_decision(llama, setup, strategy):
+    _, registry, switch = setup
+    dispatcher = make_dispatcher(strategy, llama, switch, registry)
+    decisions = dispatcher.decide(["What is 1 + 2?", "def add(a, b): return a + b"])
+    assert len(decisions) == 2
+    for decision in decisions:
+        assert isinstance(decision, Decision)
+        assert decision.label in ("math", "code", "reasoning", "other")
+        assert (decision.expert is None) == (decision.label == "other")
+        if decision.expert is not None:
+            assert decision.expert.domain == decision.label
+        assert decision.seconds >= 0
+    if strategy == "fixed:code-expert":
+        assert decisions[0].expert_name == "code-expert"
+
+
+def test_unknown_strategy_and_cem_without_shots_are_refused(llama, setup):
+    _, registry, switch = setup
+    with pytest.raises(DispatchError, match="unknown dispatch strategy"):
+        make_dispatcher("vibes", llama, switch, registry)
+    with pytest.raises(DispatchError, match="shots"):
+        make_dispatcher("cem", llama, switch, registry)
+
+
+def brute_force(loaded, prefix: str, continuation: str) -> float:
+    tok = loaded.tokenizer
+    p = tok(prefix, add_special_tokens=False)["input_ids"]
+    c = tok(continuation, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = loaded.model(input_ids=torch.tensor([p + c])).logits[0].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    return float(sum(logp[len(p) - 1 + j, t] for j, t in enumerate(c)))
+
+
+def test_loglik_matches_a_forward_per_label(llama, setup):
+    tiny_model = llama  # (the dispatch prompt is longer than the tiny GPT-2's 256 positions)
+    _, registry, switch = setup
+    dispatcher = make_dispatcher("loglik", tiny_model, switch, registry)
+    assert isinstance(dispatcher, LoglikDispatcher)
+    prompt = "What is the capital of France?"
+    decision = dispatcher.decide([prompt])[0]
+    labels = dispatcher.candidates
+    raw = [brute_force(tiny_model, dispatcher.prefix(prompt), f"{label}}}") for label in labels]
+    prior = [brute_force(tiny_model, dispatcher.prefix("N/A"), f"{label}}}") for label in labels]
+    assert decision.details["raw"] == pytest.approx(raw, abs=1e-4)
+    calibrated = [r - p for r, p in zip(raw, prior)]
+    assert decision.label == labels[max(range(len(labels)), key=calibrated.__getitem__)]
+    dispatcher.calibrate, dispatcher.prior = False, None
+    assert dispatcher.decide([prompt])[0].label == labels[max(range(len(labels)), key=raw.__getitem__)]
+
+
+def test_loglik_scores_continuations_of_different_lengths(tiny_model):
+    continuations = ["a", "The answer is (A).", "def add(a, b):"]
+    scores = label_logliks(tiny_model, "1 + 2 = ", continuations)
+    for text, score in zip(continuations, scores):
+        assert score == pytest.approx(brute_force(tiny_model, "1 + 2 = ", text), abs=1e-4)
+
+
+def test_split_shots_is_deterministic_and_disjoint():
+    examples = [{"id": str(i)} for i in range(20)]
+    shots, rest = split_shots(examples, 5, seed=3)
+    assert (shots, rest) == split_shots(examples, 5, seed=3)
+    assert len(shots) == 5 and len(rest) == 15
+    assert not {e["id"] for e in shots} & {e["id"] for e in rest}
+    assert sorted(e["id"] for e in shots + rest) == sorted(e["id"] for e in examples)
+    assert [e["id"] for e in rest] == sorted((e["id"] for e in rest), key=int)  # original order kept
+    with pytest.raises(DispatchError):
+        split_shots(examples, 20)
+
+
+@pytest.mark.parametrize("per_matrix", [False, True])
+def test_cem_is_reproducible_and_clamped(llama, setup, per_matrix):
+    _, registry, switch = setup
+    experts = list(load_domain_experts(registry, llama.name).values())
+    config = CEMConfig(population=5, generations=2, seed=7, per_matrix=per_matrix, stop_at_perfect=False)
+    first = cem_search(llama, switch, experts, TOY, SHOTS, config)
+    second = cem_search(llama, switch, experts, TOY, SHOTS, config)
+    assert torch.equal(first.alphas, second.alphas)
+    assert first.accuracy == second.accuracy and first.loglik == second.loglik
+    assert first.alphas.shape == ((3, len(experts[0].z)) if per_matrix else (3,))
+    assert bool((first.alphas >= 0).all() and (first.alphas <= 1).all())
+    assert first.evaluations == 10 and len(first.history) == 2
+    assert switch.active is None  # the search leaves the base weights in place
+    assert first.expert.provenance["objective"] == "cem"
+    assert first.expert.provenance["cem"]["shots"] == ["0", "1", "2", "3"]
+    first.expert.validate_for(setup[0].ranks, llama.name, llama.fingerprint)
+    assert set(first.weights) == {"math-expert", "code-expert", "reasoning-expert"}
+    other = cem_search(
+        llama,
+        switch,
+        experts,
+        TOY,
+        SHOTS,
+        CEMConfig(population=5, generations=2, seed=8, per_matrix=per_matrix, stop_at_perfect=False),
+    )
+    assert not torch.equal(first.alphas, other.alphas)
+
+
+def test_cem_best_member_is_reevaluated_and_never_gets_worse(llama, setup, monkeypatch):
+    import t2cli.dispatch as dispatch
+
+    _, registry, switch = setup
+    experts = list(load_domain_experts(registry, llama.name).values())
+    evaluated: list[torch.Tensor] = []
+    real_mixture = dispatch.mixture
+
+    def spy(experts, alphas, modules, name):
+        evaluated.append(alphas.clone())
+        return real_mixture(experts, alphas, modules, name)
+
+    monkeypatch.setattr(dispatch, "mixture", spy)
+    config = CEMConfig(population=4, generations=3, stop_at_perfect=False)
+    result = cem_search(llama, switch, experts, TOY, SHOTS, config)
+    best = [(h["best_accuracy"], h["best_loglik"]) for h in result.history]
+    assert best == sorted(best)
+    generations = [evaluated[g * 4 : (g + 1) * 4] for g in range(3)]
+    for previous, current in zip(generations, generations[1:]):
+        assert any(torch.equal(current[0], member) for member in previous)  # the best so far, again
+    assert any(torch.equal(result.alphas, a) for a in evaluated)
+
+
+def test_cem_stops_early(llama, setup):
+    _, registry, switch = setup
+    experts = list(load_domain_experts(registry, llama.name).values())
+    result = cem_search(llama, switch, experts, TOY, SHOTS, CEMConfig(population=3, generations=10, patience=1))
+    assert len(result.history) < 10
