@@ -38,21 +38,18 @@ def compose(factors: SVDFactors, z: torch.Tensor, base: torch.Tensor | None = No
     s = scaled_singular_values(factors.S, z.to(factors.S))
     if base is None:
         return (factors.U * s) @ factors.Vh
-    return base.to(factors.S.dtype) + (factors.U * (s - factors.S)) @ factors.Vh
+    return torch.addmm(base.to(factors.S.dtype), factors.U * (s - factors.S), factors.Vh)
 
 
 def compose_naive(factors: SVDFactors, z: torch.Tensor) -> torch.Tensor:
-    """The reference implementation's U @ diag(s) @ Vh: same result, twice the work (for benchmarks)."""
-    s = scaled_singular_values(factors.S, z.to(factors.S))
-    return factors.U @ torch.diag_embed(s) @ factors.Vh
+    """The reference implementation's formula, as it computes it (for benchmarks):
+    (U @ diag_embed(σ⊙z) @ Vh) · Σσ/Σ(σ⊙z) — an extra r×r product and an extra pass over W'."""
+    z = z.to(factors.S)
+    return (factors.U @ torch.diag_embed(factors.S * z) @ factors.Vh) * (factors.S.sum() / (factors.S * z).sum())
 
 
 class DenseAdapter:
-    """Applies experts to a loaded model in place and reverts to the exact loaded weights.
-
-    Matrices with the same factor shapes (e.g. the 30 gate_proj of a 30-layer model) are stacked,
-    so one batched `baddbmm` composes a whole group: fewer, larger matrix products.
-    """
+    """Applies experts to a loaded model in place and reverts to the exact loaded weights."""
 
     def __init__(self, loaded: LoadedModel, store: SVDStore):
         self.loaded = loaded
@@ -62,17 +59,9 @@ class DenseAdapter:
         if missing:
             raise ValueError(f"SVD store targets {missing[0]}, which this model does not have")
         self.modules = {name: modules[name] for name in store.modules}
+        self.factors = store.load_all(device=loaded.device)
         # The loaded weights, kept aside in the modules' own layout: revert copies them back bit for bit.
         self.originals = {name: module.weight.detach().clone() for name, module in self.modules.items()}
-        per_matrix = store.load_all(device=loaded.device)
-        self.groups: list[_Group] = []
-        by_shape: dict[tuple, list[str]] = {}
-        for name, f in per_matrix.items():
-            by_shape.setdefault((tuple(f.U.shape), tuple(f.Vh.shape), _is_conv1d(self.modules[name])), []).append(name)
-        for names in by_shape.values():
-            self.groups.append(_Group.stack(names, per_matrix, self.originals, self.modules))
-        # Per-matrix views into the stacked factors (no copies), for callers that want one matrix.
-        self.factors = {name: group.factors(i) for group in self.groups for i, name in enumerate(group.names)}
         self.active: str | None = None
 
     def check(self, expert: ExpertVector) -> None:
@@ -83,10 +72,14 @@ class DenseAdapter:
     def compose(self, expert: ExpertVector) -> dict[str, torch.Tensor]:
         """Adapted weights for every target, in the modules' own layout and dtype (for caching)."""
         self.check(expert)
-        weights: dict[str, torch.Tensor] = {}
-        for group in self.groups:
-            weights |= group.compose(expert.z)
-        return weights
+        return {name: self._compose_one(name, expert.z[name]) for name in self.modules}
+
+    def _compose_one(self, name: str, z: torch.Tensor) -> torch.Tensor:
+        # GPT-2's Conv1D stores the weight as (in, out); the SVD is of the (out, in) matrix.
+        transposed = type(self.modules[name]).__name__ == "Conv1D"
+        original = self.originals[name].T if transposed else self.originals[name]
+        matrix = compose(self.factors[name], z, base=original)
+        return (matrix.T if transposed else matrix).to(original.dtype)
 
     @torch.no_grad()
     def load_weights(self, weights: Mapping[str, torch.Tensor], label: str) -> None:
@@ -97,11 +90,10 @@ class DenseAdapter:
 
     @torch.no_grad()
     def apply(self, expert: ExpertVector) -> None:
-        """Validate, then compose and copy one group at a time (extra memory: one group)."""
+        """Validate, then compose and copy one matrix at a time (bounded extra memory)."""
         self.check(expert)
-        for group in self.groups:
-            for name, weight in group.compose(expert.z).items():
-                self.modules[name].weight.copy_(weight)
+        for name, module in self.modules.items():
+            module.weight.copy_(self._compose_one(name, expert.z[name]))
         self.active = expert.name
 
     @torch.no_grad()
@@ -117,46 +109,6 @@ class DenseAdapter:
         return {
             name: float((module.weight - self.originals[name]).norm() / self.originals[name].norm())
             for name, module in self.modules.items()
-        }
-
-
-def _is_conv1d(module: nn.Module) -> bool:
-    # GPT-2's Conv1D stores the weight as (in, out); the SVD is of the (out, in) matrix.
-    return type(module).__name__ == "Conv1D"
-
-
-class _Group:
-    """Stacked factors and base weights of same-shaped matrices: U (B,m,r), S (B,r), Vh (B,r,n), W (B,m,n)."""
-
-    def __init__(self, names, U, S, Vh, W, transposed, dtype):
-        self.names, self.U, self.S, self.Vh, self.W = names, U, S, Vh, W
-        self.transposed, self.dtype = transposed, dtype
-
-    @classmethod
-    def stack(cls, names, factors, originals, modules) -> _Group:
-        transposed = _is_conv1d(modules[names[0]])
-        dtype = factors[names[0]].S.dtype
-        W = torch.stack([(originals[n].T if transposed else originals[n]).to(dtype) for n in names])
-        return cls(
-            names,
-            torch.stack([factors[n].U for n in names]),
-            torch.stack([factors[n].S for n in names]),
-            torch.stack([factors[n].Vh for n in names]),
-            W,
-            transposed,
-            originals[names[0]].dtype,
-        )
-
-    def factors(self, index: int) -> SVDFactors:
-        return SVDFactors(self.U[index], self.S[index], self.Vh[index])
-
-    def compose(self, z: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        # Delta form W + U (s − σ) Vh, as in `compose`: a uniform z gives W back exactly.
-        Z = torch.stack([z[name] for name in self.names]).to(self.S)  # (B, r)
-        s = scaled_singular_values(self.S, Z)  # (B, r)
-        composed = torch.baddbmm(self.W, self.U * (s - self.S)[:, None, :], self.Vh)  # (B, m, n)
-        return {
-            name: (matrix.T if self.transposed else matrix).to(self.dtype) for name, matrix in zip(self.names, composed)
         }
 
 
