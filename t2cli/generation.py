@@ -6,7 +6,6 @@ padding, fewer wasted FLOPs) and results are returned in the caller's order.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -116,16 +115,3 @@ def _trim(ids: list[int], eos: int | None, pad: int | None) -> list[int]:
         ids.pop()
     return ids
 
-
-@dataclass
-class Timer:
-    """Wall time of a block: `with Timer() as t: ...; t.seconds`."""
-
-    seconds: float = 0.0
-
-    def __enter__(self) -> Timer:
-        self._start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.seconds = time.perf_counter() - self._start

@@ -17,12 +17,10 @@ from rich.progress import (
 )
 
 from t2cli.errors import T2Error
-from t2cli.models import DEFAULT_MODEL
 
 console = Console()
 err_console = Console(stderr=True)
 
-ModelOption = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded model name, local HF directory or Hub id.")
 
 
 def fail(message: str, code: int = 2) -> None:
