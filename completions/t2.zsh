@@ -3,7 +3,7 @@
 #   t2 --install-completion --show-completion
 #   t2 chat --adapt --cache-size --data-dir --generations --history --max-new-tokens --model --patience --per-matrix --population --save-mixture --seed --shots --shots-split --task -a -m
 #   t2 decompose --dtype --force --targets -t
-#   t2 demo --max-new-tokens --model --prompt -m
+#   t2 demo --adapt --max-new-tokens --model --prompt -m
 #   t2 eval --adapt --batch-size --cem-generations --data-dir --expert --limit --lora --max-new-tokens --model --out --sample --seed --shots --split --task --temperature --top-p -e -m
 #   t2 experts
 #   t2 experts export --model --registry -m

@@ -1,7 +1,9 @@
 """`t2 demo`: the README's main job on the embedded default model.
 
-Decompose the model, apply each shipped expert (and their mixture) in place, show what changed —
-weights, next-token distribution, a short answer — and revert to the exact base weights.
+Decompose the model, apply each shipped expert (and the mixture of the domain experts) in place,
+show what changed — weights, next-token distribution, a short answer — and revert to the exact base
+weights. Then answer a few mixed prompts (math, code, reasoning, other) self-adaptively: pass 1
+picks an expert per prompt, pass 2 answers with its weights; each decision and its cost is shown.
 """
 
 from __future__ import annotations
@@ -11,13 +13,23 @@ import typer
 from rich.table import Table
 
 from t2cli.adapt import DenseAdapter
+from t2cli.adaptive import AdaptiveModel
 from t2cli.cli.common import console, progress_bar, status, user_errors
+from t2cli.dispatch import CLASSIFICATION, STRATEGIES, domain_experts
 from t2cli.expert import mix
+from t2cli.generation import GenerationConfig
 from t2cli.models import DEFAULT_MODEL, LoadedModel, load_model
 from t2cli.registry import Registry
 from t2cli.svd_store import decompose
 
 PROMPT = "Which gas do plants take in from the air to make food? Options: (A) oxygen (B) carbon dioxide (C) nitrogen"
+MIXED_PROMPTS = (
+    "Tom has 3 boxes with 4 apples in each box. He eats 2 apples. How many apples are left?",
+    "Write a Python function is_even(n) that returns True when n is even.",
+    "Which of these is a mammal?\n(A) shark\n(B) dolphin\n(C) trout\n(D) octopus\n"
+    'Think step by step, then end with "The answer is (X)" where X is A, B, C or D.',
+    "Write a two-line poem about the sea.",
+)
 
 
 @torch.no_grad()
@@ -39,6 +51,7 @@ def demo_command(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model."),
     prompt: str = typer.Option(PROMPT, help="Prompt to answer before and after adaptation."),
     max_new_tokens: int = typer.Option(40, help="Length of the shown answers."),
+    adapt: str = typer.Option("cls", help="Pass-1 strategy for the mixed prompts: prompt, cls, loglik or loglik-cls."),
 ) -> None:
     """Decompose the default model, apply shipped (and mixed) experts, show what changed, revert."""
     with user_errors():
@@ -57,9 +70,10 @@ def demo_command(
         if not experts:
             console.print(f"[yellow]No registered experts for {loaded.name} yet[/]: train one with `t2 train`.")
             raise typer.Exit(0)
-        if len(experts) >= 2:
-            weights = [1.0 / len(experts)] * len(experts)
-            experts.append(mix(experts, weights, name="demo-mixture", domain="other"))
+        domain = [e for e in experts if e.domain != CLASSIFICATION]
+        if len(domain) >= 2:
+            weights = [1.0 / len(domain)] * len(domain)
+            experts.append(mix(domain, weights, name="demo-mixture", domain="other"))
         adapter = DenseAdapter(loaded, store)
         base_answer, base_probs = _answer(loaded, prompt, max_new_tokens)
         console.print(f"[bold]prompt:[/] {prompt}\n[bold]base:[/] {base_answer}")
@@ -84,3 +98,33 @@ def demo_command(
         restored = all(torch.equal(m.weight, adapter.originals[n]) for n, m in adapter.modules.items())
     console.print(table)
     console.print(f"reverted to the base weights: {'bit-identical' if restored else '[red]NOT identical[/]'}")
+    with user_errors():
+        _self_adaptive(loaded, store, adapter, adapt, max_new_tokens)
+
+
+def _self_adaptive(loaded: LoadedModel, store, adapter: DenseAdapter, strategy: str, max_new_tokens: int) -> None:
+    """Answer MIXED_PROMPTS two-pass with the registered domain experts, one decision per prompt."""
+    if strategy not in ("prompt", "cls", "loglik", "loglik-cls"):
+        raise typer.BadParameter(f"--adapt must be prompt, cls, loglik or loglik-cls (not {strategy!r}; "
+                                 f"`t2 chat` and `t2 eval` take all of {', '.join(STRATEGIES)})")
+    if not domain_experts(Registry(), loaded.name):
+        console.print("[yellow]No domain experts registered[/]: the self-adaptive answers need at least one "
+                      "(`t2 train --task gsm8k|mbpp-plus|arc-easy`).")
+        return
+    model = AdaptiveModel(loaded, store, Registry(), strategy, adapter=adapter)
+    with status(f"answering {len(MIXED_PROMPTS)} mixed prompts self-adaptively ({strategy})…"):
+        answers = model.generate_many(list(MIXED_PROMPTS), GenerationConfig(max_new_tokens=max_new_tokens))
+    model.base()
+    table = Table(title=f"Self-adaptive answers (pass 1: {strategy})")
+    for column in ("prompt", "pass 1 chose", "expert", "pass 1 s", "pass 2 s", "answer"):
+        table.add_column(column, overflow="fold")
+    for prompt, answer in zip(MIXED_PROMPTS, answers):
+        table.add_row(
+            prompt.split("\n")[0],
+            answer.decision.label,
+            answer.decision.expert_name or "base",
+            f"{answer.pass1_s:.2f}",
+            f"{answer.pass2_s:.2f}",
+            answer.text,
+        )
+    console.print(table)
