@@ -192,8 +192,8 @@ class PromptDispatcher(Dispatcher):
 class LoglikDispatcher(Dispatcher):
     """No decoding: score "label}" after the dispatch prompt + "\\boxed{" for every label and "other".
 
-    One prefill of the prompt, then all candidates in one batched forward on the prompt's KV
-    cache. A candidate's score is its total log-probability (that of the whole label string).
+    Prompts are prefilled in batches, then all candidates go through one batched forward on the
+    prompts' KV cache. A candidate's score is its total log-probability (that of the whole label string).
     With `calibrate` (default), the scores the same prompt gets for a content-free request ("N/A")
     are subtracted first ("contextual calibration", Zhao et al. 2021): it removes the small model's
     prior for the label named in the instruction's example (SmolLM2-135M: raw argmax "code" for
@@ -210,8 +210,10 @@ class LoglikDispatcher(Dispatcher):
         pass1_expert: ExpertVector | None = None,
         include_other: bool = True,
         calibrate: bool = True,
+        batch_size: int = 16,
     ):
         self.loaded, self.switch, self.experts, self.pass1_expert = loaded, switch, experts, pass1_expert
+        self.batch_size = batch_size
         self.labels = list(experts)
         self.candidates = self.labels + ([OTHER] if include_other else [])
         self.calibrate = calibrate
@@ -221,57 +223,85 @@ class LoglikDispatcher(Dispatcher):
     def prefix(self, prompt: str) -> str:
         return chat_prompt(self.loaded.tokenizer, dispatch_messages(prompt, self.labels)) + ANSWER_OPENING
 
-    def scores(self, prompt: str) -> list[float]:
-        return label_logliks(self.loaded, self.prefix(prompt), [f"{c}}}" for c in self.candidates])
+    def scores(self, prompts: Sequence[str]) -> list[list[float]]:
+        return label_logliks_batch(
+            self.loaded, [self.prefix(p) for p in prompts], [f"{c}}}" for c in self.candidates], self.batch_size
+        )
 
     def decide(self, prompts: Sequence[str]) -> list[Decision]:
+        started = time.perf_counter()
         self.switch.use(self.pass1_expert)
         if self.calibrate and self.prior is None:
-            self.prior = self.scores(self.CONTENT_FREE)
+            self.prior = self.scores([self.CONTENT_FREE])[0]
+        all_raw = self.scores(prompts)
+        share = (time.perf_counter() - started) / max(len(prompts), 1)
         decisions = []
-        for prompt in prompts:
-            started = time.perf_counter()
-            raw = self.scores(prompt)
+        for raw in all_raw:
             scores = [s - p for s, p in zip(raw, self.prior)] if self.prior is not None else raw
             label = self.candidates[max(range(len(scores)), key=scores.__getitem__)]
             details = {"strategy": self.name, "scores": dict(zip(self.candidates, scores)), "raw": raw}
-            decisions.append(
-                Decision(label, self.experts.get(label), seconds=time.perf_counter() - started, details=details)
-            )
+            decisions.append(Decision(label, self.experts.get(label), seconds=share, details=details))
         return decisions
 
 
-@torch.no_grad()
 def label_logliks(loaded: LoadedModel, prefix: str, continuations: Sequence[str]) -> list[float]:
-    """log p(continuation | prefix) summed over its tokens, for each continuation.
+    """log p(continuation | prefix) summed over its tokens, for each continuation."""
+    return label_logliks_batch(loaded, [prefix], continuations)[0]
 
-    The prefix is run once; its KV cache is repeated for the candidates, which go through the
-    model together (right-padded: padding after a token cannot change that token's logits).
-    The continuation is tokenised on its own, so the prefix's tokens are the same for every one.
+
+@torch.no_grad()
+def label_logliks_batch(
+    loaded: LoadedModel, prefixes: Sequence[str], continuations: Sequence[str], batch_size: int = 16
+) -> list[list[float]]:
+    """For each prefix, log p(continuation | prefix) of every continuation (summed over its tokens).
+
+    Up to `batch_size` prefixes are prefilled together (left-padded, explicit positions); their KV
+    cache is repeated once per continuation and all continuations go through the model in one
+    batch (right-padded: padding after a token cannot change that token's logits). Continuations
+    are tokenised on their own, so every prefix keeps its own tokens.
     """
     tokenizer, model, device = loaded.tokenizer, loaded.model, loaded.device
-    prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
     candidates = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
-    if not prefix_ids or not all(candidates):
-        raise ValueError("the prefix and every continuation must have at least one token")
-    out = model(input_ids=torch.tensor([prefix_ids], device=device), use_cache=True)
-    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # (V,) scores each candidate's 1st token
-    K, L, P = len(candidates), max(len(c) for c in candidates), len(prefix_ids)
-    ids = torch.zeros(K, L, dtype=torch.long, device=device)
-    mask = torch.ones(K, P + L, dtype=torch.long, device=device)
+    if not all(candidates):
+        raise ValueError("every continuation must have at least one token")
+    K, L = len(candidates), max(len(c) for c in candidates)
+    cont_ids = torch.zeros(K, L, dtype=torch.long, device=device)
+    cont_mask = torch.zeros(K, L, dtype=torch.long, device=device)
     for row, c in enumerate(candidates):
-        ids[row, : len(c)] = torch.tensor(c, device=device)
-        mask[row, P + len(c) :] = 0
-    cache = out.past_key_values
-    cache.batch_repeat_interleave(K)
-    logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask, past_key_values=cache).logits.float(), -1)
-    scores = []
-    for row, c in enumerate(candidates):
-        total = first[c[0]]
-        if len(c) > 1:  # token j (j ≥ 1) is predicted at candidate position j − 1
-            total = total + logp[row, torch.arange(len(c) - 1), torch.tensor(c[1:])].sum()
-        scores.append(float(total))
-    return scores
+        cont_ids[row, : len(c)] = torch.tensor(c, device=device)
+        cont_mask[row, : len(c)] = 1
+    results: list[list[float]] = []
+    for start in range(0, len(prefixes), batch_size):
+        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prefixes[start : start + batch_size]]
+        if not all(encoded):
+            raise ValueError("every prefix must have at least one token")
+        B, P = len(encoded), max(len(e) for e in encoded)
+        ids = torch.zeros(B, P, dtype=torch.long, device=device)
+        mask = torch.zeros(B, P, dtype=torch.long, device=device)
+        for row, e in enumerate(encoded):  # left padding: every prefix ends at position P - 1
+            ids[row, P - len(e) :] = torch.tensor(e, device=device)
+            mask[row, P - len(e) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V): each candidate's 1st token
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(K)  # row b*K + k = prefix b, candidate k
+        lengths = mask.sum(-1)
+        full_mask = torch.cat([mask.repeat_interleave(K, 0), cont_mask.repeat(B, 1)], dim=1)
+        cont_positions = (lengths.repeat_interleave(K)[:, None] + torch.arange(L, device=device)).long()
+        logits = model(
+            input_ids=cont_ids.repeat(B, 1), attention_mask=full_mask, position_ids=cont_positions, past_key_values=cache
+        ).logits
+        logp = torch.log_softmax(logits.float(), -1).view(B, K, L, -1)
+        for b in range(B):
+            scores = []
+            for k, c in enumerate(candidates):
+                total = first[b, c[0]]
+                if len(c) > 1:  # token j (j ≥ 1) is predicted at candidate position j − 1
+                    total = total + logp[b, k, torch.arange(len(c) - 1), torch.tensor(c[1:])].sum()
+                scores.append(float(total))
+            results.append(scores)
+    return results
 
 
 # --------------------------------------------------------------------------- few-shot: CEM

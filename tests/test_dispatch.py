@@ -16,6 +16,7 @@ from t2cli.dispatch import (
     classification_expert,
     domain_experts,
     label_logliks,
+    label_logliks_batch,
     load_domain_experts,
     make_dispatcher,
     split_shots,
@@ -135,6 +136,18 @@ def test_loglik_scores_continuations_of_different_lengths(tiny_model):
     scores = label_logliks(tiny_model, "1 + 2 = ", continuations)
     for text, score in zip(continuations, scores):
         assert score == pytest.approx(brute_force(tiny_model, "1 + 2 = ", text), abs=1e-4)
+
+
+def test_batched_loglik_equals_one_prefix_at_a_time(tiny_model):
+    """Left-padded prefixes of different lengths score exactly as each prefix alone."""
+    prefixes = ["1 + 2 = ", "Which planet is the largest in the solar system? The answer is", "x"]
+    continuations = ["a}", "code}", "The answer is (A)."]
+    batched = label_logliks_batch(tiny_model, prefixes, continuations, batch_size=3)
+    for prefix, scores in zip(prefixes, batched):
+        expected = [brute_force(tiny_model, prefix, text) for text in continuations]
+        assert scores == pytest.approx(expected, abs=1e-4)
+    in_twos = label_logliks_batch(tiny_model, prefixes, continuations, batch_size=2)
+    assert sum(in_twos, []) == pytest.approx(sum(batched, []), abs=1e-5)
 
 
 def test_split_shots_is_deterministic_and_disjoint():

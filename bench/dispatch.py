@@ -1,0 +1,106 @@
+"""Benchmark: pass-1 dispatch accuracy and cost on the cls test split, every method side by side.
+
+Methods (t2cli.dispatch): `prompt` (the base model writes the label, the paper's prompt-based
+pass 1), `cls` (the classification expert writes it, the paper's classification-expert pass 1),
+`loglik` / `loglik-cls` (no decoding: the label set is scored by log-likelihood after the same
+dispatch prompt, base model / classification expert). Same model, prompts and batch for all.
+
+    python bench/dispatch.py [--model smollm2-135m] [--limit N] [--batch 16]
+
+Prints a table (accuracy, confusion, seconds per prompt) and writes bench/results/dispatch.json.
+Needs the shipped domain experts and the dispatch classifier in the registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from t2cli.adapt import DenseAdapter
+from t2cli.dispatch import ExpertSwitch, make_dispatcher
+from t2cli.models import load_model
+from t2cli.registry import Registry
+from t2cli.svd_store import decompose
+from t2cli.tasks import get_task
+
+METHODS = ("prompt", "cls", "loglik", "loglik-cls")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--limit", type=int, default=None, help="first N of the cls test split (default all 200)")
+    parser.add_argument("--batch", type=int, default=16, help="prompts per pass-1 batch")
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "dispatch.json")
+    args = parser.parse_args()
+
+    console = Console()
+    loaded = load_model(args.model)
+    store = decompose(loaded, ["mlp"])
+    switch = ExpertSwitch(DenseAdapter(loaded, store))
+    examples = get_task("cls").load("test").examples[: args.limit]
+    questions = [example["question"] for example in examples]
+    truth = [example["answer"] for example in examples]
+
+    results = {}
+    for method in args.methods.split(","):
+        dispatcher = make_dispatcher(method, loaded, switch, Registry())
+        if hasattr(dispatcher, "config"):
+            dispatcher.config.batch_size = args.batch
+        if hasattr(dispatcher, "batch_size"):
+            dispatcher.batch_size = args.batch
+        dispatcher.decide(questions[:2])  # warm-up: calibration prefill, first composition, allocator
+        started = time.perf_counter()
+        decisions = []
+        for i in range(0, len(questions), args.batch):
+            decisions += dispatcher.decide(questions[i : i + args.batch])
+        seconds = time.perf_counter() - started
+        labels = [decision.label for decision in decisions]
+        correct = sum(label == answer for label, answer in zip(labels, truth))
+        confusion = Counter(f"{answer}->{label}" for label, answer in zip(labels, truth))
+        results[method] = {
+            "accuracy": correct / len(truth),
+            "correct": correct,
+            "n": len(truth),
+            "seconds": round(seconds, 2),
+            "seconds_per_prompt": round(seconds / len(truth), 4),
+            "confusion": dict(sorted(confusion.items())),
+        }
+        console.print(f"{method}: {correct}/{len(truth)} in {seconds:.1f} s")
+    switch.use(None)
+
+    table = Table(title=f"Pass-1 dispatch on cls/test ({len(truth)} prompts), {args.model}, batch {args.batch}")
+    for column in ("method", "accuracy", "s / prompt", "vs fastest", "confusion (truth->chosen: n)"):
+        table.add_column(column, overflow="fold")
+    fastest = min(r["seconds_per_prompt"] for r in results.values())
+    for method, r in results.items():
+        table.add_row(
+            method,
+            f"{100 * r['accuracy']:.1f}% ({r['correct']}/{r['n']})",
+            f"{r['seconds_per_prompt']:.3f}",
+            f"{r['seconds_per_prompt'] / fastest:.1f}×",
+            ", ".join(f"{k}: {v}" for k, v in r["confusion"].items() if k.split("->")[0] != k.split("->")[1]) or "—",
+        )
+    console.print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "command": "python bench/dispatch.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "out"),
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "split": "cls/test",
+        "results": results,
+    }
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    console.print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
