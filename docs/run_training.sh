@@ -28,18 +28,18 @@ case "${1:?which step}" in
     COMMON="--task mbpp-plus --iters 40 --batch-size 8 --eval-every 20 --val-limit 32 --max-new-tokens 256"
     $T2 train $COMMON $SVF --name code --out runs/train-code &
     $T2 train $COMMON $LORA --name mbpp-plus-lora --out runs/train-mbpp-plus-lora
-    wait ;;
+    ;;
   eval-arc)
-    $T2 eval --task arc-easy --limit 300 --expert reasoning --out docs/results/svf/arc-easy &
+    $T2 eval --task arc-easy --limit 300 --expert reasoning --out docs/results/svf/arc-easy
     $T2 eval --task arc-easy --limit 300 --lora runs/train-arc-easy-lora/adapter --out docs/results/lora/arc-easy
-    wait ;;
+    ;;
   eval-gsm8k)
-    $T2 eval --task gsm8k --limit 100 --expert math --out docs/results/svf/gsm8k &
+    $T2 eval --task gsm8k --limit 100 --expert math --out docs/results/svf/gsm8k
     $T2 eval --task gsm8k --limit 100 --lora runs/train-gsm8k-lora/adapter --out docs/results/lora/gsm8k
-    wait ;;
+    ;;
   eval-mbpp)
-    $T2 eval --task mbpp-plus --expert code --out docs/results/svf/mbpp-plus &
+    $T2 eval --task mbpp-plus --expert code --out docs/results/svf/mbpp-plus
     $T2 eval --task mbpp-plus --lora runs/train-mbpp-plus-lora/adapter --out docs/results/lora/mbpp-plus
-    wait ;;
+    ;;
   *) echo "unknown step $1" >&2; exit 2 ;;
 esac
