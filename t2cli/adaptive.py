@@ -18,15 +18,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from t2cli.adapt import DenseAdapter
+from t2cli.cem import CEMConfig, CEMProgress, CEMResult, cem_search
 from t2cli.dispatch import (
-    CEMConfig,
-    CEMProgress,
-    CEMResult,
     Decision,
     Dispatcher,
     DispatchError,
     ExpertSwitch,
-    cem_search,
     load_domain_experts,
     make_dispatcher,
 )

@@ -11,7 +11,8 @@ from test_dispatch import SHOTS, TOY, make_setup, random_expert
 
 from t2cli.adapt import DenseAdapter
 from t2cli.adaptive import AdaptiveAnswer, AdaptiveModel, evaluate_adaptive
-from t2cli.dispatch import CEMConfig, Decision, Dispatcher, DispatchError, ExpertSwitch, split_shots
+from t2cli.cem import CEMConfig, split_shots
+from t2cli.dispatch import Decision, Dispatcher, DispatchError, ExpertSwitch
 from t2cli.generation import GenerationConfig, chat_prompt, generate
 from t2cli.tasks.base import TaskData
 

@@ -7,19 +7,15 @@ import torch
 
 from t2cli.adapt import DenseAdapter
 from t2cli.dispatch import (
-    CEMConfig,
     Decision,
     DispatchError,
     ExpertSwitch,
     LoglikDispatcher,
-    cem_search,
     classification_expert,
     domain_experts,
     label_logliks,
     label_logliks_batch,
-    load_domain_experts,
     make_dispatcher,
-    split_shots,
 )
 from t2cli.expert import ExpertVector
 from t2cli.registry import Registry
@@ -148,73 +144,3 @@ def test_batched_loglik_equals_one_prefix_at_a_time(tiny_model):
         assert scores == pytest.approx(expected, abs=1e-4)
     in_twos = label_logliks_batch(tiny_model, prefixes, continuations, batch_size=2)
     assert sum(in_twos, []) == pytest.approx(sum(batched, []), abs=1e-5)
-
-
-def test_split_shots_is_deterministic_and_disjoint():
-    examples = [{"id": str(i)} for i in range(20)]
-    shots, rest = split_shots(examples, 5, seed=3)
-    assert (shots, rest) == split_shots(examples, 5, seed=3)
-    assert len(shots) == 5 and len(rest) == 15
-    assert not {e["id"] for e in shots} & {e["id"] for e in rest}
-    assert sorted(e["id"] for e in shots + rest) == sorted(e["id"] for e in examples)
-    assert [e["id"] for e in rest] == sorted((e["id"] for e in rest), key=int)  # original order kept
-    with pytest.raises(DispatchError):
-        split_shots(examples, 20)
-
-
-@pytest.mark.parametrize("per_matrix", [False, True])
-def test_cem_is_reproducible_and_clamped(llama, setup, per_matrix):
-    _, registry, switch = setup
-    experts = list(load_domain_experts(registry, llama.name).values())
-    config = CEMConfig(population=5, generations=2, seed=7, per_matrix=per_matrix, stop_at_perfect=False)
-    first = cem_search(llama, switch, experts, TOY, SHOTS, config)
-    second = cem_search(llama, switch, experts, TOY, SHOTS, config)
-    assert torch.equal(first.alphas, second.alphas)
-    assert first.accuracy == second.accuracy and first.loglik == second.loglik
-    assert first.alphas.shape == ((3, len(experts[0].z)) if per_matrix else (3,))
-    assert bool((first.alphas >= 0).all() and (first.alphas <= 1).all())
-    assert first.evaluations == 10 and len(first.history) == 2
-    assert switch.active is None  # the search leaves the base weights in place
-    assert first.expert.provenance["objective"] == "cem"
-    assert first.expert.provenance["cem"]["shots"] == ["0", "1", "2", "3"]
-    first.expert.validate_for(setup[0].ranks, llama.name, llama.fingerprint)
-    assert set(first.weights) == {"math-expert", "code-expert", "reasoning-expert"}
-    other = cem_search(
-        llama,
-        switch,
-        experts,
-        TOY,
-        SHOTS,
-        CEMConfig(population=5, generations=2, seed=8, per_matrix=per_matrix, stop_at_perfect=False),
-    )
-    assert not torch.equal(first.alphas, other.alphas)
-
-
-def test_cem_best_member_is_reevaluated_and_never_gets_worse(llama, setup, monkeypatch):
-    import t2cli.dispatch as dispatch
-
-    _, registry, switch = setup
-    experts = list(load_domain_experts(registry, llama.name).values())
-    evaluated: list[torch.Tensor] = []
-    real_mixture = dispatch.mixture
-
-    def spy(experts, alphas, modules, name):
-        evaluated.append(alphas.clone())
-        return real_mixture(experts, alphas, modules, name)
-
-    monkeypatch.setattr(dispatch, "mixture", spy)
-    config = CEMConfig(population=4, generations=3, stop_at_perfect=False)
-    result = cem_search(llama, switch, experts, TOY, SHOTS, config)
-    best = [(h["best_accuracy"], h["best_loglik"]) for h in result.history]
-    assert best == sorted(best)
-    generations = [evaluated[g * 4 : (g + 1) * 4] for g in range(3)]
-    for previous, current in zip(generations, generations[1:]):
-        assert any(torch.equal(current[0], member) for member in previous)  # the best so far, again
-    assert any(torch.equal(result.alphas, a) for a in evaluated)
-
-
-def test_cem_stops_early(llama, setup):
-    _, registry, switch = setup
-    experts = list(load_domain_experts(registry, llama.name).values())
-    result = cem_search(llama, switch, experts, TOY, SHOTS, CEMConfig(population=3, generations=10, patience=1))
-    assert len(result.history) < 10

@@ -14,8 +14,9 @@ from pathlib import Path
 import typer
 
 from t2cli.adaptive import AdaptiveModel, evaluate_adaptive
+from t2cli.cem import CEMConfig, split_shots
 from t2cli.cli.common import console, err_console, progress_bar, status, user_errors
-from t2cli.dispatch import STRATEGIES, CEMConfig, DispatchError, split_shots
+from t2cli.dispatch import STRATEGIES, DispatchError
 from t2cli.evaluate import EvalReport
 from t2cli.generation import GenerationConfig
 from t2cli.models import DEFAULT_MODEL, LoadedModel, load_model
