@@ -117,19 +117,11 @@ def _train_lora(config: TrainConfig, resume: bool) -> None:
             result = train_lora(config, on_event=renderer)
         except KeyboardInterrupt:
             fail(f"interrupted at iteration {renderer.iteration}; LoRA runs keep no checkpoint", code=130)
-    table = Table(title=f"Trained LoRA adapter {name}", show_header=False)
-    times = [m["time/iter"] for m in result.metrics]
-    table.add_row("task / objective", f"{config.task} / {config.objective}")
-    table.add_row("trainable parameters", f"{result.trainable_parameters:,}")
-    table.add_row("base validation accuracy", f"{result.base_val_accuracy:.2%}")
-    best = f"{result.best_val_accuracy:.2%} at iteration {result.best_iteration}"
-    if result.best_iteration == 0:
-        best += " (no iteration beat the base model: the adapter is the initial one, B = 0 = the base model)"
-    table.add_row("best validation accuracy", best)
-    table.add_row("iterations", f"{result.iterations} ({sum(times) / max(1, len(times)):.1f} s/iter)")
-    table.add_row("wall time", f"{result.wall_time_s:.0f} s")
-    table.add_row("adapter", str(result.adapter_path))
-    table.add_row("run directory", str(result.run_dir))
+    table = run_table(
+        f"Trained LoRA adapter {name}", config, result, "the adapter is the initial one, B = 0 = the base model",
+        [("trainable parameters", f"{result.trainable_parameters:,}")],
+        [("adapter", str(result.adapter_path))],
+    )
     console.print(table)
 
 
@@ -171,18 +163,31 @@ class EventRenderer:
 
 
 def result_table(result: TrainResult, config: TrainConfig) -> Table:
-    table = Table(title=f"Trained expert {result.expert.name if result.expert else config.expert_name}",
-                  show_header=False)
+    curve = str(result.curve_path) if result.curve_path else "- (matplotlib not installed)"
+    return run_table(
+        f"Trained expert {result.expert.name if result.expert else config.expert_name}", config, result,
+        "the expert is a uniform z = the base model", [],
+        [("expert", str(result.expert_path)), ("learning curve", curve)],
+    )
+
+
+def run_table(title: str, config: TrainConfig, result, if_no_gain: str, head: list, tail: list) -> Table:
+    """The summary of a finished run (SVF or LoRA): accuracy before/after, time, where things are."""
+    table = Table(title=title, show_header=False)
     times = [m["time/iter"] for m in result.metrics]
-    table.add_row("task / objective", f"{config.task} / {config.objective}")
-    table.add_row("base validation accuracy", f"{result.base_val_accuracy:.2%}")
     best = f"{result.best_val_accuracy:.2%} at iteration {result.best_iteration}"
     if result.best_iteration == 0:
-        best += " (no iteration beat the base model: the expert is a uniform z = the base model)"
-    table.add_row("best validation accuracy", best)
-    table.add_row("iterations", f"{result.iterations} ({sum(times) / max(1, len(times)):.1f} s/iter)")
-    table.add_row("wall time", f"{result.wall_time_s:.0f} s")
-    table.add_row("expert", str(result.expert_path))
-    table.add_row("learning curve", str(result.curve_path) if result.curve_path else "- (matplotlib not installed)")
-    table.add_row("run directory", str(result.run_dir))
+        best += f" (no iteration beat the base model: {if_no_gain})"
+    rows = [
+        ("task / objective", f"{config.task} / {config.objective}"),
+        *head,
+        ("base validation accuracy", f"{result.base_val_accuracy:.2%}"),
+        ("best validation accuracy", best),
+        ("iterations", f"{result.iterations} ({sum(times) / max(1, len(times)):.1f} s/iter)"),
+        ("wall time", f"{result.wall_time_s:.0f} s"),
+        *tail,
+        ("run directory", str(result.run_dir)),
+    ]
+    for row in rows:
+        table.add_row(*row)
     return table
