@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Two-pass self-adaptation on smollm2-135m with the shipped experts (docs/RESULTS.md §6).
+# Each line is the exact command of one row; outputs under docs/results/adaptive/ and bench/results/.
+#   dispatch   pass-1 accuracy and cost of every method on the cls test split (all 200 prompts)
+#   unseen     tasks no expert was trained on, each prompt dispatched on its own; the base rows are
+#              docs/results/base/ (same subsets: arc-challenge dev first 150, math first 50,
+#              humaneval first 100). ARC-Challenge's test split is not in ../shared/data, so the
+#              official validation split ("dev") stands in; with the test file, add --data-dir DIR
+#              --split test.
+#   cem        few-shot CEM on ARC-Challenge with 10 shots from its TRAIN split (not the evaluated
+#              split, so the evaluated items are exactly the base rows'), 5 generations of 32.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T2=.venv/bin/t2
+OUT=docs/results/adaptive
+case "${1:?which step: dispatch | unseen-arc | unseen-math | unseen-humaneval | cem}" in
+  dispatch)
+    .venv/bin/python bench/dispatch.py ;;
+  unseen-arc)
+    for s in cls loglik-cls prompt loglik; do
+      $T2 eval --task arc-challenge --split dev --limit 150 --adapt $s --out $OUT/arc-challenge-dev-$s
+    done ;;
+  unseen-math)
+    for s in cls loglik-cls; do
+      $T2 eval --task math --limit 50 --adapt $s --out $OUT/math-$s
+    done ;;
+  unseen-humaneval)
+    for s in cls loglik-cls; do
+      $T2 eval --task humaneval --limit 100 --adapt $s --out $OUT/humaneval-$s
+    done ;;
+  cem)
+    $T2 eval --task arc-challenge --split dev --limit 150 --adapt cem \
+      --shots $OUT/arc-challenge-shots.jsonl --cem-generations 5 --out $OUT/arc-challenge-dev-cem ;;
+  *) echo "unknown step $1" >&2; exit 2 ;;
+esac
