@@ -284,7 +284,7 @@ def label_logliks_batch(
             ids[row, P - len(e) :] = torch.tensor(e, device=device)
             mask[row, P - len(e) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V): each candidate's 1st token
         cache = out.past_key_values
         cache.batch_repeat_interleave(K)  # row b*K + k = prefix b, candidate k
