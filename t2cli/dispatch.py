@@ -19,6 +19,7 @@ weights in a small LRU so that switching back to a recent expert costs a copy, n
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -200,6 +201,8 @@ class LoglikDispatcher(Dispatcher):
     are subtracted first ("contextual calibration", Zhao et al. 2021): it removes the small model's
     prior for the label named in the instruction's example (SmolLM2-135M: raw argmax "code" for
     7 of 7 sample prompts, calibrated 6 of 7 right). The calibration costs one extra prefill, once.
+    The dispatch instruction every prompt starts with is prefilled once too (`SharedPrefix`): per
+    prompt, only the request itself goes through the model.
     """
 
     CONTENT_FREE = "N/A"
@@ -220,19 +223,22 @@ class LoglikDispatcher(Dispatcher):
         self.candidates = self.labels + ([OTHER] if include_other else [])
         self.calibrate = calibrate
         self.prior: list[float] | None = None  # scores of the content-free request
+        self.shared: SharedPrefix | None = None  # KV cache of the instruction, under pass 1's weights
         self.name = "loglik-cls" if pass1_expert is not None else "loglik"
 
     def prefix(self, prompt: str) -> str:
         return chat_prompt(self.loaded.tokenizer, dispatch_messages(prompt, self.labels)) + ANSWER_OPENING
 
     def scores(self, prompts: Sequence[str]) -> list[list[float]]:
-        return label_logliks_batch(
-            self.loaded, [self.prefix(p) for p in prompts], [f"{c}}}" for c in self.candidates], self.batch_size
-        )
+        prefixes = [self.prefix(p) for p in prompts]
+        continuations = [f"{c}}}" for c in self.candidates]
+        return label_logliks_batch(self.loaded, prefixes, continuations, self.batch_size, self.shared)
 
     def decide(self, prompts: Sequence[str]) -> list[Decision]:
         started = time.perf_counter()
         self.switch.use(self.pass1_expert)
+        if self.shared is None:  # the weights of pass 1 never change, so neither does this cache
+            self.shared = SharedPrefix.common_to(self.loaded, [self.prefix(self.CONTENT_FREE), self.prefix("1 2")])
         if self.calibrate and self.prior is None:
             self.prior = self.scores([self.CONTENT_FREE])[0]
         all_raw = self.scores(prompts)
@@ -246,6 +252,30 @@ class LoglikDispatcher(Dispatcher):
         return decisions
 
 
+@dataclass
+class SharedPrefix:
+    """Token ids every prefix starts with, and their KV cache (batch 1) under the weights in place
+    when it was made; `label_logliks_batch` then prefills only what follows them."""
+
+    ids: list[int]
+    cache: object
+
+    @classmethod
+    @torch.no_grad()
+    def common_to(cls, loaded: LoadedModel, texts: Sequence[str]) -> SharedPrefix | None:
+        """The longest token prefix of `texts`, less its last token (a token at the boundary may
+        merge with what follows in another text); None when they share under two tokens."""
+        encoded = [loaded.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        common = 0
+        while all(len(e) > common for e in encoded) and len({e[common] for e in encoded}) == 1:
+            common += 1
+        ids = encoded[0][: common - 1]
+        if len(ids) < 2:
+            return None
+        out = loaded.model(input_ids=torch.tensor([ids], device=loaded.device), use_cache=True, logits_to_keep=1)
+        return cls(ids, out.past_key_values)
+
+
 def label_logliks(loaded: LoadedModel, prefix: str, continuations: Sequence[str]) -> list[float]:
     """log p(continuation | prefix) summed over its tokens, for each continuation."""
     return label_logliks_batch(loaded, [prefix], continuations)[0]
@@ -253,14 +283,19 @@ def label_logliks(loaded: LoadedModel, prefix: str, continuations: Sequence[str]
 
 @torch.no_grad()
 def label_logliks_batch(
-    loaded: LoadedModel, prefixes: Sequence[str], continuations: Sequence[str], batch_size: int = 16
+    loaded: LoadedModel,
+    prefixes: Sequence[str],
+    continuations: Sequence[str],
+    batch_size: int = 16,
+    shared: SharedPrefix | None = None,
 ) -> list[list[float]]:
     """For each prefix, log p(continuation | prefix) of every continuation (summed over its tokens).
 
     Up to `batch_size` prefixes are prefilled together (left-padded, explicit positions); their KV
     cache is repeated once per continuation and all continuations go through the model in one
     batch (right-padded: padding after a token cannot change that token's logits). Continuations
-    are tokenised on their own, so every prefix keeps its own tokens.
+    are tokenised on their own, so every prefix keeps its own tokens. With `shared`, a batch whose
+    prefixes all start with its tokens continues from its cache (made under the current weights).
     """
     tokenizer, model, device = loaded.tokenizer, loaded.model, loaded.device
     candidates = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
@@ -277,14 +312,30 @@ def label_logliks_batch(
         encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prefixes[start : start + batch_size]]
         if not all(encoded):
             raise ValueError("every prefix must have at least one token")
+        S = len(shared.ids) if shared is not None else 0
+        if S and not all(len(e) > S and e[:S] == shared.ids for e in encoded):
+            S = 0  # this batch does not start with the shared tokens: prefill it whole
+        encoded = [e[S:] for e in encoded]
         B, P = len(encoded), max(len(e) for e in encoded)
         ids = torch.zeros(B, P, dtype=torch.long, device=device)
         mask = torch.zeros(B, P, dtype=torch.long, device=device)
-        for row, e in enumerate(encoded):  # left padding: every prefix ends at position P - 1
+        for row, e in enumerate(encoded):  # left padding: every prefix ends at position S + P - 1
             ids[row, P - len(e) :] = torch.tensor(e, device=device)
             mask[row, P - len(e) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        positions = (S + mask.cumsum(-1) - 1).clamp_min(0)
+        cache = None
+        if S:
+            cache = copy.deepcopy(shared.cache)
+            cache.batch_repeat_interleave(B)
+            mask = torch.cat([torch.ones(B, S, dtype=torch.long, device=device), mask], dim=1)
+        out = model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V): each candidate's 1st token
         cache = out.past_key_values
         cache.batch_repeat_interleave(K)  # row b*K + k = prefix b, candidate k

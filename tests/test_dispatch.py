@@ -11,6 +11,7 @@ from t2cli.dispatch import (
     DispatchError,
     ExpertSwitch,
     LoglikDispatcher,
+    SharedPrefix,
     classification_expert,
     domain_experts,
     label_logliks,
@@ -144,3 +145,19 @@ def test_batched_loglik_equals_one_prefix_at_a_time(tiny_model):
         assert scores == pytest.approx(expected, abs=1e-4)
     in_twos = label_logliks_batch(tiny_model, prefixes, continuations, batch_size=2)
     assert sum(in_twos, []) == pytest.approx(sum(batched, []), abs=1e-5)
+
+
+def test_shared_prefix_cache_gives_the_same_scores(tiny_model):
+    """Prefilling the common instruction once and only the rest per prompt changes no score; a
+    batch that does not start with the shared tokens is prefilled whole."""
+    head = "Classify the request into one category: code, math, other.\nRequest: "
+    prompts = [head + "What is 2 + 2?", head + "Write a sort function in Python please", head + "hi"]
+    continuations = ["math}", "code}", "other}"]
+    shared = SharedPrefix.common_to(tiny_model, [head + "N/A", head + "1 2"])
+    assert shared is not None and len(shared.ids) >= 5
+    with_cache = label_logliks_batch(tiny_model, prompts, continuations, batch_size=2, shared=shared)
+    without = label_logliks_batch(tiny_model, prompts, continuations, batch_size=2)
+    assert sum(with_cache, []) == pytest.approx(sum(without, []), abs=1e-4)
+    unrelated = label_logliks_batch(tiny_model, ["1 + 2 = "], continuations, shared=shared)
+    assert unrelated[0] == pytest.approx(label_logliks(tiny_model, "1 + 2 = ", continuations), abs=1e-5)
+
