@@ -196,9 +196,17 @@ def evaluate_adaptive(
         }
         for row, answer in zip(scored.rows, answers)
     ]
+    by_label: dict[str, dict[str, int]] = {}
+    for row, answer in zip(scored.rows, answers):
+        counts = by_label.setdefault(answer.decision.label, {"n": 0, "correct": 0})
+        counts["n"] += 1
+        counts["correct"] += int(row.correct)
     dispatch = {
         "strategy": model.dispatcher.name,
         "labels": dict(Counter(answer.decision.label for answer in answers)),
+        "task_domain": task.domain,  # the label a perfect dispatcher would choose for every prompt
+        "routed_to_task_domain": round(sum(a.decision.label == task.domain for a in answers) / len(answers), 4),
+        "by_label": by_label,  # answers and correct answers per chosen label
         "pass1_s": round(pass1, 2),
         "pass2_s": round(pass2, 2),
         "switch_s": round(sum(answer.switch_s for answer in answers), 2),

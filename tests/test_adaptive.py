@@ -226,3 +226,9 @@ def test_eval_command_with_adapt(tmp_path, llama, adapt):
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert not {s["id"] for s in samples} & set(dispatch["excluded_shots"])
     assert len(dispatch["excluded_shots"]) == (2 if adapt == "cem" else 0)
+    by_label = dispatch["by_label"]
+    assert sum(c["n"] for c in by_label.values()) == 3
+    assert sum(c["correct"] for c in by_label.values()) == report["correct"]
+    assert dispatch["task_domain"] == "reasoning"
+    assert dispatch["routed_to_task_domain"] == pytest.approx(dispatch["labels"].get("reasoning", 0) / 3, abs=1e-4)
+    assert f"pass 1 ({'cem' if adapt == 'cem' else adapt})" in result.output and "pass 1 / pass 2" in result.output

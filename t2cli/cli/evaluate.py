@@ -35,6 +35,24 @@ def report_table(report: EvalReport) -> Table:
     return table
 
 
+def dispatch_table(report: EvalReport) -> Table | None:
+    """For two-pass reports: where pass 1 sent the prompts, accuracy per choice, and pass costs."""
+    dispatch = report.config.get("dispatch")
+    if not dispatch:
+        return None
+    table = Table(title=f"pass 1 ({dispatch['strategy']}) — task domain: {dispatch['task_domain']}")
+    for column in ("chosen label", "prompts", "share", "correct answers"):
+        table.add_column(column)
+    for label, counts in sorted(dispatch["by_label"].items(), key=lambda item: -item[1]["n"]):
+        mark = " ✓" if label == dispatch["task_domain"] else ""
+        table.add_row(f"{label}{mark}", str(counts["n"]), f"{counts['n'] / report.n:.0%}",
+                      f"{counts['correct']} / {counts['n']}")
+    ratio = dispatch["pass1_over_pass2"]
+    table.caption = (f"pass 1 {dispatch['pass1_s']:.1f} s · pass 2 {dispatch['pass2_s']:.1f} s · pass 1 / pass 2 = "
+                     + (f"{ratio:.1%}" if ratio is not None else "-"))
+    return table
+
+
 def eval_command(
     task: str = typer.Option(..., "--task", help=TASK_HELP),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded model name, local directory or Hub id."),
@@ -113,6 +131,8 @@ def eval_command(
             report.config["lora"] = str(lora.resolve())
         summary_path, samples_path = write_report(report, out)
     console.print(report_table(report))
+    if (routing := dispatch_table(report)) is not None:
+        console.print(routing)
     console.print(f"report: {summary_path}\nsamples: {samples_path}")
 
 
