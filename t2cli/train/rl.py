@@ -56,6 +56,7 @@ class Processes:
     rank: int = 0
     world_size: int = 1
     owns_group: bool = False  # we initialised the process group, so we tear it down
+    device: torch.device = torch.device("cpu")  # where collectives run (NCCL only takes CUDA tensors)
 
     @property
     def main(self) -> bool:
@@ -68,8 +69,10 @@ def init_processes(device: torch.device) -> Processes:
         return Processes()
     owns = not dist.is_initialized()
     if owns:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Processes(dist.get_rank(), dist.get_world_size(), owns)
+    return Processes(dist.get_rank(), dist.get_world_size(), owns, device)
 
 
 def default_device(config: TrainConfig) -> torch.device:
@@ -82,7 +85,9 @@ def default_device(config: TrainConfig) -> torch.device:
 
 def all_reduce_(tensor: torch.Tensor, procs: Processes) -> torch.Tensor:
     if procs.world_size > 1:
-        dist.all_reduce(tensor)  # sum
+        on_device = tensor.to(procs.device)
+        dist.all_reduce(on_device)  # sum
+        tensor.copy_(on_device)
     return tensor
 
 
@@ -90,7 +95,7 @@ def broadcast_float(value: float, procs: Processes) -> float:
     """Rank 0's value on every rank (so all ranks take the same early-stopping decision)."""
     if procs.world_size == 1:
         return value
-    tensor = torch.tensor([value], dtype=torch.float64)
+    tensor = torch.tensor([value], dtype=torch.float64, device=procs.device)
     dist.broadcast(tensor, src=0)
     return float(tensor.item())
 
