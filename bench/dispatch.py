@@ -3,7 +3,8 @@
 Methods (t2cli.dispatch): `prompt` (the base model writes the label, the paper's prompt-based
 pass 1), `cls` (the classification expert writes it, the paper's classification-expert pass 1),
 `loglik` / `loglik-cls` (no decoding: the label set is scored by log-likelihood after the same
-dispatch prompt, base model / classification expert). Same model, prompts and batch for all.
+dispatch prompt, base model / classification expert), and the loglik methods reading only the
+first and last N/2 tokens of each prompt (--request-tokens). Same model, prompts and batch for all.
 
     python bench/dispatch.py [--model smollm2-135m] [--limit N] [--batch 16]
 
@@ -40,6 +41,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N of the cls test split (default all 200)")
     parser.add_argument("--batch", type=int, default=16, help="prompts per pass-1 batch")
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--request-tokens", default="16,32",
+                        help="also run the loglik methods reading only N tokens of each prompt, for each N")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "dispatch.json")
     args = parser.parse_args()
 
@@ -51,9 +54,13 @@ def main() -> None:
     questions = [example["question"] for example in examples]
     truth = [example["answer"] for example in examples]
 
+    runs = [(method, None) for method in args.methods.split(",")]
+    for n in filter(None, args.request_tokens.split(",")):
+        runs += [(method, int(n)) for method in args.methods.split(",") if method.startswith("loglik")]
     results = {}
-    for method in args.methods.split(","):
-        dispatcher = make_dispatcher(method, loaded, switch, Registry())
+    for method, request_tokens in runs:
+        dispatcher = make_dispatcher(method, loaded, switch, Registry(), request_tokens=request_tokens)
+        method = f"{method} (≤{request_tokens} tokens)" if request_tokens else method
         if hasattr(dispatcher, "config"):
             dispatcher.config.batch_size = args.batch
         if hasattr(dispatcher, "batch_size"):

@@ -53,7 +53,8 @@ class AdaptiveModel:
     its dispatcher picks.
 
     `strategy` is a name ("none", "fixed:NAME", "prompt", "cls", "loglik", "loglik-cls", "cem")
-    or a ready `Dispatcher`. "cem" searches α on `shots` of `task` once, at construction; the
+    or a ready `Dispatcher`. `request_tokens` caps what the loglik strategies read of each prompt
+    (first and last tokens). "cem" searches α on `shots` of `task` once, at construction; the
     result (`self.cem`) holds the mixture, which the caller may register for reuse. `store` may be
     None only for "none" (no expert is ever applied).
     """
@@ -66,6 +67,7 @@ class AdaptiveModel:
         strategy: str | Dispatcher = "prompt",
         *,
         cache_size: int = 4,
+        request_tokens: int | None = None,
         task: Task | None = None,
         shots: Sequence[dict] | None = None,
         cem_config: CEMConfig = CEMConfig(),
@@ -90,7 +92,9 @@ class AdaptiveModel:
         if isinstance(strategy, Dispatcher):
             self.dispatcher = strategy
         else:
-            self.dispatcher = make_dispatcher(strategy, loaded, self.switch, self.registry, cem=self.cem)
+            self.dispatcher = make_dispatcher(
+                strategy, loaded, self.switch, self.registry, cem=self.cem, request_tokens=request_tokens
+            )
 
     def generate(self, prompt: Prompt, generation_config: GenerationConfig | None = None) -> AdaptiveAnswer:
         """Pass 1 on the user prompt, then pass 2 with the chosen weights."""

@@ -202,7 +202,9 @@ class LoglikDispatcher(Dispatcher):
     prior for the label named in the instruction's example (SmolLM2-135M: raw argmax "code" for
     7 of 7 sample prompts, calibrated 6 of 7 right). The calibration costs one extra prefill, once.
     The dispatch instruction every prompt starts with is prefilled once too (`SharedPrefix`): per
-    prompt, only the request itself goes through the model.
+    prompt, only the request itself goes through the model. Pass 1 is a prefill, so its cost grows
+    with the request's length; `request_tokens` caps it by keeping the request's first and last
+    tokens (a prompt's domain shows in how it starts and in its closing instruction).
     """
 
     CONTENT_FREE = "N/A"
@@ -216,9 +218,13 @@ class LoglikDispatcher(Dispatcher):
         include_other: bool = True,
         calibrate: bool = True,
         batch_size: int = 16,
+        request_tokens: int | None = None,
     ):
         self.loaded, self.switch, self.experts, self.pass1_expert = loaded, switch, experts, pass1_expert
         self.batch_size = batch_size
+        if request_tokens is not None and request_tokens < 2:
+            raise DispatchError(f"the pass-1 request budget must be ≥ 2 tokens (got {request_tokens})")
+        self.request_tokens = request_tokens
         self.labels = list(experts)
         self.candidates = self.labels + ([OTHER] if include_other else [])
         self.calibrate = calibrate
@@ -227,6 +233,8 @@ class LoglikDispatcher(Dispatcher):
         self.name = "loglik-cls" if pass1_expert is not None else "loglik"
 
     def prefix(self, prompt: str) -> str:
+        if self.request_tokens is not None:
+            prompt = head_and_tail(self.loaded.tokenizer, prompt, self.request_tokens)
         return chat_prompt(self.loaded.tokenizer, dispatch_messages(prompt, self.labels)) + ANSWER_OPENING
 
     def scores(self, prompts: Sequence[str]) -> list[list[float]]:
@@ -250,6 +258,15 @@ class LoglikDispatcher(Dispatcher):
             details = {"strategy": self.name, "scores": dict(zip(self.candidates, scores)), "raw": raw}
             decisions.append(Decision(label, self.experts.get(label), seconds=share, details=details))
         return decisions
+
+
+def head_and_tail(tokenizer, text: str, max_tokens: int) -> str:
+    """`text` if it has at most `max_tokens` tokens, else its first and last max_tokens/2 joined by " … "."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= max_tokens:
+        return text
+    head = max_tokens // 2
+    return tokenizer.decode(ids[:head]) + " … " + tokenizer.decode(ids[len(ids) - (max_tokens - head) :])
 
 
 @dataclass
@@ -307,9 +324,12 @@ def label_logliks_batch(
     for row, c in enumerate(candidates):
         cont_ids[row, : len(c)] = torch.tensor(c, device=device)
         cont_mask[row, : len(c)] = 1
-    results: list[list[float]] = []
-    for start in range(0, len(prefixes), batch_size):
-        encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prefixes[start : start + batch_size]]
+    all_encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prefixes]
+    order = sorted(range(len(prefixes)), key=lambda i: len(all_encoded[i]))  # similar lengths share a batch
+    results: list[list[float]] = [[] for _ in prefixes]
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        encoded = [all_encoded[i] for i in batch]
         if not all(encoded):
             raise ValueError("every prefix must have at least one token")
         S = len(shared.ids) if shared is not None else 0
@@ -356,7 +376,7 @@ def label_logliks_batch(
                 if len(c) > 1:  # token j (j ≥ 1) is predicted at candidate position j − 1
                     total = total + logp[b, k, torch.arange(len(c) - 1), torch.tensor(c[1:])].sum()
                 scores.append(float(total))
-            results.append(scores)
+            results[batch[b]] = scores
     return results
 
 
@@ -369,8 +389,10 @@ def make_dispatcher(
     switch: ExpertSwitch,
     registry: Registry,
     cem: CEMResult | None = None,
+    request_tokens: int | None = None,
 ) -> Dispatcher:
-    """The dispatcher for a strategy name (see STRATEGIES); "cem" needs a `cem_search` result."""
+    """The dispatcher for a strategy name (see STRATEGIES); "cem" needs a `cem_search` result.
+    `request_tokens` caps the request's tokens seen by the log-likelihood pass 1."""
     if strategy == "none":
         return Dispatcher()
     if strategy.startswith("fixed:"):
@@ -388,7 +410,7 @@ def make_dispatcher(
     experts = load_domain_experts(registry, loaded.name)
     pass1 = classification_expert(registry, loaded.name) if strategy.endswith("cls") else None
     if strategy.startswith("loglik"):
-        return LoglikDispatcher(loaded, switch, experts, pass1_expert=pass1)
+        return LoglikDispatcher(loaded, switch, experts, pass1_expert=pass1, request_tokens=request_tokens)
     return PromptDispatcher(loaded, switch, experts, pass1_expert=pass1)
 
 

@@ -14,6 +14,7 @@ from t2cli.dispatch import (
     SharedPrefix,
     classification_expert,
     domain_experts,
+    head_and_tail,
     label_logliks,
     label_logliks_batch,
     make_dispatcher,
@@ -161,3 +162,18 @@ def test_shared_prefix_cache_gives_the_same_scores(tiny_model):
     unrelated = label_logliks_batch(tiny_model, ["1 + 2 = "], continuations, shared=shared)
     assert unrelated[0] == pytest.approx(label_logliks(tiny_model, "1 + 2 = ", continuations), abs=1e-5)
 
+
+
+def test_request_tokens_keep_the_head_and_tail_of_long_prompts(llama, setup):
+    tokenizer = llama.tokenizer
+    long = " ".join(f"w{i}" for i in range(200))
+    short = head_and_tail(tokenizer, long, 10)
+    assert short.startswith("w0") and short.endswith("w199") and " … " in short
+    assert len(tokenizer(short, add_special_tokens=False)["input_ids"]) <= 16  # 10 kept + the joint
+    assert head_and_tail(tokenizer, "w1 w2", 10) == "w1 w2"
+    _, registry, switch = setup
+    dispatcher = make_dispatcher("loglik", llama, switch, registry, request_tokens=10)
+    assert short in dispatcher.prefix(long) and "w100" not in dispatcher.prefix(long)
+    assert dispatcher.decide([long])[0].label in dispatcher.candidates
+    with pytest.raises(DispatchError, match="≥ 2 tokens"):
+        make_dispatcher("loglik", llama, switch, registry, request_tokens=1)

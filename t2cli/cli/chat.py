@@ -29,6 +29,12 @@ ADAPT_HELP = f"Pass-1 strategy: {', '.join(STRATEGIES)}."
 SHOTS_HELP = "cem shots: a JSONL file of task rows, or a number N of examples taken from --shots-split."
 
 
+PASS1_TOKENS_HELP = (
+    "loglik / loglik-cls: read at most N tokens of each prompt in pass 1 (its first and last N/2); "
+    "pass 1 is a prefill, so this bounds its cost. Default: the whole prompt."
+)
+
+
 def load_shots(spec: str, task: Task, split: str, data_dir: Path | None, seed: int) -> tuple[list[dict], list[dict]]:
     """(shots, the split's other examples): from a JSONL file of rows, or N seeded picks of the split."""
     path = Path(spec)
@@ -53,6 +59,7 @@ def open_adaptive(
     shots: Sequence[dict] = (),
     cem_config: CEMConfig = CEMConfig(),
     cache_size: int = 4,
+    request_tokens: int | None = None,
 ) -> AdaptiveModel:
     """The two-pass model, with the SVD store its registered experts were made with."""
     registry = Registry()
@@ -80,7 +87,7 @@ def open_adaptive(
                 cache_size=cache_size,
                 cem_progress=lambda done, total, best: update(done, total, f"best shot accuracy {best:.2f}"),
             )
-    return AdaptiveModel(loaded, store, registry, adapt, cache_size=cache_size)
+    return AdaptiveModel(loaded, store, registry, adapt, cache_size=cache_size, request_tokens=request_tokens)
 
 
 def chat_command(
@@ -99,6 +106,7 @@ def chat_command(
     max_new_tokens: int = typer.Option(256, help="Answer length limit."),
     history: bool = typer.Option(True, "--history/--no-history", help="Keep the conversation between turns."),
     cache_size: int = typer.Option(4, help="Composed experts kept in memory (each a full copy of the targets)."),
+    pass1_tokens: int = typer.Option(None, help=PASS1_TOKENS_HELP),
 ) -> None:
     """Chat with the self-adaptive model: pass 1 picks an expert per turn, pass 2 answers."""
     with user_errors():
@@ -113,7 +121,7 @@ def chat_command(
         config = CEMConfig(
             population=population, generations=generations, patience=patience, per_matrix=per_matrix, seed=seed
         )
-        adaptive = open_adaptive(loaded, adapt, task_obj, shot_examples, config, cache_size)
+        adaptive = open_adaptive(loaded, adapt, task_obj, shot_examples, config, cache_size, pass1_tokens)
         if adaptive.cem is not None:
             weights = ", ".join(f"{name} {alpha:.3f}" for name, alpha in adaptive.cem.weights.items())
             console.print(f"cem on {len(shot_examples)} shots: accuracy {adaptive.cem.accuracy:.2f}; α: {weights}")
@@ -169,6 +177,7 @@ def adaptive_evaluator(
     seed: int,
     cem_generations: int = 50,
     max_new_tokens: int | None = None,
+    request_tokens: int | None = None,
 ) -> Callable[..., EvalReport]:
     """For `t2 eval --adapt`: a drop-in for `t2cli.evaluate.evaluate` that answers in two passes.
 
@@ -180,7 +189,7 @@ def adaptive_evaluator(
             raise DispatchError("--adapt cem needs --shots N (examples of the split, then not evaluated) or FILE")
         shot_examples, _ = load_shots(shots, task, split, data_dir, seed)
     config = CEMConfig(generations=cem_generations, seed=seed, max_new_tokens=max_new_tokens)
-    adaptive = open_adaptive(loaded, adapt, task, shot_examples, config)
+    adaptive = open_adaptive(loaded, adapt, task, shot_examples, config, request_tokens=request_tokens)
 
     def run(loaded: LoadedModel, task: Task, expert_name: str | None = None, **options) -> EvalReport:
         report = evaluate_adaptive(adaptive, task, exclude=shot_examples, **options)

@@ -65,6 +65,8 @@ def eval_command(
                               "none or fixed:NAME (pass 1 picks the expert per prompt)."),
     shots: str = typer.Option(None, "--shots", help="cem: N shots of the split (not scored) or a JSONL file."),
     cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
+    pass1_tokens: int = typer.Option(None, help="With --adapt loglik|loglik-cls: read at most N tokens of each "
+                                     "prompt in pass 1 (first and last N/2). Default: all."),
     data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data (extra splits)."),
     out: Path = typer.Option(None, "--out", help="Write report.json + samples.jsonl here (default runs/eval-…)."),
     batch_size: int = typer.Option(16, help="Prompts per generation batch."),
@@ -103,7 +105,7 @@ def eval_command(
             from t2cli.cli.chat import adaptive_evaluator
 
             evaluate_with = adaptive_evaluator(
-                loaded, task_obj, adapt, shots, split, data_dir, seed, cem_generations, max_new_tokens
+                loaded, task_obj, adapt, shots, split, data_dir, seed, cem_generations, max_new_tokens, pass1_tokens
             )
             expert_name = f"adapt-{adapt.replace(':', '-')}"
         config = GenerationConfig(
