@@ -1,0 +1,76 @@
+"""Print the markdown tables of docs/RESULTS.md §5–6 from the committed reports, so every number
+there is read from a file a command in this repository wrote.
+
+    .venv/bin/python docs/make_results_tables.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+TASKS = {  # task: (base report folder, SVF expert, LoRA run)
+    "arc-easy": ("arc-easy", "reasoning", "arc-easy-lora"),
+    "gsm8k": ("gsm8k", "math", "gsm8k-lora"),
+    "mbpp-plus": ("mbpp-plus", "code", "mbpp-plus-lora"),
+}
+UNSEEN = {"arc-challenge": "arc-challenge-dev", "math": "math", "humaneval": "humaneval"}
+
+
+def report(path: Path) -> dict | None:
+    file = path / "report.json"
+    return json.loads(file.read_text()) if file.exists() else None
+
+
+def accuracy(r: dict | None) -> str:
+    return f"{100 * r['accuracy']:.1f}% ({r['correct']}/{r['n']})" if r else "not run"
+
+
+def train_seconds(run: str) -> float:
+    """Training + validation time summed over a run's iterations (metrics.jsonl; survives --resume)."""
+    metrics = RESULTS / "train" / run / "metrics.jsonl"
+    if not metrics.exists():
+        return 0.0
+    lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    return sum(m.get("time/iter", 0) + m.get("time/val", 0) for m in lines)
+
+
+def training() -> None:
+    print("| task (test subset) | base | LoRA r16 | SVF | trainable params LoRA / SVF | training time LoRA / SVF |")
+    print("|---|---|---|---|---|---|")
+    for task, (base, expert, lora) in TASKS.items():
+        svf_meta = RESULTS / "train" / expert / "expert.json"
+        lora_meta = RESULTS / "train" / lora / "t2_lora.json"
+        svf = json.loads(svf_meta.read_text()) if svf_meta.exists() else {}
+        lo = json.loads(lora_meta.read_text()) if lora_meta.exists() else {}
+        print(
+            f"| {task} | {accuracy(report(RESULTS / 'base' / base))} | {accuracy(report(RESULTS / 'lora' / task))} "
+            f"| {accuracy(report(RESULTS / 'svf' / task))} "
+            f"| {lo.get('trainable_parameters', 0):,} / {svf.get('num_parameters', 0):,} "
+            f"| {train_seconds(lora):.0f} s / {train_seconds(expert):.0f} s |"
+        )
+
+
+def adaptive() -> None:
+    print("| task (subset) | strategy | accuracy | routed to the task's domain | pass 1 / pass 2 time |")
+    print("|---|---|---|---|---|")
+    for task, folder in UNSEEN.items():
+        print(f"| {task} | base (none) | {accuracy(report(RESULTS / 'base' / folder))} | - | - |")
+        for path in sorted((RESULTS / "adaptive").glob(f"{folder}-*")):
+            r = report(path)
+            if r is None:
+                continue
+            d = r["config"]["dispatch"]
+            strategy = path.name.removeprefix(f"{folder}-")
+            ratio = f"{100 * d['pass1_over_pass2']:.1f}% ({d['pass1_s']:.0f} s / {d['pass2_s']:.0f} s)"
+            labels = ", ".join(f"{k} {v}" for k, v in sorted(d["labels"].items(), key=lambda kv: -kv[1]))
+            print(f"| {task} | {strategy} | {accuracy(r)} | {100 * d['routed_to_task_domain']:.0f}% ({labels}) "
+                  f"| {ratio} |")
+
+
+if __name__ == "__main__":
+    training()
+    print()
+    adaptive()
