@@ -15,6 +15,7 @@ Needs the shipped domain experts and the dispatch classifier in the registry.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import time
@@ -62,7 +63,7 @@ def main() -> None:
         dispatcher = make_dispatcher(method, loaded, switch, Registry(), request_tokens=request_tokens)
         method = f"{method} (≤{request_tokens} tokens)" if request_tokens else method
         if hasattr(dispatcher, "config"):
-            dispatcher.config.batch_size = args.batch
+            dispatcher.config = dataclasses.replace(dispatcher.config, batch_size=args.batch)
         if hasattr(dispatcher, "batch_size"):
             dispatcher.batch_size = args.batch
         dispatcher.decide(questions[:2])  # warm-up: calibration prefill, first composition, allocator

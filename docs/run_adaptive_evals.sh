@@ -9,6 +9,9 @@
 #              --split test.
 #   cem        few-shot CEM on ARC-Challenge with 10 shots from its TRAIN split (not the evaluated
 #              split, so the evaluated items are exactly the base rows'), 5 generations of 32.
+# (`prompt` is measured on the cls split only: the base model never writes a label, so it routes
+# every prompt to "other" = the base model.)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T2=.venv/bin/t2
@@ -17,9 +20,11 @@ case "${1:?which step: dispatch | unseen-arc | unseen-math | unseen-humaneval | 
   dispatch)
     .venv/bin/python bench/dispatch.py ;;
   unseen-arc)
-    for s in cls loglik-cls prompt loglik; do
+    for s in cls loglik-cls; do
       $T2 eval --task arc-challenge --split dev --limit 150 --adapt $s --out $OUT/arc-challenge-dev-$s
-    done ;;
+    done
+    $T2 eval --task arc-challenge --split dev --limit 150 --adapt loglik-cls --pass1-tokens 32 \
+      --out $OUT/arc-challenge-dev-loglik-cls-32tok ;;
   unseen-math)
     for s in cls loglik-cls; do
       $T2 eval --task math --limit 50 --adapt $s --out $OUT/math-$s
