@@ -45,8 +45,11 @@ def training() -> None:
         lora_meta = RESULTS / "train" / lora / "t2_lora.json"
         svf = json.loads(svf_meta.read_text()) if svf_meta.exists() else {}
         lo = json.loads(lora_meta.read_text()) if lora_meta.exists() else {}
+        lora_cell = accuracy(report(RESULTS / "lora" / task))
+        if lora_cell == "not run" and lo.get("metrics", {}).get("best_iteration") == 0:
+            lora_cell = "= base (no iteration beat it on validation: the saved adapter has B = 0)"
         print(
-            f"| {task} | {accuracy(report(RESULTS / 'base' / base))} | {accuracy(report(RESULTS / 'lora' / task))} "
+            f"| {task} | {accuracy(report(RESULTS / 'base' / base))} | {lora_cell} "
             f"| {accuracy(report(RESULTS / 'svf' / task))} "
             f"| {lo.get('trainable_parameters', 0):,} / {svf.get('num_parameters', 0):,} "
             f"| {train_seconds(lora):.0f} s / {train_seconds(expert):.0f} s |"
