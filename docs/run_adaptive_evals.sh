@@ -8,7 +8,7 @@
 #              official validation split ("dev") stands in; with the test file, add --data-dir DIR
 #              --split test.
 #   cem        few-shot CEM on ARC-Challenge with 10 shots from its TRAIN split (not the evaluated
-#              split, so the evaluated items are exactly the base rows'), 5 generations of 32.
+#              split, so the evaluated items are exactly the base rows'), 3 generations of 32 (CPU budget).
 # (`prompt` is measured on the cls split only: the base model never writes a label, so it routes
 # every prompt to "other" = the base model.)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -35,6 +35,6 @@ case "${1:?which step: dispatch | unseen-arc | unseen-math | unseen-humaneval | 
     done ;;
   cem)
     $T2 eval --task arc-challenge --split dev --limit 150 --adapt cem \
-      --shots $OUT/arc-challenge-shots.jsonl --cem-generations 5 --out $OUT/arc-challenge-dev-cem ;;
+      --shots $OUT/arc-challenge-shots.jsonl --cem-generations 3 --out $OUT/arc-challenge-dev-cem ;;
   *) echo "unknown step $1" >&2; exit 2 ;;
 esac
