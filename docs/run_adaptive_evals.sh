@@ -23,8 +23,10 @@ case "${1:?which step: dispatch | unseen-arc | unseen-math | unseen-humaneval | 
     for s in cls loglik-cls; do
       $T2 eval --task arc-challenge --split dev --limit 150 --adapt $s --out $OUT/arc-challenge-dev-$s
     done
-    $T2 eval --task arc-challenge --split dev --limit 150 --adapt loglik-cls --pass1-tokens 32 \
-      --out $OUT/arc-challenge-dev-loglik-cls-32tok ;;
+    for n in 32 16; do
+      $T2 eval --task arc-challenge --split dev --limit 150 --adapt loglik-cls --pass1-tokens $n \
+        --out $OUT/arc-challenge-dev-loglik-cls-${n}tok
+    done ;;
   unseen-math)
     for s in cls loglik-cls; do
       $T2 eval --task math --limit 50 --adapt $s --out $OUT/math-$s
