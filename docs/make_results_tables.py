@@ -69,8 +69,13 @@ def adaptive() -> None:
             strategy = path.name.removeprefix(f"{folder}-")
             ratio = f"{100 * d['pass1_over_pass2']:.1f}% ({d['pass1_s']:.0f} s / {d['pass2_s']:.0f} s)"
             labels = ", ".join(f"{k} {v}" for k, v in sorted(d["labels"].items(), key=lambda kv: -kv[1]))
-            print(f"| {task} | {strategy} | {accuracy(r)} | {100 * d['routed_to_task_domain']:.0f}% ({labels}) "
-                  f"| {ratio} |")
+            routed = f"{100 * d['routed_to_task_domain']:.0f}% ({labels})"
+            if "cem" in d:  # one mixture for every prompt, searched once on the shots
+                alphas = sorted(d["cem"]["weights"].items(), key=lambda kv: -kv[1])
+                weights = ", ".join(f"{k} {v:.2f}" for k, v in alphas)
+                routed = f"one mixture, α: {weights}"
+                ratio = f"no per-prompt pass 1 (α searched once: {d['cem']['generations']} generations on the shots)"
+            print(f"| {task} | {strategy} | {accuracy(r)} | {routed} | {ratio} |")
 
 
 if __name__ == "__main__":
