@@ -15,7 +15,6 @@ Needs the shipped domain experts and the dispatch classifier in the registry.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import time
@@ -60,12 +59,10 @@ def main() -> None:
         runs += [(method, int(n)) for method in args.methods.split(",") if method.startswith("loglik")]
     results = {}
     for method, request_tokens in runs:
-        dispatcher = make_dispatcher(method, loaded, switch, Registry(), request_tokens=request_tokens)
+        dispatcher = make_dispatcher(
+            method, loaded, switch, Registry(), request_tokens=request_tokens, batch_size=args.batch
+        )
         method = f"{method} (≤{request_tokens} tokens)" if request_tokens else method
-        if hasattr(dispatcher, "config"):
-            dispatcher.config = dataclasses.replace(dispatcher.config, batch_size=args.batch)
-        if hasattr(dispatcher, "batch_size"):
-            dispatcher.batch_size = args.batch
         dispatcher.decide(questions[:2])  # warm-up: calibration prefill, first composition, allocator
         started = time.perf_counter()
         decisions = []

@@ -161,8 +161,8 @@ class FixedDispatcher(Dispatcher):
         return [Decision(self.label, self.expert, self.weights, details={"strategy": self.name}) for _ in prompts]
 
 
-class PromptDispatcher(Dispatcher):
-    """The model names the domain in \\boxed{} (greedy); with `pass1_expert`, that expert answers."""
+class ModelDispatcher(Dispatcher):
+    """A pass 1 that runs the model on the dispatch prompt, with `pass1_expert` applied (None: base)."""
 
     def __init__(
         self,
@@ -170,13 +170,20 @@ class PromptDispatcher(Dispatcher):
         switch: ExpertSwitch,
         experts: dict[str, ExpertVector],
         pass1_expert: ExpertVector | None = None,
-        max_new_tokens: int = 16,
         batch_size: int = 16,
     ):
         self.loaded, self.switch, self.experts, self.pass1_expert = loaded, switch, experts, pass1_expert
         self.labels = list(experts)
-        self.config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
-        self.name = "cls" if pass1_expert is not None else "prompt"
+        self.batch_size = batch_size
+
+
+class PromptDispatcher(ModelDispatcher):
+    """The model names the domain in \\boxed{} (greedy); with `pass1_expert`, that expert answers."""
+
+    def __init__(self, *args, max_new_tokens: int = 16, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.config = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=self.batch_size)
+        self.name = "cls" if self.pass1_expert is not None else "prompt"
 
     def decide(self, prompts: Sequence[str]) -> list[Decision]:
         started = time.perf_counter()
@@ -192,7 +199,7 @@ class PromptDispatcher(Dispatcher):
         return decisions
 
 
-class LoglikDispatcher(Dispatcher):
+class LoglikDispatcher(ModelDispatcher):
     """No decoding: score "label}" after the dispatch prompt + "\\boxed{" for every label and "other".
 
     Prompts are prefilled in batches, then all candidates go through one batched forward on the
@@ -211,26 +218,21 @@ class LoglikDispatcher(Dispatcher):
 
     def __init__(
         self,
-        loaded: LoadedModel,
-        switch: ExpertSwitch,
-        experts: dict[str, ExpertVector],
-        pass1_expert: ExpertVector | None = None,
+        *args,
         include_other: bool = True,
         calibrate: bool = True,
-        batch_size: int = 16,
         request_tokens: int | None = None,
+        **kwargs,
     ):
-        self.loaded, self.switch, self.experts, self.pass1_expert = loaded, switch, experts, pass1_expert
-        self.batch_size = batch_size
+        super().__init__(*args, **kwargs)
         if request_tokens is not None and request_tokens < 2:
             raise DispatchError(f"the pass-1 request budget must be ≥ 2 tokens (got {request_tokens})")
         self.request_tokens = request_tokens
-        self.labels = list(experts)
         self.candidates = self.labels + ([OTHER] if include_other else [])
         self.calibrate = calibrate
         self.prior: list[float] | None = None  # scores of the content-free request
         self.shared: SharedPrefix | None = None  # KV cache of the instruction, under pass 1's weights
-        self.name = "loglik-cls" if pass1_expert is not None else "loglik"
+        self.name = "loglik-cls" if self.pass1_expert is not None else "loglik"
 
     def prefix(self, prompt: str) -> str:
         if self.request_tokens is not None:
@@ -390,9 +392,11 @@ def make_dispatcher(
     registry: Registry,
     cem: CEMResult | None = None,
     request_tokens: int | None = None,
+    batch_size: int = 16,
 ) -> Dispatcher:
     """The dispatcher for a strategy name (see STRATEGIES); "cem" needs a `cem_search` result.
-    `request_tokens` caps the request's tokens seen by the log-likelihood pass 1."""
+    `request_tokens` caps the request's tokens seen by the log-likelihood pass 1; `batch_size` is
+    pass 1's prompts per forward."""
     if strategy == "none":
         return Dispatcher()
     if strategy.startswith("fixed:"):
@@ -410,8 +414,10 @@ def make_dispatcher(
     experts = load_domain_experts(registry, loaded.name)
     pass1 = classification_expert(registry, loaded.name) if strategy.endswith("cls") else None
     if strategy.startswith("loglik"):
-        return LoglikDispatcher(loaded, switch, experts, pass1_expert=pass1, request_tokens=request_tokens)
-    return PromptDispatcher(loaded, switch, experts, pass1_expert=pass1)
+        return LoglikDispatcher(
+            loaded, switch, experts, pass1_expert=pass1, request_tokens=request_tokens, batch_size=batch_size
+        )
+    return PromptDispatcher(loaded, switch, experts, pass1_expert=pass1, batch_size=batch_size)
 
 
 def load_domain_experts(registry: Registry, base_model: str) -> dict[str, ExpertVector]:

@@ -164,12 +164,8 @@ def test_evaluate_adaptive_never_scores_the_shots(llama, setup):
     assert dispatch["labels"] == {"mixture": 8} and dispatch["pass2_s"] > 0
 
 
-@pytest.mark.parametrize("adapt", ["loglik", "fixed:math-expert", "none"])
-def test_chat_command_runs_on_piped_input(tmp_path, llama, adapt):
-    import typer
-    from typer.testing import CliRunner
-
-    from t2cli.cli.chat import chat_command
+def saved_with_experts(llama, tmp_path, domains) -> str:
+    """The tiny model saved as a directory (as a CLI user passes it), random experts registered."""
     from t2cli.models import load_model
     from t2cli.registry import Registry
     from t2cli.svd_store import decompose
@@ -179,8 +175,19 @@ def test_chat_command_runs_on_piped_input(tmp_path, llama, adapt):
     llama.tokenizer.save_pretrained(model_dir)
     loaded = load_model(str(model_dir), device="cpu")
     store = decompose(loaded, ["mlp"])
-    for seed, domain in enumerate(("math", "code")):
+    for seed, domain in enumerate(domains):
         Registry().add(random_expert(loaded, store, seed, f"{domain}-expert", domain))
+    return model_dir
+
+
+@pytest.mark.parametrize("adapt", ["loglik", "fixed:math-expert", "none"])
+def test_chat_command_runs_on_piped_input(tmp_path, llama, adapt):
+    import typer
+    from typer.testing import CliRunner
+
+    from t2cli.cli.chat import chat_command
+
+    model_dir = saved_with_experts(llama, tmp_path, ("math", "code"))
     app = typer.Typer()
     app.command()(chat_command)
     result = CliRunner().invoke(
@@ -201,17 +208,8 @@ def test_eval_command_with_adapt(tmp_path, llama, adapt):
     from typer.testing import CliRunner
 
     from t2cli.cli.app import app
-    from t2cli.models import load_model
-    from t2cli.registry import Registry
-    from t2cli.svd_store import decompose
 
-    model_dir = tmp_path / "tiny"
-    llama.model.save_pretrained(model_dir)
-    llama.tokenizer.save_pretrained(model_dir)
-    loaded = load_model(str(model_dir), device="cpu")
-    store = decompose(loaded, ["mlp"])
-    for seed, domain in enumerate(("math", "code", "reasoning")):
-        Registry().add(random_expert(loaded, store, seed, f"{domain}-expert", domain))
+    model_dir = saved_with_experts(llama, tmp_path, ("math", "code", "reasoning"))
     out = tmp_path / "out"
     args = ["eval", "--task", "arc-easy", "--model", str(model_dir), "--limit", "3", "--max-new-tokens", "2"]
     args += ["--adapt", adapt, "--out", str(out)]
