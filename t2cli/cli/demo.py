@@ -20,7 +20,7 @@ from t2cli.expert import mix
 from t2cli.generation import GenerationConfig
 from t2cli.models import DEFAULT_MODEL, LoadedModel, load_model
 from t2cli.registry import Registry
-from t2cli.svd_store import decompose
+from t2cli.svd_store import SVDStore, decompose
 
 PROMPT = "Which gas do plants take in from the air to make food? Options: (A) oxygen (B) carbon dioxide (C) nitrogen"
 MIXED_PROMPTS = (
@@ -102,7 +102,9 @@ def demo_command(
         _self_adaptive(loaded, store, adapter, adapt, max_new_tokens)
 
 
-def _self_adaptive(loaded: LoadedModel, store, adapter: DenseAdapter, strategy: str, max_new_tokens: int) -> None:
+def _self_adaptive(
+    loaded: LoadedModel, store: SVDStore, adapter: DenseAdapter, strategy: str, max_new_tokens: int
+) -> None:
     """Answer MIXED_PROMPTS two-pass with the registered domain experts, one decision per prompt."""
     if strategy not in ("prompt", "cls", "loglik", "loglik-cls"):
         raise typer.BadParameter(f"--adapt must be prompt, cls, loglik or loglik-cls (not {strategy!r}; "
