@@ -4,9 +4,10 @@ Methods (t2cli.dispatch): `prompt` (the base model writes the label, the paper's
 pass 1), `cls` (the classification expert writes it, the paper's classification-expert pass 1),
 `loglik` / `loglik-cls` (no decoding: the label set is scored by log-likelihood after the same
 dispatch prompt, base model / classification expert), and the loglik methods reading only the
-first and last N/2 tokens of each prompt (--request-tokens). Same model, prompts and batch for all.
+first and last N/2 tokens of each prompt (--request-tokens), and on a copy of the model in another
+dtype (--pass1-dtypes float32,bfloat16). Same model, prompts and batch for all.
 
-    python bench/dispatch.py [--model smollm2-135m] [--limit N] [--batch 16]
+    python bench/dispatch.py [--model smollm2-135m] [--limit N] [--batch 16] [--pass1-dtypes float32,bfloat16]
 
 Prints a table (accuracy, confusion, seconds per prompt) and writes bench/results/dispatch.json.
 Needs the shipped domain experts and the dispatch classifier in the registry.
@@ -41,8 +42,11 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N of the cls test split (default all 200)")
     parser.add_argument("--batch", type=int, default=16, help="prompts per pass-1 batch")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--request-tokens", default="16,32",
+    parser.add_argument("--request-tokens", default="8,12,16",
                         help="also run the loglik methods reading only N tokens of each prompt, for each N")
+    parser.add_argument("--pass1-dtypes", default="float32",
+                        help="run the loglik methods on a copy of the model in each of these dtypes "
+                             "(float32, bfloat16, float16); bfloat16 pays off only on CPUs with bfloat16 units")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "dispatch.json")
     args = parser.parse_args()
 
@@ -54,16 +58,31 @@ def main() -> None:
     questions = [example["question"] for example in examples]
     truth = [example["answer"] for example in examples]
 
-    runs = [(method, None) for method in args.methods.split(",")]
-    for n in filter(None, args.request_tokens.split(",")):
-        runs += [(method, int(n)) for method in args.methods.split(",") if method.startswith("loglik")]
+    methods = args.methods.split(",")
+    lengths = [None] + [int(n) for n in filter(None, args.request_tokens.split(","))]
+    runs = [(method, None, None) for method in methods if not method.startswith("loglik")]
+    runs += [
+        (method, n, dtype)
+        for dtype in args.pass1_dtypes.split(",")
+        for method in methods
+        if method.startswith("loglik")
+        for n in lengths
+    ]
     results = {}
-    for method, request_tokens in runs:
+    for method, request_tokens, dtype in runs:
         dispatcher = make_dispatcher(
-            method, loaded, switch, Registry(), request_tokens=request_tokens, batch_size=args.batch
+            method,
+            loaded,
+            switch,
+            Registry(),
+            request_tokens=request_tokens,
+            batch_size=args.batch,
+            pass1_dtype=None if dtype == "float32" else dtype,  # float32: the shared model itself
         )
-        method = f"{method} (≤{request_tokens} tokens)" if request_tokens else method
-        dispatcher.decide(questions[:2])  # warm-up: calibration prefill, first composition, allocator
+        method += f" (≤{request_tokens} tokens)" if request_tokens else ""
+        method += f", {dtype} copy" if dtype and dtype != "float32" else ""
+        dispatcher.prepare()  # one-time: the pass-1 model copy, calibration prefill, first composition
+        dispatcher.decide(questions[:2])  # warm-up: allocator
         started = time.perf_counter()
         decisions = []
         for i in range(0, len(questions), args.batch):
@@ -99,12 +118,22 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     record = {
         "command": "python bench/dispatch.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "out"),
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"CPU {torch.backends.cpu.get_cpu_capability()}, bfloat16 units: {cpu_has_bf16_units()}",
         "split": "cls/test",
         "results": results,
     }
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     console.print(f"wrote {args.out}")
+
+
+def cpu_has_bf16_units() -> bool:
+    """Whether the CPU multiplies bfloat16 natively (AVX512-BF16 or AMX); without, bfloat16 is emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 if __name__ == "__main__":

@@ -18,12 +18,12 @@ T2=.venv/bin/t2
 OUT=docs/results/adaptive
 case "${1:?which step: dispatch | unseen-arc | unseen-math | unseen-humaneval | cem}" in
   dispatch)
-    .venv/bin/python bench/dispatch.py ;;
+    .venv/bin/python bench/dispatch.py --pass1-dtypes float32,bfloat16 ;;
   unseen-arc)
     for s in cls loglik-cls; do
       $T2 eval --task arc-challenge --split dev --limit 150 --adapt $s --out $OUT/arc-challenge-dev-$s
     done
-    for n in 32 16; do
+    for n in 16 12 8; do
       $T2 eval --task arc-challenge --split dev --limit 150 --adapt loglik-cls --pass1-tokens $n \
         --out $OUT/arc-challenge-dev-loglik-cls-${n}tok
     done ;;

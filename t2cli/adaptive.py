@@ -54,7 +54,8 @@ class AdaptiveModel:
 
     `strategy` is a name ("none", "fixed:NAME", "prompt", "cls", "loglik", "loglik-cls", "cem")
     or a ready `Dispatcher`. `request_tokens` caps what the loglik strategies read of each prompt
-    (first and last tokens). "cem" searches α on `shots` of `task` once, at construction; the
+    (first and last tokens); `pass1_dtype` ("bfloat16", …) gives their pass 1 its own copy of the
+    model in that dtype. "cem" searches α on `shots` of `task` once, at construction; the
     result (`self.cem`) holds the mixture, which the caller may register for reuse. `store` may be
     None only for "none" (no expert is ever applied).
     """
@@ -68,6 +69,7 @@ class AdaptiveModel:
         *,
         cache_size: int = 4,
         request_tokens: int | None = None,
+        pass1_dtype: str | None = None,
         task: Task | None = None,
         shots: Sequence[dict] | None = None,
         cem_config: CEMConfig = CEMConfig(),
@@ -82,6 +84,7 @@ class AdaptiveModel:
                 raise DispatchError(f"the {strategy} strategy needs the SVD store of {loaded.name}'s experts")
             self.switch: ExpertSwitch | None = None
             self.dispatcher: Dispatcher = Dispatcher()
+            self.setup_s = 0.0
             return
         self.switch = ExpertSwitch(adapter or DenseAdapter(loaded, store), capacity=cache_size)
         if strategy == "cem":
@@ -93,8 +96,15 @@ class AdaptiveModel:
             self.dispatcher = strategy
         else:
             self.dispatcher = make_dispatcher(
-                strategy, loaded, self.switch, self.registry, cem=self.cem, request_tokens=request_tokens
+                strategy,
+                loaded,
+                self.switch,
+                self.registry,
+                cem=self.cem,
+                request_tokens=request_tokens,
+                pass1_dtype=pass1_dtype,
             )
+        self.setup_s = self.dispatcher.prepare()  # pass 1's one-time set-up, not charged to any prompt
 
     def generate(self, prompt: Prompt, generation_config: GenerationConfig | None = None) -> AdaptiveAnswer:
         """Pass 1 on the user prompt, then pass 2 with the chosen weights."""
@@ -207,6 +217,8 @@ def evaluate_adaptive(
         counts["correct"] += int(row.correct)
     dispatch = {
         "strategy": model.dispatcher.name,
+        "pass1_request_tokens": getattr(model.dispatcher, "request_tokens", None),  # loglik: tokens read (None: all)
+        "pass1_dtype": str(getattr(model.dispatcher, "dtype", None) or "").removeprefix("torch.") or None,
         "labels": dict(Counter(answer.decision.label for answer in answers)),
         "task_domain": task.domain,  # the label a perfect dispatcher would choose for every prompt
         "routed_to_task_domain": round(sum(a.decision.label == task.domain for a in answers) / len(answers), 4),
@@ -215,6 +227,7 @@ def evaluate_adaptive(
         "pass2_s": round(pass2, 2),
         "switch_s": round(sum(answer.switch_s for answer in answers), 2),
         "pass1_over_pass2": round(pass1 / pass2, 4) if pass2 else None,
+        "pass1_setup_s": round(model.setup_s, 2),  # once per run (e.g. the pass-1 model copy), not in pass1_s
         "excluded_shots": sorted(excluded),
     }
     if model.cem is not None:

@@ -4,10 +4,11 @@ Strategies, all returning one `Decision` per prompt:
 
     none         always the base model
     fixed:NAME   always the registered expert NAME
-    prompt       the base model names the prompt's domain in \\boxed{} (greedy, a few tokens)
+    prompt       the base model names the prompt's domain (greedy, a few tokens)
     cls          the same prompt, answered with the registered classification expert applied
-    loglik       no decoding: one prefill of the dispatch prompt + "\\boxed{", then every label
-                 (and "other") scored by the log-likelihood of its tokens; the argmax wins
+    loglik       no decoding: one prefill of the dispatch prompt, then every label (and "other")
+                 scored by the log-likelihood of its first token (of all its tokens when two
+                 labels start alike); the argmax wins
     loglik-cls   loglik with the classification expert applied
     cem          few-shot: α over the K domain experts searched by the cross-entropy method on
                  labelled shots (`t2cli.cem.cem_search`); the mixture then answers every prompt
@@ -20,6 +21,7 @@ weights in a small LRU so that switching back to a recent expert costs a copy, n
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -40,8 +42,6 @@ STRATEGIES = ("none", "fixed:NAME", "prompt", "cls", "loglik", "loglik-cls", "ce
 CLASSIFICATION = "classification"
 if TYPE_CHECKING:
     from t2cli.cem import CEMResult
-
-ANSWER_OPENING = "\\boxed{"  # the loglik dispatcher scores what follows it: "math}", "code}", …
 
 
 class DispatchError(T2Error):
@@ -146,6 +146,11 @@ class Dispatcher:
 
     name = "none"
 
+    def prepare(self) -> float:
+        """One-time set-up (a pass-1 model copy, cached prefixes), so that `decide` times only
+        per-prompt work; returns its seconds. `decide` calls it when it has not run yet."""
+        return 0.0
+
     def decide(self, prompts: Sequence[str]) -> list[Decision]:
         return [Decision(OTHER, details={"strategy": self.name}) for _ in prompts]
 
@@ -178,7 +183,7 @@ class ModelDispatcher(Dispatcher):
 
 
 class PromptDispatcher(ModelDispatcher):
-    """The model names the domain in \\boxed{} (greedy); with `pass1_expert`, that expert answers."""
+    """The model names the domain (greedy); with `pass1_expert`, that expert answers."""
 
     def __init__(self, *args, max_new_tokens: int = 16, **kwargs):
         super().__init__(*args, **kwargs)
@@ -200,18 +205,26 @@ class PromptDispatcher(ModelDispatcher):
 
 
 class LoglikDispatcher(ModelDispatcher):
-    """No decoding: score "label}" after the dispatch prompt + "\\boxed{" for every label and "other".
+    """No decoding: score every label (and "other") as the answer to the dispatch prompt.
 
-    Prompts are prefilled in batches, then all candidates go through one batched forward on the
-    prompts' KV cache. A candidate's score is its total log-probability (that of the whole label string).
+    The dispatch prompt is the instruction, then the request, then only the chat template's
+    closing tokens (t2cli.tasks.cls). Its instruction is the same for every prompt and is prefilled
+    once per dispatcher (`SharedPrefix`); per prompt, only the request and those few closing tokens
+    go through the model, in batches. When the labels' first tokens differ (code, math, reason…,
+    other), that token decides and a label's score is its log-probability: pass 1 is one prefill
+    and nothing else. Otherwise the labels go through one more batched forward on the prompts' KV
+    cache and a label's score is the log-probability of all its tokens.
     With `calibrate` (default), the scores the same prompt gets for a content-free request ("N/A")
     are subtracted first ("contextual calibration", Zhao et al. 2021): it removes the small model's
-    prior for the label named in the instruction's example (SmolLM2-135M: raw argmax "code" for
-    7 of 7 sample prompts, calibrated 6 of 7 right). The calibration costs one extra prefill, once.
-    The dispatch instruction every prompt starts with is prefilled once too (`SharedPrefix`): per
-    prompt, only the request itself goes through the model. Pass 1 is a prefill, so its cost grows
-    with the request's length; `request_tokens` caps it by keeping the request's first and last
-    tokens (a prompt's domain shows in how it starts and in its closing instruction).
+    prior for some labels over others. The calibration costs one extra prefill, once.
+    Pass 1 is a prefill, so its cost grows with the request's length; `request_tokens` caps it by
+    keeping the request's first and last tokens (a prompt's domain shows in how it starts and in
+    its closing instruction).
+    With `dtype` (e.g. torch.bfloat16), pass 1 runs on its own copy of the model, made once with
+    `pass1_expert` composed and cast to that dtype: choosing among a few labels tolerates the lower
+    precision, a bfloat16 prefill costs less than a float32 one on hardware with bfloat16 units,
+    and pass 1 then never switches the shared model's weights (pass 2 keeps its expert in place).
+    The copy costs one model's memory in `dtype`.
     """
 
     CONTENT_FREE = "N/A"
@@ -222,13 +235,19 @@ class LoglikDispatcher(ModelDispatcher):
         include_other: bool = True,
         calibrate: bool = True,
         request_tokens: int | None = None,
+        dtype: torch.dtype | None = None,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        self.dtype = dtype
+        self.scorer: LoadedModel | None = None  # the model pass 1 reads with (its own copy with `dtype`)
         if request_tokens is not None and request_tokens < 2:
             raise DispatchError(f"the pass-1 request budget must be ≥ 2 tokens (got {request_tokens})")
         self.request_tokens = request_tokens
         self.candidates = self.labels + ([OTHER] if include_other else [])
+        tokenizer = self.loaded.tokenizer
+        first_tokens = {tuple(tokenizer(c, add_special_tokens=False)["input_ids"][:1]) for c in self.candidates}
+        self.first_token_only = len(first_tokens) == len(self.candidates)  # one prefill decides
         self.calibrate = calibrate
         self.prior: list[float] | None = None  # scores of the content-free request
         self.shared: SharedPrefix | None = None  # KV cache of the instruction, under pass 1's weights
@@ -237,20 +256,46 @@ class LoglikDispatcher(ModelDispatcher):
     def prefix(self, prompt: str) -> str:
         if self.request_tokens is not None:
             prompt = head_and_tail(self.loaded.tokenizer, prompt, self.request_tokens)
-        return chat_prompt(self.loaded.tokenizer, dispatch_messages(prompt, self.labels)) + ANSWER_OPENING
+        return chat_prompt(self.loaded.tokenizer, dispatch_messages(prompt, self.labels))
 
     def scores(self, prompts: Sequence[str]) -> list[list[float]]:
         prefixes = [self.prefix(p) for p in prompts]
-        continuations = [f"{c}}}" for c in self.candidates]
-        return label_logliks_batch(self.loaded, prefixes, continuations, self.batch_size, self.shared)
+        return label_logliks_batch(
+            self.scorer or self.loaded,
+            prefixes,
+            self.candidates,
+            self.batch_size,
+            self.shared,
+            first_token_only=self.first_token_only,
+        )
 
-    def decide(self, prompts: Sequence[str]) -> list[Decision]:
+    def pass1_model(self) -> LoadedModel:
+        """The model with pass 1's weights in place: the shared one (switched), or the own copy."""
+        if self.dtype is None:
+            self.switch.use(self.pass1_expert)
+            return self.loaded
+        if self.scorer is None:
+            previous = self.switch.active
+            self.switch.use(self.pass1_expert)
+            model = copy.deepcopy(self.loaded.model).to(self.dtype).eval()
+            self.scorer = dataclasses.replace(self.loaded, model=model)
+            if previous is None:
+                self.switch.use(None)
+        return self.scorer
+
+    def prepare(self) -> float:
         started = time.perf_counter()
-        self.switch.use(self.pass1_expert)
+        scorer = self.pass1_model()
         if self.shared is None:  # the weights of pass 1 never change, so neither does this cache
-            self.shared = SharedPrefix.common_to(self.loaded, [self.prefix(self.CONTENT_FREE), self.prefix("1 2")])
+            self.shared = SharedPrefix.common_to(scorer, [self.prefix(self.CONTENT_FREE), self.prefix("1 2")])
         if self.calibrate and self.prior is None:
             self.prior = self.scores([self.CONTENT_FREE])[0]
+        return time.perf_counter() - started
+
+    def decide(self, prompts: Sequence[str]) -> list[Decision]:
+        self.prepare()
+        started = time.perf_counter()
+        self.pass1_model()  # the shared model: pass 1's weights back in place (a cached copy)
         all_raw = self.scores(prompts)
         share = (time.perf_counter() - started) / max(len(prompts), 1)
         decisions = []
@@ -307,6 +352,7 @@ def label_logliks_batch(
     continuations: Sequence[str],
     batch_size: int = 16,
     shared: SharedPrefix | None = None,
+    first_token_only: bool = False,
 ) -> list[list[float]]:
     """For each prefix, log p(continuation | prefix) of every continuation (summed over its tokens).
 
@@ -315,6 +361,11 @@ def label_logliks_batch(
     batch (right-padded: padding after a token cannot change that token's logits). Continuations
     are tokenised on their own, so every prefix keeps its own tokens. With `shared`, a batch whose
     prefixes all start with its tokens continues from its cache (made under the current weights).
+    With `first_token_only`, a continuation's score is the log-probability of its first token
+    among the continuations' first tokens (normalised over them: the full vocabulary's normaliser
+    is the same for every continuation of a prefix, so the ranking, calibrated or not, is that of
+    the full log-probabilities). The prefill is then the only forward, and the output layer
+    computes only those tokens' logits (`first_token_logits`).
     """
     tokenizer, model, device = loaded.tokenizer, loaded.model, loaded.device
     candidates = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
@@ -350,14 +401,14 @@ def label_logliks_batch(
             cache = copy.deepcopy(shared.cache)
             cache.batch_repeat_interleave(B)
             mask = torch.cat([torch.ones(B, S, dtype=torch.long, device=device), mask], dim=1)
-        out = model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        inputs = dict(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True)
+        if first_token_only:
+            logits = first_token_logits(model, inputs, [c[0] for c in candidates])
+            scores = torch.log_softmax(logits, dim=-1).tolist()
+            for b, index in enumerate(batch):
+                results[index] = scores[b]
+            continue
+        out = model(**inputs, logits_to_keep=1)
         first = torch.log_softmax(out.logits[:, -1].float(), dim=-1)  # (B, V): each candidate's 1st token
         cache = out.past_key_values
         cache.batch_repeat_interleave(K)  # row b*K + k = prefix b, candidate k
@@ -382,7 +433,40 @@ def label_logliks_batch(
     return results
 
 
+def first_token_logits(model: torch.nn.Module, inputs: dict, token_ids: Sequence[int]) -> torch.Tensor:
+    """(B, len(token_ids)) float32 logits of `token_ids` at the last position of `inputs`.
+
+    The backbone runs as usual; the output layer multiplies by only the rows of `token_ids` (the
+    full layer is a (vocabulary × hidden) product per prompt, a large share of a short prefill).
+    Models whose backbone or output layer cannot be reached this way get the full forward.
+    """
+    head = model.get_output_embeddings()
+    backbone = model.base_model
+    if not isinstance(head, torch.nn.Linear) or backbone is model:
+        return model(**inputs, logits_to_keep=1).logits[:, -1, list(token_ids)].float()
+    hidden = backbone(**inputs).last_hidden_state[:, -1]
+    rows = torch.tensor(list(token_ids), device=hidden.device)
+    logits = torch.nn.functional.linear(
+        hidden, head.weight[rows], head.bias[rows] if head.bias is not None else None
+    ).float()
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    cap = getattr(config, "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
 # --------------------------------------------------------------------------- building a strategy
+
+
+PASS1_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def pass1_dtype_of(name: str | torch.dtype | None) -> torch.dtype | None:
+    """A torch dtype for a --pass1-dtype value (None: pass 1 shares the model in its own dtype)."""
+    if name is None or isinstance(name, torch.dtype):
+        return name
+    if name not in PASS1_DTYPES:
+        raise DispatchError(f"--pass1-dtype must be one of {', '.join(PASS1_DTYPES)}, not {name!r}")
+    return PASS1_DTYPES[name]
 
 
 def make_dispatcher(
@@ -393,10 +477,17 @@ def make_dispatcher(
     cem: CEMResult | None = None,
     request_tokens: int | None = None,
     batch_size: int = 16,
+    pass1_dtype: str | torch.dtype | None = None,
 ) -> Dispatcher:
     """The dispatcher for a strategy name (see STRATEGIES); "cem" needs a `cem_search` result.
-    `request_tokens` caps the request's tokens seen by the log-likelihood pass 1; `batch_size` is
-    pass 1's prompts per forward."""
+    `request_tokens` caps the request's tokens seen by the log-likelihood pass 1, `pass1_dtype`
+    (a torch dtype or a PASS1_DTYPES name) gives it its own copy of the model in that dtype (see
+    LoglikDispatcher); `batch_size` is pass 1's prompts per forward."""
+    dtype = pass1_dtype_of(pass1_dtype)
+    if dtype is not None and not strategy.startswith("loglik"):
+        raise DispatchError(
+            f"a pass-1 dtype applies to the loglik strategies only (not {strategy!r}): drop --pass1-dtype"
+        )
     if strategy == "none":
         return Dispatcher()
     if strategy.startswith("fixed:"):
@@ -415,7 +506,13 @@ def make_dispatcher(
     pass1 = classification_expert(registry, loaded.name) if strategy.endswith("cls") else None
     if strategy.startswith("loglik"):
         return LoglikDispatcher(
-            loaded, switch, experts, pass1_expert=pass1, request_tokens=request_tokens, batch_size=batch_size
+            loaded,
+            switch,
+            experts,
+            pass1_expert=pass1,
+            request_tokens=request_tokens,
+            batch_size=batch_size,
+            dtype=dtype,
         )
     return PromptDispatcher(loaded, switch, experts, pass1_expert=pass1, batch_size=batch_size)
 

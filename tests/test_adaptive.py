@@ -230,3 +230,36 @@ def test_eval_command_with_adapt(tmp_path, llama, adapt):
     assert dispatch["task_domain"] == "reasoning"
     assert dispatch["routed_to_task_domain"] == pytest.approx(dispatch["labels"].get("reasoning", 0) / 3, abs=1e-4)
     assert f"pass 1 ({'cem' if adapt == 'cem' else adapt})" in result.output and "pass 1 / pass 2" in result.output
+
+
+def test_eval_command_records_the_pass1_options(tmp_path, llama):
+    from typer.testing import CliRunner
+
+    from t2cli.cli.app import app
+
+    model_dir = saved_with_experts(llama, tmp_path, ("math", "code", "reasoning"))
+    args = ["eval", "--task", "arc-easy", "--model", str(model_dir), "--limit", "2", "--max-new-tokens", "2"]
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, args + ["--adapt", "loglik", "--pass1-tokens", "8", "--pass1-dtype", "bfloat16", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    dispatch = json.loads((out / "report.json").read_text())["config"]["dispatch"]
+    assert dispatch["pass1_request_tokens"] == 8 and dispatch["pass1_dtype"] == "bfloat16"
+    assert dispatch["pass1_setup_s"] > 0  # the bfloat16 copy and the calibration, paid once
+    result = CliRunner().invoke(app, args + ["--adapt", "loglik", "--pass1-dtype", "int3"])
+    assert result.exit_code == 2 and "--pass1-dtype must be one of float32, bfloat16, float16" in result.output
+    result = CliRunner().invoke(app, args + ["--adapt", "fixed:math-expert", "--pass1-dtype", "bfloat16"])
+    assert result.exit_code == 2 and "loglik strategies only" in result.output
+
+
+def test_pass1_set_up_is_paid_once_at_construction(llama, setup, monkeypatch):
+    """The loglik pass 1's one-time work (calibration prefill, shared prefix) happens when the
+    model is built, so the first prompt's pass-1 time is only its own."""
+    store, registry, _ = setup
+    model = AdaptiveModel(llama, store, registry, "loglik")
+    assert model.setup_s > 0 and model.dispatcher.prior is not None and model.dispatcher.shared is not None
+    prior, shared = model.dispatcher.prior, model.dispatcher.shared
+    model.generate("What is the sum of 1 and 2?", SHORT)
+    assert model.dispatcher.prior is prior and model.dispatcher.shared is shared
+    assert model.dispatcher.prepare() < model.setup_s  # nothing left to do

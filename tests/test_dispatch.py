@@ -14,6 +14,7 @@ from t2cli.dispatch import (
     SharedPrefix,
     classification_expert,
     domain_experts,
+    first_token_logits,
     head_and_tail,
     label_logliks,
     label_logliks_batch,
@@ -112,21 +113,67 @@ def brute_force(loaded, prefix: str, continuation: str) -> float:
     return float(sum(logp[len(p) - 1 + j, t] for j, t in enumerate(c)))
 
 
+def first_token(loaded, text: str) -> str:
+    return loaded.tokenizer.decode(loaded.tokenizer(text, add_special_tokens=False)["input_ids"][:1])
+
+
+def first_token_scores(loaded, prefix: str, continuations) -> list[float]:
+    """Each continuation's first-token log-probability, renormalised over the continuations."""
+    full = torch.tensor([brute_force(loaded, prefix, first_token(loaded, c)) for c in continuations])
+    return (full - torch.logsumexp(full, 0)).tolist()
+
+
 def test_loglik_matches_a_forward_per_label(llama, setup):
+    """Labels with different first tokens are scored by that token, from the prefill alone."""
     tiny_model = llama  # (the dispatch prompt is longer than the tiny GPT-2's 256 positions)
     _, registry, switch = setup
     dispatcher = make_dispatcher("loglik", tiny_model, switch, registry)
-    assert isinstance(dispatcher, LoglikDispatcher)
+    assert isinstance(dispatcher, LoglikDispatcher) and dispatcher.first_token_only
     prompt = "What is the capital of France?"
     decision = dispatcher.decide([prompt])[0]
     labels = dispatcher.candidates
-    raw = [brute_force(tiny_model, dispatcher.prefix(prompt), f"{label}}}") for label in labels]
-    prior = [brute_force(tiny_model, dispatcher.prefix("N/A"), f"{label}}}") for label in labels]
+    raw = first_token_scores(tiny_model, dispatcher.prefix(prompt), labels)
+    prior = first_token_scores(tiny_model, dispatcher.prefix("N/A"), labels)
     assert decision.details["raw"] == pytest.approx(raw, abs=1e-4)
     calibrated = [r - p for r, p in zip(raw, prior)]
     assert decision.label == labels[max(range(len(labels)), key=calibrated.__getitem__)]
     dispatcher.calibrate, dispatcher.prior = False, None
     assert dispatcher.decide([prompt])[0].label == labels[max(range(len(labels)), key=raw.__getitem__)]
+
+
+def test_labels_that_start_alike_are_scored_by_all_their_tokens(llama, setup):
+    _, registry, switch = setup
+    expert = next(iter(make_dispatcher("loglik", llama, switch, registry).experts.values()))
+    dispatcher = LoglikDispatcher(llama, switch, {"math": expert, "math_word": expert}, calibrate=False)
+    assert first_token(llama, "math_word") == first_token(llama, "math") and not dispatcher.first_token_only
+    prompt = "What is 2 + 2?"
+    raw = dispatcher.decide([prompt])[0].details["raw"]
+    expected = [brute_force(llama, dispatcher.prefix(prompt), label) for label in dispatcher.candidates]
+    assert raw == pytest.approx(expected, abs=1e-4)
+
+
+def test_first_token_only_scores_the_first_token(tiny_model):
+    """Only the candidates' rows of the output layer are computed, on GPT-2 and Llama alike."""
+    loaded = tiny_model
+    prefixes = ["1 + 2 = ", "Which planet is the largest in the solar system? The answer is"]
+    continuations = ["a}", "code}", "The answer is (A)."]
+    scores = label_logliks_batch(loaded, prefixes, continuations, batch_size=2, first_token_only=True)
+    for prefix, row in zip(prefixes, scores):
+        assert row == pytest.approx(first_token_scores(loaded, prefix, continuations), abs=1e-4)
+
+
+def test_first_token_logits_apply_the_models_softcapping(llama):
+    inputs = {"input_ids": torch.tensor([[5, 6, 7]])}
+    token_ids = [3, 9, 11]
+    with torch.no_grad():
+        full = llama.model(**inputs).logits[:, -1, token_ids]
+        assert first_token_logits(llama.model, inputs, token_ids) == pytest.approx(full, abs=1e-5)
+        llama.model.config.final_logit_softcapping = 2.0
+        try:
+            capped = first_token_logits(llama.model, inputs, token_ids)
+        finally:
+            llama.model.config.final_logit_softcapping = None
+    assert capped == pytest.approx(torch.tanh(full / 2.0) * 2.0, abs=1e-5)
 
 
 def test_loglik_scores_continuations_of_different_lengths(tiny_model):
@@ -177,3 +224,22 @@ def test_request_tokens_keep_the_head_and_tail_of_long_prompts(llama, setup):
     assert dispatcher.decide([long])[0].label in dispatcher.candidates
     with pytest.raises(DispatchError, match="≥ 2 tokens"):
         make_dispatcher("loglik", llama, switch, registry, request_tokens=1)
+
+
+def test_a_pass1_dtype_scores_on_its_own_copy_of_the_model(llama, setup):
+    """With a dtype, pass 1 reads a cast copy made once (pass-1 weights composed in); the shared
+    model's weights are never switched by it, and the scores stay close to float32's."""
+    _, registry, switch = setup
+    prompts = ["What is 2 + 2?", "Write a sort function in Python.", "Which gas do plants absorb?"]
+    reference = make_dispatcher("loglik", llama, switch, registry).decide(prompts)
+    dispatcher = make_dispatcher("loglik", llama, switch, registry, pass1_dtype=torch.bfloat16)
+    before = {name: p.clone() for name, p in llama.model.named_parameters()}
+    decisions = dispatcher.decide(prompts)
+    assert dispatcher.scorer is not None and dispatcher.scorer.model is not llama.model
+    assert next(dispatcher.scorer.model.parameters()).dtype == torch.bfloat16
+    assert all(torch.equal(before[name], p) for name, p in llama.model.named_parameters())
+    for got, want in zip(decisions, reference):
+        assert got.details["raw"] == pytest.approx(want.details["raw"], abs=0.1)
+    scorer = dispatcher.scorer
+    dispatcher.decide(prompts)
+    assert dispatcher.scorer is scorer  # made once

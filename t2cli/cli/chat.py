@@ -33,6 +33,11 @@ PASS1_TOKENS_HELP = (
     "loglik / loglik-cls: read at most N tokens of each prompt in pass 1 (its first and last N/2); "
     "pass 1 is a prefill, so this bounds its cost. Default: the whole prompt."
 )
+PASS1_DTYPE_HELP = (
+    "loglik / loglik-cls: run pass 1 on its own copy of the model in this dtype (float32, bfloat16, "
+    "float16); bfloat16 makes it ~4× cheaper on CPU and keeps the choice (docs/RESULTS.md §6). "
+    "Default: the shared model as loaded."
+)
 
 
 def load_shots(spec: str, task: Task, split: str, data_dir: Path | None, seed: int) -> tuple[list[dict], list[dict]]:
@@ -60,6 +65,7 @@ def open_adaptive(
     cem_config: CEMConfig = CEMConfig(),
     cache_size: int = 4,
     request_tokens: int | None = None,
+    pass1_dtype: str | None = None,
 ) -> AdaptiveModel:
     """The two-pass model, with the SVD store its registered experts were made with."""
     registry = Registry()
@@ -87,7 +93,15 @@ def open_adaptive(
                 cache_size=cache_size,
                 cem_progress=lambda done, total, best: update(done, total, f"best shot accuracy {best:.2f}"),
             )
-    return AdaptiveModel(loaded, store, registry, adapt, cache_size=cache_size, request_tokens=request_tokens)
+    return AdaptiveModel(
+        loaded,
+        store,
+        registry,
+        adapt,
+        cache_size=cache_size,
+        request_tokens=request_tokens,
+        pass1_dtype=pass1_dtype,
+    )
 
 
 def chat_command(
@@ -107,6 +121,7 @@ def chat_command(
     history: bool = typer.Option(True, "--history/--no-history", help="Keep the conversation between turns."),
     cache_size: int = typer.Option(4, help="Composed experts kept in memory (each a full copy of the targets)."),
     pass1_tokens: int = typer.Option(None, help=PASS1_TOKENS_HELP),
+    pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
 ) -> None:
     """Chat with the self-adaptive model: pass 1 picks an expert per turn, pass 2 answers."""
     with user_errors():
@@ -121,7 +136,9 @@ def chat_command(
         config = CEMConfig(
             population=population, generations=generations, patience=patience, per_matrix=per_matrix, seed=seed
         )
-        adaptive = open_adaptive(loaded, adapt, task_obj, shot_examples, config, cache_size, pass1_tokens)
+        adaptive = open_adaptive(
+            loaded, adapt, task_obj, shot_examples, config, cache_size, pass1_tokens, pass1_dtype
+        )
         if adaptive.cem is not None:
             weights = ", ".join(f"{name} {alpha:.3f}" for name, alpha in adaptive.cem.weights.items())
             console.print(f"cem on {len(shot_examples)} shots: accuracy {adaptive.cem.accuracy:.2f}; α: {weights}")
@@ -132,7 +149,10 @@ def chat_command(
     generation = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=1)
     interactive = sys.stdin.isatty()
     if interactive:
-        console.print(f"[dim]{loaded.name}, --adapt {adapt}. /reset forgets the conversation, /quit exits.[/]")
+        console.print(
+            f"[dim]{loaded.name}, --adapt {adapt} (pass-1 set-up {adaptive.setup_s:.2f} s). "
+            "/reset forgets the conversation, /quit exits.[/]"
+        )
     messages: list[dict[str, str]] = []
     while True:
         try:
@@ -178,6 +198,7 @@ def adaptive_evaluator(
     cem_generations: int = 50,
     max_new_tokens: int | None = None,
     request_tokens: int | None = None,
+    pass1_dtype: str | None = None,
 ) -> Callable[..., EvalReport]:
     """For `t2 eval --adapt`: a drop-in for `t2cli.evaluate.evaluate` that answers in two passes.
 
@@ -189,7 +210,9 @@ def adaptive_evaluator(
             raise DispatchError("--adapt cem needs --shots N (examples of the split, then not evaluated) or FILE")
         shot_examples, _ = load_shots(shots, task, split, data_dir, seed)
     config = CEMConfig(generations=cem_generations, seed=seed, max_new_tokens=max_new_tokens)
-    adaptive = open_adaptive(loaded, adapt, task, shot_examples, config, request_tokens=request_tokens)
+    adaptive = open_adaptive(
+        loaded, adapt, task, shot_examples, config, request_tokens=request_tokens, pass1_dtype=pass1_dtype
+    )
 
     def run(loaded: LoadedModel, task: Task, expert_name: str | None = None, **options) -> EvalReport:
         report = evaluate_adaptive(adaptive, task, exclude=shot_examples, **options)

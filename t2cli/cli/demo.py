@@ -52,6 +52,8 @@ def demo_command(
     prompt: str = typer.Option(PROMPT, help="Prompt to answer before and after adaptation."),
     max_new_tokens: int = typer.Option(40, help="Length of the shown answers."),
     adapt: str = typer.Option("cls", help="Pass-1 strategy for the mixed prompts: prompt, cls, loglik or loglik-cls."),
+    pass1_dtype: str = typer.Option(None, help="loglik / loglik-cls: pass 1 on its own copy of the model in this dtype "
+                                    "(float32, bfloat16, float16). Default: the model as loaded."),
 ) -> None:
     """Decompose the default model, apply shipped (and mixed) experts, show what changed, revert."""
     with user_errors():
@@ -99,11 +101,16 @@ def demo_command(
     console.print(table)
     console.print(f"reverted to the base weights: {'bit-identical' if restored else '[red]NOT identical[/]'}")
     with user_errors():
-        _self_adaptive(loaded, store, adapter, adapt, max_new_tokens)
+        _self_adaptive(loaded, store, adapter, adapt, max_new_tokens, pass1_dtype)
 
 
 def _self_adaptive(
-    loaded: LoadedModel, store: SVDStore, adapter: DenseAdapter, strategy: str, max_new_tokens: int
+    loaded: LoadedModel,
+    store: SVDStore,
+    adapter: DenseAdapter,
+    strategy: str,
+    max_new_tokens: int,
+    pass1_dtype: str | None = None,
 ) -> None:
     """Answer MIXED_PROMPTS two-pass with the registered domain experts, one decision per prompt."""
     if strategy not in ("prompt", "cls", "loglik", "loglik-cls"):
@@ -113,11 +120,12 @@ def _self_adaptive(
         console.print("[yellow]No domain experts registered[/]: the self-adaptive answers need at least one "
                       "(`t2 train --task gsm8k|mbpp-plus|arc-easy`).")
         return
-    model = AdaptiveModel(loaded, store, Registry(), strategy, adapter=adapter)
+    model = AdaptiveModel(loaded, store, Registry(), strategy, adapter=adapter, pass1_dtype=pass1_dtype)
     with status(f"answering {len(MIXED_PROMPTS)} mixed prompts self-adaptively ({strategy})…"):
         answers = model.generate_many(list(MIXED_PROMPTS), GenerationConfig(max_new_tokens=max_new_tokens))
     model.base()
-    table = Table(title=f"Self-adaptive answers (pass 1: {strategy})")
+    table = Table(title=f"Self-adaptive answers (pass 1: {strategy}{f', {pass1_dtype}' if pass1_dtype else ''})")
+    table.caption = f"pass 1's one-time set-up (not in the per-prompt times): {model.setup_s:.2f} s"
     for column in ("prompt", "pass 1 chose", "expert", "pass 1 s", "pass 2 s", "answer"):
         table.add_column(column, overflow="fold")
     for prompt, answer in zip(MIXED_PROMPTS, answers):

@@ -67,6 +67,8 @@ def eval_command(
     cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
     pass1_tokens: int = typer.Option(None, help="With --adapt loglik|loglik-cls: read at most N tokens of each "
                                      "prompt in pass 1 (first and last N/2). Default: all."),
+    pass1_dtype: str = typer.Option(None, help="With --adapt loglik|loglik-cls: pass 1 on its own copy of the model "
+                                    "in this dtype (float32, bfloat16, float16). Default: the model as loaded."),
     data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data (extra splits)."),
     out: Path = typer.Option(None, "--out", help="Write report.json + samples.jsonl here (default runs/eval-…)."),
     batch_size: int = typer.Option(16, help="Prompts per generation batch."),
@@ -105,7 +107,17 @@ def eval_command(
             from t2cli.cli.chat import adaptive_evaluator
 
             evaluate_with = adaptive_evaluator(
-                loaded, task_obj, adapt, shots, split, data_dir, seed, cem_generations, max_new_tokens, pass1_tokens
+                loaded,
+                task_obj,
+                adapt,
+                shots,
+                split,
+                data_dir,
+                seed,
+                cem_generations,
+                max_new_tokens,
+                pass1_tokens,
+                pass1_dtype,
             )
             expert_name = f"adapt-{adapt.replace(':', '-')}"
         config = GenerationConfig(

@@ -1,8 +1,13 @@
 """The dispatch classification task (two-pass inference, SPEC §3b) and the dispatch prompt.
 
-Pass 1 asks the model to name the domain of a user prompt inside ``\\boxed{}``; the same prompt
-serves the prompt-based dispatcher (base model) and the classification expert trained on
-``cls``. The ``cls`` examples come ONLY from training splits (after the paper's halving), so no
+Pass 1 asks the model to name the domain of a user prompt: the instruction comes first (the
+system turn), the request last, and the answer is the bare category name. The same prompt serves
+the prompt-based dispatcher (base model), the classification expert trained on ``cls`` and the
+log-likelihood dispatchers. Its layout is what makes pass 1 cheap: everything before the request is
+the same for every prompt (its KV cache is computed once), and after the request come only the
+chat template's five closing tokens, after which the category's first token decides.
+
+The ``cls`` examples come ONLY from training splits (after the paper's halving), so no
 evaluation item leaks into the dispatcher: GSM8K train -> "math", MBPP+ train -> "code",
 ARC-Easy train -> "reasoning". Up to 400 per label are sampled with a fixed seed (MBPP+ train has
 only 200), each label is split 60/20/20 into train/validation/test, and the question is the
@@ -36,21 +41,20 @@ FRACTIONS = (0.6, 0.2)  # train, validation; the rest is test
 
 
 def dispatch_system(labels: Sequence[str]) -> str:
-    """The pass-1 system instruction: pick one of ``labels`` or "other", inside \\boxed{}."""
+    """The pass-1 system instruction: name one of ``labels`` or "other", nothing else."""
     lines = [f"- {label}: {LABEL_HELP[label]}" if label in LABEL_HELP else f"- {label}" for label in labels]
+    choices = ", ".join([*labels, OTHER])
     return (
         "Classify the user's request into exactly one category. Do not answer the request.\n"
         + "\n".join(lines)
         + f"\n- {OTHER}: anything else\n"
-        + "Reply with the category inside \\boxed{}, for example \\boxed{"
-        + (labels[0] if labels else OTHER)
-        + "}."
+        + f"Reply with the category name only ({choices})."
     )
 
 
-def dispatch_user(user_prompt: str, labels: Sequence[str]) -> str:
-    choices = ", ".join([*labels, OTHER])
-    return f"Request:\n{user_prompt.strip()}\n\nCategory ({choices}), inside \\boxed{{}}:"
+def dispatch_user(user_prompt: str, labels: Sequence[str] = DISPATCH_LABELS) -> str:
+    """The request, last: nothing of the dispatch prompt follows it but the chat template's tokens."""
+    return f"Request:\n{user_prompt.strip()}"
 
 
 def dispatch_messages(user_prompt: str, labels: Sequence[str] = DISPATCH_LABELS) -> list[dict[str, str]]:
@@ -62,23 +66,27 @@ def dispatch_messages(user_prompt: str, labels: Sequence[str] = DISPATCH_LABELS)
 
 
 def parse_dispatch_label(output: str, labels: Sequence[str] = DISPATCH_LABELS) -> str:
-    """The label in the last \\boxed{} of ``output`` (case, \\text{}, quotes and punctuation
-    ignored), or "other" when there is none or it names no single label.
+    """The category ``output`` names: its first word, or the label in its last \\boxed{} (case,
+    \\text{}, quotes and punctuation ignored); "other" when it names no single label.
 
-    >>> parse_dispatch_label(r"This is \\boxed{\\text{Math}}."), parse_dispatch_label("math")
-    ('math', 'other')
+    >>> parse_dispatch_label("Math."), parse_dispatch_label(r"It is \\boxed{\\text{code}}"), parse_dispatch_label("2+2")
+    ('math', 'code', 'other')
     """
+    by_name = {str(label).lower(): str(label) for label in labels}
     boxed = extract_boxed(output or "")
     if boxed is None:
-        return OTHER
-    text = re.sub(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}", r"\1", boxed)
-    text = re.sub(r"[^a-z0-9_+\- ]", " ", text.lower()).strip()
-    by_name = {str(label).lower(): str(label) for label in labels}
+        words = _words(output or "").split()
+        return by_name.get(words[0], OTHER) if words else OTHER
+    text = _words(re.sub(r"\\(?:text|textbf|mathrm|mathbf)\s*\{([^{}]*)\}", r"\1", boxed))
     if text in by_name:
         return by_name[text]
     words = set(text.split())
     found = [label for name, label in by_name.items() if name in words]
     return found[0] if len(found) == 1 else OTHER
+
+
+def _words(text: str) -> str:
+    return re.sub(r"[^a-z0-9_+\- ]", " ", text.lower()).strip()
 
 
 def build_cls_splits(
@@ -129,6 +137,6 @@ CLS = Task(
     prompt=lambda example: dispatch_user(example["question"], DISPATCH_LABELS),
     extractor=lambda output, example=None: parse_dispatch_label(output, DISPATCH_LABELS),
     is_correct=lambda answer, example: answer == example["answer"],
-    reference=lambda example: f"\\boxed{{{example['answer']}}}",
-    max_new_tokens=24,  # a label in \boxed{}
+    reference=lambda example: example["answer"],
+    max_new_tokens=8,  # a category name
 )
