@@ -29,10 +29,12 @@ def accuracy(r: dict | None) -> str:
 
 
 def train_seconds(run: str) -> float:
-    """Training + validation time summed over a run's iterations (metrics.jsonl; survives --resume)."""
+    """Training + validation time summed over a run's iterations (metrics.jsonl; survives --resume),
+    else the expert's recorded wall time (expert.json) when its metrics file was not kept."""
     metrics = RESULTS / "train" / run / "metrics.jsonl"
     if not metrics.exists():
-        return 0.0
+        meta = RESULTS / "train" / run / "expert.json"
+        return json.loads(meta.read_text())["provenance"]["wall_time_s"] if meta.exists() else 0.0
     lines = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     return sum(m.get("time/iter", 0) + m.get("time/val", 0) for m in lines)
 
