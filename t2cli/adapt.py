@@ -15,6 +15,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from t2cli.errors import ExpertError
 from t2cli.expert import ExpertVector
 from t2cli.models import LoadedModel
 from t2cli.svd_store import SVDFactors, SVDStore
@@ -48,10 +49,22 @@ def compose_naive(factors: SVDFactors, z: torch.Tensor) -> torch.Tensor:
     return (factors.U @ torch.diag_embed(factors.S * z) @ factors.Vh) * (factors.S.sum() / (factors.S * z).sum())
 
 
+ADAPTED = "t2_adapted_with"  # set on a model while a DenseAdapter has its weights changed
+
+
 class DenseAdapter:
-    """Applies experts to a loaded model in place and reverts to the exact loaded weights."""
+    """Applies experts to a loaded model in place and reverts to the exact loaded weights.
+
+    One adapter per model at a time: a second one made while the first has an expert applied
+    would take the adapted weights for the base weights, so that is refused.
+    """
 
     def __init__(self, loaded: LoadedModel, store: SVDStore):
+        if (active := getattr(loaded.model, ADAPTED, None)) is not None:
+            raise ExpertError(
+                f"{loaded.name}'s weights are currently adapted (expert {active!r}): revert that adapter "
+                "first, or reuse it (e.g. AdaptiveModel(..., adapter=it))"
+            )
         self.loaded = loaded
         self.store = store
         modules = dict(loaded.model.named_modules())
@@ -86,7 +99,7 @@ class DenseAdapter:
         """Copy precomposed weights (from `compose`) into the model."""
         for name, module in self.modules.items():
             module.weight.copy_(weights[name])
-        self.active = label
+        self._set_active(label)
 
     @torch.no_grad()
     def apply(self, expert: ExpertVector) -> None:
@@ -94,14 +107,18 @@ class DenseAdapter:
         self.check(expert)
         for name, module in self.modules.items():
             module.weight.copy_(self._compose_one(name, expert.z[name]))
-        self.active = expert.name
+        self._set_active(expert.name)
 
     @torch.no_grad()
     def revert(self) -> None:
         """Restore the loaded base weights bit for bit."""
         for name, module in self.modules.items():
             module.weight.copy_(self.originals[name])
-        self.active = None
+        self._set_active(None)
+
+    def _set_active(self, label: str | None) -> None:
+        self.active = label
+        setattr(self.loaded.model, ADAPTED, label)
 
     @torch.no_grad()
     def weight_change(self) -> dict[str, float]:

@@ -82,6 +82,18 @@ def test_switching_experts_without_reloading(llama):
     assert adapter.active == "b"
 
 
+def test_a_second_adapter_on_an_adapted_model_is_refused(llama):
+    """It would take the expert's weights for the base weights (and "revert" to them)."""
+    store = decompose(llama, ["mlp"])
+    adapter = DenseAdapter(llama, store)
+    adapter.apply(random_expert(llama, store, 1, "a"))
+    with pytest.raises(ExpertError, match="currently adapted \\(expert 'a'\\): revert that adapter first"):
+        DenseAdapter(llama, store)
+    adapter.revert()
+    second = DenseAdapter(llama, store)
+    assert all(torch.equal(second.originals[n], adapter.originals[n]) for n in adapter.modules)
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [
