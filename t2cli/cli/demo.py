@@ -51,7 +51,8 @@ def demo_command(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model."),
     prompt: str = typer.Option(PROMPT, help="Prompt to answer before and after adaptation."),
     max_new_tokens: int = typer.Option(40, help="Length of the shown answers."),
-    adapt: str = typer.Option("cls", help="Pass-1 strategy for the mixed prompts: prompt, cls, loglik or loglik-cls."),
+    adapt: str = typer.Option("loglik-cls", help="Pass-1 strategy for the mixed prompts: prompt, cls, loglik or "
+                              "loglik-cls (the classification expert's label log-likelihoods, no decoding)."),
     pass1_dtype: str = typer.Option(None, help="loglik / loglik-cls: pass 1 on its own copy of the model in this dtype "
                                     "(float32, bfloat16, float16). Default: the model as loaded."),
 ) -> None:
