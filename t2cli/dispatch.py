@@ -31,21 +31,18 @@ from typing import TYPE_CHECKING
 import torch
 
 from t2cli.adapt import DenseAdapter
-from t2cli.errors import ExpertError, RegistryError, T2Error
+from t2cli.defaults import PASS1_DTYPE_NAMES, STRATEGIES
+from t2cli.errors import DispatchError as DispatchError  # re-exported
+from t2cli.errors import ExpertError, RegistryError
 from t2cli.expert import ExpertVector
 from t2cli.generation import GenerationConfig, chat_prompt, generate
 from t2cli.models import LoadedModel
 from t2cli.registry import Registry
 from t2cli.tasks.cls import DISPATCH_LABELS, OTHER, dispatch_messages, parse_dispatch_label
 
-STRATEGIES = ("none", "fixed:NAME", "prompt", "cls", "loglik", "loglik-cls", "cem")
 CLASSIFICATION = "classification"
 if TYPE_CHECKING:
     from t2cli.cem import CEMResult
-
-
-class DispatchError(T2Error):
-    """A dispatch strategy cannot run (unknown strategy, missing experts, no shots)."""
 
 
 @dataclass
@@ -457,7 +454,7 @@ def first_token_logits(model: torch.nn.Module, inputs: dict, token_ids: Sequence
 # --------------------------------------------------------------------------- building a strategy
 
 
-PASS1_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PASS1_DTYPES = {name: getattr(torch, name) for name in PASS1_DTYPE_NAMES}
 
 
 def pass1_dtype_of(name: str | torch.dtype | None) -> torch.dtype | None:

@@ -30,5 +30,9 @@ class RegistryError(T2Error):
     """Unknown expert names, name clashes, read-only registries, Hub problems."""
 
 
+class DispatchError(T2Error):
+    """A dispatch strategy cannot run (unknown strategy, missing experts, no shots)."""
+
+
 class MixError(T2Error):
     """A mixing recipe is invalid (unknown experts, bad weights, mismatched bases)."""

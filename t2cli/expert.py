@@ -26,13 +26,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 
+from t2cli.defaults import DOMAINS as DOMAINS  # the domain labels, re-exported
 from t2cli.errors import ExpertError, MixError
 from t2cli.files import atomic_write_bytes, atomic_write_text
 
 FORMAT_VERSION = 1
 TENSORS_FILE = "expert.safetensors"
 META_FILE = "expert.json"
-DOMAINS = ("math", "code", "reasoning", "classification", "other")
 
 
 @dataclass

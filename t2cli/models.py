@@ -20,9 +20,8 @@ from pathlib import Path
 
 import torch
 
+from t2cli.defaults import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported
 from t2cli.errors import ModelNotFoundError
-
-DEFAULT_MODEL = "smollm2-135m"
 
 
 def t2_home() -> Path:

@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from t2cli.defaults import SVD_DTYPES
 from t2cli.errors import SVDStoreError, TargetError
 from t2cli.files import atomic_path, atomic_write_text
 from t2cli.models import LoadedModel, t2_home
@@ -29,7 +30,7 @@ TARGET_PRESETS = ("mlp", "attn", "all")
 _MLP_PARTS = {"mlp", "feed_forward", "ffn", "fc", "dense_ffn", "block_sparse_moe"}
 _ATTN_PARTS = {"attn", "self_attn", "attention", "self_attention", "cross_attn"}
 _NEVER = re.compile(r"(embed|wte|wpe|lm_head|norm|ln_)", re.IGNORECASE)
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {name: getattr(torch, name) for name in SVD_DTYPES}
 
 ProgressCallback = Callable[[int, int, str], None]  # (done, total, module name)
 

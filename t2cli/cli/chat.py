@@ -10,20 +10,21 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from t2cli.adaptive import AdaptiveModel, evaluate_adaptive
-from t2cli.cem import CEMConfig, split_shots
 from t2cli.cli.common import console, err_console, progress_bar, status, user_errors
-from t2cli.dispatch import STRATEGIES, DispatchError
-from t2cli.evaluate import EvalReport
-from t2cli.generation import GenerationConfig
-from t2cli.models import DEFAULT_MODEL, LoadedModel, load_model
-from t2cli.registry import Registry
-from t2cli.svd_store import open_store
+from t2cli.defaults import DEFAULT_MODEL, STRATEGIES
+from t2cli.errors import DispatchError
 from t2cli.tasks import get_task
 from t2cli.tasks.base import Task, read_jsonl
+
+if TYPE_CHECKING:  # the library (torch) is imported when a command runs, not for `t2 --help`
+    from t2cli.adaptive import AdaptiveModel
+    from t2cli.cem import CEMConfig
+    from t2cli.evaluate import EvalReport
+    from t2cli.models import LoadedModel
 
 ADAPT_HELP = f"Pass-1 strategy: {', '.join(STRATEGIES)}."
 SHOTS_HELP = "cem shots: a JSONL file of task rows, or a number N of examples taken from --shots-split."
@@ -54,6 +55,8 @@ def load_shots(spec: str, task: Task, split: str, data_dir: Path | None, seed: i
         return shots, []
     if not spec.isdigit():
         raise DispatchError(f"--shots {spec!r} is neither a file nor a number of examples")
+    from t2cli.cem import split_shots
+
     return split_shots(task.load(split, data_dir).examples, int(spec), seed)
 
 
@@ -62,12 +65,17 @@ def open_adaptive(
     adapt: str,
     task: Task | None = None,
     shots: Sequence[dict] = (),
-    cem_config: CEMConfig = CEMConfig(),
+    cem_config: CEMConfig | None = None,
     cache_size: int = 4,
     request_tokens: int | None = None,
     pass1_dtype: str | None = None,
 ) -> AdaptiveModel:
     """The two-pass model, with the SVD store its registered experts were made with."""
+    from t2cli.adaptive import AdaptiveModel
+    from t2cli.cem import CEMConfig
+    from t2cli.registry import Registry
+    from t2cli.svd_store import open_store
+
     registry = Registry()
     entries = [entry for entry in registry.list(loaded.name) if "targets" in entry.meta]
     if adapt.startswith("fixed:"):
@@ -89,7 +97,7 @@ def open_adaptive(
                 "cem",
                 task=task,
                 shots=shots,
-                cem_config=cem_config,
+                cem_config=cem_config or CEMConfig(),
                 cache_size=cache_size,
                 cem_progress=lambda done, total, best: update(done, total, f"best shot accuracy {best:.2f}"),
             )
@@ -124,6 +132,10 @@ def chat_command(
     pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
 ) -> None:
     """Chat with the self-adaptive model: pass 1 picks an expert per turn, pass 2 answers."""
+    from t2cli.cem import CEMConfig
+    from t2cli.generation import GenerationConfig
+    from t2cli.models import load_model
+
     with user_errors():
         task_obj = get_task(task) if task else None
         shot_examples: list[dict] = []
@@ -204,6 +216,9 @@ def adaptive_evaluator(
 
     cem shots (N examples of the evaluated split, or a file) are excluded from the evaluation.
     """
+    from t2cli.adaptive import evaluate_adaptive
+    from t2cli.cem import CEMConfig
+
     shot_examples: list[dict] = []
     if adapt == "cem":
         if not shots:

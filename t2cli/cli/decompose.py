@@ -8,8 +8,7 @@ import typer
 from rich.table import Table
 
 from t2cli.cli.common import console, progress_bar, status, user_errors
-from t2cli.models import DEFAULT_MODEL, load_model
-from t2cli.svd_store import DTYPES, decompose, store_path
+from t2cli.defaults import DEFAULT_MODEL, SVD_DTYPES
 
 
 def split_targets(values: list[str]) -> list[str]:
@@ -22,10 +21,13 @@ def decompose_command(
     targets: list[str] = typer.Option(
         ["mlp"], "--targets", "-t", help="mlp, attn, all, or a regex over module names (repeatable)."
     ),
-    dtype: str = typer.Option("float32", help=f"SVD precision: {', '.join(DTYPES)}."),
+    dtype: str = typer.Option("float32", help=f"SVD precision: {', '.join(SVD_DTYPES)}."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if a complete store exists."),
 ) -> None:
     """Decompose every targeted weight matrix once (W = U diag(σ) Vᵀ) and cache the factors."""
+    from t2cli.models import load_model
+    from t2cli.svd_store import decompose, store_path
+
     with user_errors():
         targets = split_targets(targets)
         with status(f"loading {model}…"):

@@ -8,19 +8,20 @@ picks an expert per prompt, pass 2 answers with its weights; each decision and i
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
 import typer
 from rich.table import Table
 
-from t2cli.adapt import DenseAdapter
-from t2cli.adaptive import AdaptiveModel
 from t2cli.cli.common import console, progress_bar, status, user_errors
-from t2cli.dispatch import CLASSIFICATION, STRATEGIES, domain_experts
-from t2cli.expert import mix
-from t2cli.generation import GenerationConfig
-from t2cli.models import DEFAULT_MODEL, LoadedModel, load_model
-from t2cli.registry import Registry
-from t2cli.svd_store import SVDStore, decompose
+from t2cli.defaults import DEFAULT_MODEL, STRATEGIES
+
+if TYPE_CHECKING:  # the library (torch) is imported when the demo runs, not for `t2 --help`
+    import torch
+
+    from t2cli.adapt import DenseAdapter
+    from t2cli.models import LoadedModel
+    from t2cli.svd_store import SVDStore
 
 PROMPT = "Which gas do plants take in from the air to make food? Options: (A) oxygen (B) carbon dioxide (C) nitrogen"
 MIXED_PROMPTS = (
@@ -32,9 +33,15 @@ MIXED_PROMPTS = (
 )
 
 
-@torch.no_grad()
 def _answer(loaded: LoadedModel, prompt: str, max_new_tokens: int) -> tuple[str, torch.Tensor]:
     """Greedy answer and the next-token distribution after the chat prompt."""
+    import torch
+
+    with torch.no_grad():
+        return _greedy_answer(loaded, prompt, max_new_tokens)
+
+
+def _greedy_answer(loaded: LoadedModel, prompt: str, max_new_tokens: int) -> tuple[str, torch.Tensor]:
     tokenizer = loaded.tokenizer
     text = tokenizer.apply_chat_template(
         [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
@@ -57,6 +64,15 @@ def demo_command(
                                     "(float32, bfloat16, float16). Default: the model as loaded."),
 ) -> None:
     """Decompose the default model, apply shipped (and mixed) experts, show what changed, revert."""
+    import torch
+
+    from t2cli.adapt import DenseAdapter
+    from t2cli.dispatch import CLASSIFICATION
+    from t2cli.expert import mix
+    from t2cli.models import load_model
+    from t2cli.registry import Registry
+    from t2cli.svd_store import decompose
+
     with user_errors():
         with status(f"loading {model} (the first run converts the GGUF once, ~30 s)…"):
             loaded = load_model(model)
@@ -114,6 +130,11 @@ def _self_adaptive(
     pass1_dtype: str | None = None,
 ) -> None:
     """Answer MIXED_PROMPTS two-pass with the registered domain experts, one decision per prompt."""
+    from t2cli.adaptive import AdaptiveModel
+    from t2cli.dispatch import domain_experts
+    from t2cli.generation import GenerationConfig
+    from t2cli.registry import Registry
+
     if strategy not in ("prompt", "cls", "loglik", "loglik-cls"):
         raise typer.BadParameter(f"--adapt must be prompt, cls, loglik or loglik-cls (not {strategy!r}; "
                                  f"`t2 chat` and `t2 eval` take all of {', '.join(STRATEGIES)})")

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from t2cli.cli.common import console, fail, progress_bar, status, user_errors
-from t2cli.evaluate import EvalReport, evaluate, write_report
-from t2cli.generation import GenerationConfig
-from t2cli.models import DEFAULT_MODEL, load_model
-from t2cli.scoring import score_predictions
+from t2cli.defaults import DEFAULT_MODEL
 from t2cli.tasks import TASKS, get_task
+
+if TYPE_CHECKING:
+    from t2cli.evaluate import EvalReport
 
 TASK_HELP = f"Task: {', '.join(TASKS)}."
 
@@ -79,6 +80,10 @@ def eval_command(
     seed: int = typer.Option(0, help="Random seed for sampling."),
 ) -> None:
     """Generate answers for a task split (optionally with an expert) and score them."""
+    from t2cli.evaluate import evaluate, write_report
+    from t2cli.generation import GenerationConfig
+    from t2cli.models import load_model
+
     if lora and expert:
         fail("--lora and --expert are mutually exclusive: evaluate the LoRA baseline or an SVF expert")
     if adapt and (lora or expert):
@@ -157,6 +162,8 @@ def score_command(
     data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data."),
 ) -> None:
     """Score given outputs with the task's checkers (no model needed)."""
+    from t2cli.scoring import score_predictions
+
     with user_errors():
         task_obj = get_task(task)
         started = time.perf_counter()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
 from t2cli.cli.common import console, fail, user_errors
-from t2cli.models import DEFAULT_MODEL, model_key
-from t2cli.registry import Registry, RegistryEntry
+from t2cli.defaults import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from t2cli.registry import Registry, RegistryEntry
 
 app = typer.Typer(help="List, inspect, import, export and share expert vectors.", no_args_is_help=True)
 
@@ -20,7 +23,15 @@ RegistryDir = typer.Option(None, "--registry", help="Registry to write to (defau
 
 
 def _registry(directory: Path | None) -> Registry:
+    from t2cli.registry import Registry
+
     return Registry(write_root=directory) if directory else Registry()
+
+
+def model_key(name_or_path: str) -> str:
+    from t2cli.models import model_key
+
+    return model_key(name_or_path)
 
 
 def _metrics(entry: RegistryEntry) -> str:

@@ -11,9 +11,8 @@ from rich.table import Table
 
 from t2cli.cli.common import console, status, user_errors
 from t2cli.cli.decompose import split_targets
-from t2cli.models import DEFAULT_MODEL, meta_model, model_key
-from t2cli.registry import Registry
-from t2cli.svd_store import select_targets, weight_matrix
+from t2cli.cli.experts import _registry, model_key
+from t2cli.defaults import DEFAULT_MODEL
 
 LORA_RANK = 16
 
@@ -24,13 +23,16 @@ def info_command(
     expert: str = typer.Option(None, "--expert", "-e", help="Also show this registered expert's metadata."),
 ) -> None:
     """Describe a model and what SVF would adapt in it (no weights are loaded)."""
+    from t2cli.models import meta_model
+    from t2cli.svd_store import select_targets, weight_matrix
+
     with user_errors():
         with status(f"reading {model}…"):
             skeleton = meta_model(model)  # meta device: shapes only
         names = select_targets(skeleton, split_targets(targets))
         modules = dict(skeleton.named_modules())
         shapes = {name: tuple(weight_matrix(modules[name]).shape) for name in names}
-        entry = Registry().find(expert, model_key(model)) if expert else None
+        entry = _registry(None).find(expert, model_key(model)) if expert else None
     config = skeleton.config
     total = sum(p.numel() for p in skeleton.parameters())
     svf = sum(min(shape) for shape in shapes.values())

@@ -8,11 +8,9 @@ from pathlib import Path
 import typer
 
 from t2cli.cli.common import console, fail, user_errors
-from t2cli.cli.experts import experts_table
+from t2cli.cli.experts import _registry, experts_table, model_key
+from t2cli.defaults import DEFAULT_MODEL, DOMAINS
 from t2cli.errors import MixError
-from t2cli.expert import DOMAINS, mix
-from t2cli.models import DEFAULT_MODEL, model_key
-from t2cli.registry import Registry
 
 
 def parse_component(text: str) -> tuple[str, float]:
@@ -52,8 +50,10 @@ def mix_command(
     """z' = Σ αₖ zₖ: a linear mixture of registered experts, registered with its recipe."""
     if domain not in DOMAINS:
         fail(f"--domain must be one of {', '.join(DOMAINS)}")
+    from t2cli.expert import mix
+
     with user_errors():
-        reg = Registry(write_root=registry) if registry else Registry()
+        reg = _registry(registry)
         parsed = [parse_component(text) for text in components]
         base = model_key(model)
         experts = [reg.load(expert_name, base) for expert_name, _ in parsed]

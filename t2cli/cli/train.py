@@ -11,16 +11,18 @@ from __future__ import annotations
 import os
 from contextlib import nullcontext
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from t2cli.cli.common import console, err_console, fail, progress_bar, user_errors
-from t2cli.models import DEFAULT_MODEL
-from t2cli.registry import Registry
+from t2cli.defaults import DEFAULT_MODEL
 from t2cli.tasks import TASKS
-from t2cli.train import OBJECTIVES, TrainConfig, TrainResult, train
-from t2cli.train.lora import LORA_DEFAULTS
+from t2cli.train.config import LORA_DEFAULTS, OBJECTIVES, TrainConfig
+
+if TYPE_CHECKING:  # the training loop (torch) is imported when a run starts, not for `t2 --help`
+    from t2cli.train import TrainResult
 
 
 def _h(name: str) -> str:
@@ -89,6 +91,9 @@ def train_command(
         if method == "lora":
             _train_lora(config, resume)
             return
+        from t2cli.registry import Registry
+        from t2cli.train import train
+
         reg = Registry(write_root=registry) if registry else Registry()
         # Under torchrun only rank 0 receives events: other ranks show no bar.
         main_rank = int(os.environ.get("RANK", "0")) == 0

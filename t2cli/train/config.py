@@ -12,11 +12,11 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from t2cli.defaults import DEFAULT_MODEL
 from t2cli.errors import T2Error
-from t2cli.models import DEFAULT_MODEL
-from t2cli.registry import check_name
 
 OBJECTIVES = ("rl", "sft", "sft+rl")
+LORA_DEFAULTS = {"lr": 2e-4, "grad_clip": 1.0}  # the LoRA baseline's learning rate and clip (PEFT's usual)
 
 # Fields that may change between a run and its `--resume` without changing the trajectory of p.
 RESUMABLE_CHANGES = frozenset({"name", "out_dir", "checkpoint_every", "device", "overwrite"})
@@ -132,6 +132,8 @@ class TrainConfig:
             need(self.sft_iters is None, "sft_iters only applies to the sft+rl objective")
         if self.name is not None:
             try:
+                from t2cli.registry import check_name  # (imports torch: kept out of `t2 --help`)
+
                 check_name(self.name)
             except T2Error as error:
                 problems.append(str(error))

@@ -47,7 +47,7 @@ from t2cli.svd_store import select_targets, weight_matrix
 from t2cli.tasks import get_task
 from t2cli.tasks.base import Task
 from t2cli.train import checkpoint as ckpt
-from t2cli.train.config import TrainConfig, TrainError
+from t2cli.train.config import LORA_DEFAULTS, TrainConfig, TrainError
 from t2cli.train.rl import batch_indices, default_device, lr_factor
 from t2cli.train.sft import make_sft_objective, nll_loss, prompt_text
 
@@ -57,7 +57,6 @@ META_FORMAT = 1
 # TrainConfig's lr 2e-3 and grad clip 1e-3 are SVF's (one scale per singular value). For LoRA we use
 # 2e-4, the common LoRA rate for r = 16 (the PEFT/QLoRA examples; the paper does not state its LoRA
 # rate here), and clip at 1.0 (the Hugging Face Trainer's default max_grad_norm).
-LORA_DEFAULTS = {"lr": 2e-4, "grad_clip": 1.0}
 RL_REFUSAL = ("the LoRA baseline trains with the next-token loss only (--objective sft): the paper trains LoRA "
               "that way because policy-gradient LoRA collapsed")
 

@@ -129,3 +129,14 @@ def test_completion_scripts_are_in_sync_with_the_app(shell):
 
     shipped = Path(__file__).resolve().parents[2] / "completions" / SHELLS[shell]
     assert shipped.read_text() == completion_script(shell), "run `python -m t2cli.cli.completions`"
+
+
+def test_help_and_completion_do_not_import_torch():
+    """`t2 --help` and Tab completion only build the command tree: the library (torch,
+    transformers) is imported when a command runs, so they answer at once."""
+    import subprocess
+    import sys
+
+    code = "import sys, t2cli.cli.app; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
