@@ -18,7 +18,10 @@ T2=.venv/bin/t2
 OUT=docs/results/adaptive
 case "${1:?which step: dispatch | unseen-arc | unseen-math | unseen-humaneval | cem}" in
   dispatch)
-    .venv/bin/python bench/dispatch.py --pass1-dtypes float32,bfloat16 ;;
+    .venv/bin/python bench/dispatch.py
+    # pass 1 on a bfloat16 copy of the model beside float32 (pays off only on CPUs with bfloat16 units)
+    .venv/bin/python bench/dispatch.py --methods loglik-cls --request-tokens 12 --pass1-dtypes float32,bfloat16 \
+      --out bench/results/dispatch-bfloat16.json ;;
   unseen-arc)
     for s in cls loglik-cls; do
       $T2 eval --task arc-challenge --split dev --limit 150 --adapt $s --out $OUT/arc-challenge-dev-$s
