@@ -4,7 +4,7 @@ Methods (t2cli.dispatch): `prompt` (the base model writes the label, the paper's
 pass 1), `cls` (the classification expert writes it, the paper's classification-expert pass 1),
 `loglik` / `loglik-cls` (no decoding: the label set is scored by log-likelihood after the same
 dispatch prompt, base model / classification expert), and the loglik methods reading only the
-first and last N/2 tokens of each prompt (--request-tokens), and on a copy of the model in another
+last N tokens of each prompt (--request-tokens), and on a copy of the model in another
 dtype (--pass1-dtypes float32,bfloat16). Same model, prompts and batch for all.
 
     python bench/dispatch.py [--model smollm2-135m] [--limit N] [--batch 16] [--pass1-dtypes float32,bfloat16]
@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shlex
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -117,7 +119,7 @@ def main() -> None:
     console.print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     record = {
-        "command": "python bench/dispatch.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "out"),
+        "command": shlex.join(["python", "bench/dispatch.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"CPU {torch.backends.cpu.get_cpu_capability()}, bfloat16 units: {cpu_has_bf16_units()}",
         "split": "cls/test",

@@ -16,12 +16,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 T2=.venv/bin/t2
 OUT=docs/results/adaptive
-case "${1:?which step: dispatch | unseen-arc | unseen-math | unseen-humaneval | cem}" in
+case "${1:?which step: dispatch | unseen-arc | unseen-arc-truncated | unseen-math | unseen-humaneval | cem}" in
   dispatch)
     .venv/bin/python bench/dispatch.py
     # pass 1 on a bfloat16 copy of the model beside float32 (pays off only on CPUs with bfloat16 units)
     .venv/bin/python bench/dispatch.py --methods loglik-cls --request-tokens 12 --pass1-dtypes float32,bfloat16 \
       --out bench/results/dispatch-bfloat16.json ;;
+  unseen-arc-truncated)  # only the rows that read the last N request tokens (part of unseen-arc)
+    for n in 16 12 8; do
+      $T2 eval --task arc-challenge --split dev --limit 150 --adapt loglik-cls --pass1-tokens $n \
+        --out $OUT/arc-challenge-dev-loglik-cls-${n}tok
+    done ;;
   unseen-arc)
     for s in cls loglik-cls; do
       $T2 eval --task arc-challenge --split dev --limit 150 --adapt $s --out $OUT/arc-challenge-dev-$s

@@ -54,7 +54,7 @@ class AdaptiveModel:
 
     `strategy` is a name ("none", "fixed:NAME", "prompt", "cls", "loglik", "loglik-cls", "cem")
     or a ready `Dispatcher`. `request_tokens` caps what the loglik strategies read of each prompt
-    (first and last tokens); `pass1_dtype` ("bfloat16", …) gives their pass 1 its own copy of the
+    (its last tokens); `pass1_dtype` ("bfloat16", …) gives their pass 1 its own copy of the
     model in that dtype. "cem" searches α on `shots` of `task` once, at construction; the
     result (`self.cem`) holds the mixture, which the caller may register for reuse. `store` may be
     None only for "none" (no expert is ever applied).

@@ -15,9 +15,9 @@ from t2cli.dispatch import (
     classification_expert,
     domain_experts,
     first_token_logits,
-    head_and_tail,
     label_logliks,
     label_logliks_batch,
+    last_tokens,
     make_dispatcher,
 )
 from t2cli.expert import ExpertVector
@@ -211,13 +211,16 @@ def test_shared_prefix_cache_gives_the_same_scores(tiny_model):
 
 
 
-def test_request_tokens_keep_the_head_and_tail_of_long_prompts(llama, setup):
+def test_request_tokens_keep_the_end_of_long_prompts(llama, setup):
     tokenizer = llama.tokenizer
     long = " ".join(f"w{i}" for i in range(200))
-    short = head_and_tail(tokenizer, long, 10)
-    assert short.startswith("w0") and short.endswith("w199") and " … " in short
-    assert len(tokenizer(short, add_special_tokens=False)["input_ids"]) <= 16  # 10 kept + the joint
-    assert head_and_tail(tokenizer, "w1 w2", 10) == "w1 w2"
+    short = last_tokens(tokenizer, long, 10)
+    assert short.endswith("w199") and "w0 " not in short and "w100" not in short
+    assert len(tokenizer(short, add_special_tokens=False)["input_ids"]) == 10
+    assert tokenizer(long, add_special_tokens=False)["input_ids"][-10:] == tokenizer(
+        short, add_special_tokens=False
+    )["input_ids"]
+    assert last_tokens(tokenizer, "w1 w2", 10) == "w1 w2"
     _, registry, switch = setup
     dispatcher = make_dispatcher("loglik", llama, switch, registry, request_tokens=10)
     assert short in dispatcher.prefix(long) and "w100" not in dispatcher.prefix(long)

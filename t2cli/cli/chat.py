@@ -31,7 +31,8 @@ SHOTS_HELP = "cem shots: a JSONL file of task rows, or a number N of examples ta
 
 
 PASS1_TOKENS_HELP = (
-    "loglik / loglik-cls: read at most N tokens of each prompt in pass 1 (its first and last N/2); "
+    "loglik / loglik-cls: read at most the last N tokens of each prompt in pass 1 (where its closing "
+    "instruction is); "
     "pass 1 is a prefill, so this bounds its cost. Default: the whole prompt."
 )
 PASS1_DTYPE_HELP = (

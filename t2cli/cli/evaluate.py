@@ -67,7 +67,7 @@ def eval_command(
     shots: str = typer.Option(None, "--shots", help="cem: N shots of the split (not scored) or a JSONL file."),
     cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
     pass1_tokens: int = typer.Option(None, help="With --adapt loglik|loglik-cls: read at most N tokens of each "
-                                     "prompt in pass 1 (first and last N/2). Default: all."),
+                                     "prompt in pass 1 (its last N). Default: all."),
     pass1_dtype: str = typer.Option(None, help="With --adapt loglik|loglik-cls: pass 1 on its own copy of the model "
                                     "in this dtype (float32, bfloat16, float16). Default: the model as loaded."),
     data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data (extra splits)."),
