@@ -7,7 +7,8 @@ dispatch prompt, base model / classification expert), and the loglik methods rea
 last N tokens of each prompt (--request-tokens), and on a copy of the model in another
 dtype (--pass1-dtypes float32,bfloat16). Same model, prompts and batch for all.
 
-    python bench/dispatch.py [--model smollm2-135m] [--limit N] [--batch 16] [--pass1-dtypes float32,bfloat16]
+    python bench/dispatch.py [--model smollm2-135m] [--split test|validation] [--limit N] [--batch 16]
+                             [--pass1-dtypes float32,bfloat16]
 
 Prints a table (accuracy, confusion, seconds per prompt) and writes bench/results/dispatch.json.
 Needs the shipped domain experts and the dispatch classifier in the registry.
@@ -41,7 +42,8 @@ METHODS = ("prompt", "cls", "loglik", "loglik-cls")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--limit", type=int, default=None, help="first N of the cls test split (default all 200)")
+    parser.add_argument("--split", default="test", help="cls split: test, or validation to choose settings on")
+    parser.add_argument("--limit", type=int, default=None, help="first N of the split (default all 200)")
     parser.add_argument("--batch", type=int, default=16, help="prompts per pass-1 batch")
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--request-tokens", default="8,12,16",
@@ -56,7 +58,7 @@ def main() -> None:
     loaded = load_model(args.model)
     store = decompose(loaded, ["mlp"])
     switch = ExpertSwitch(DenseAdapter(loaded, store))
-    examples = get_task("cls").load("test").examples[: args.limit]
+    examples = get_task("cls").load(args.split).examples[: args.limit]
     questions = [example["question"] for example in examples]
     truth = [example["answer"] for example in examples]
 
@@ -104,7 +106,7 @@ def main() -> None:
         console.print(f"{method}: {correct}/{len(truth)} in {seconds:.1f} s")
     switch.use(None)
 
-    table = Table(title=f"Pass-1 dispatch on cls/test ({len(truth)} prompts), {args.model}, batch {args.batch}")
+    table = Table(title=f"Pass-1 dispatch on cls/{args.split} ({len(truth)} prompts), {args.model}, batch {args.batch}")
     for column in ("method", "accuracy", "s / prompt", "vs fastest", "confusion (truth->chosen: n)"):
         table.add_column(column, overflow="fold")
     fastest = min(r["seconds_per_prompt"] for r in results.values())
@@ -122,7 +124,7 @@ def main() -> None:
         "command": shlex.join(["python", "bench/dispatch.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"CPU {torch.backends.cpu.get_cpu_capability()}, bfloat16 units: {cpu_has_bf16_units()}",
-        "split": "cls/test",
+        "split": f"cls/{args.split}",
         "results": results,
     }
     args.out.write_text(json.dumps(record, indent=2) + "\n")

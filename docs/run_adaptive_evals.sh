@@ -18,6 +18,9 @@ T2=.venv/bin/t2
 OUT=docs/results/adaptive
 case "${1:?which step: dispatch | unseen-arc | unseen-arc-truncated | unseen-math | unseen-humaneval | cem}" in
   dispatch)
+    # settings (how many of the request's last tokens to read) are chosen on the validation split
+    .venv/bin/python bench/dispatch.py --split validation --methods loglik-cls \
+      --out bench/results/dispatch-validation.json
     .venv/bin/python bench/dispatch.py
     # pass 1 on a bfloat16 copy of the model beside float32 (pays off only on CPUs with bfloat16 units)
     .venv/bin/python bench/dispatch.py --methods loglik-cls --request-tokens 12 --pass1-dtypes float32,bfloat16 \

@@ -216,8 +216,7 @@ class LoglikDispatcher(ModelDispatcher):
     prior for some labels over others. The calibration costs one extra prefill, once.
     Pass 1 is a prefill, so its cost grows with the request's length; `request_tokens` caps it by
     keeping the request's last tokens: a prompt's domain shows most in its closing instruction
-    (on the cls validation split, the last 8 tokens kept 200/200 choices; the first 4 and last 4,
-    162/200 on test).
+    (on the cls validation split, the last 8 tokens kept 200/200 choices; docs/RESULTS.md §6).
     With `dtype` (e.g. torch.bfloat16), pass 1 runs on its own copy of the model, made once with
     `pass1_expert` composed and cast to that dtype: choosing among a few labels tolerates the lower
     precision, a bfloat16 prefill costs less than a float32 one on hardware with bfloat16 units,
