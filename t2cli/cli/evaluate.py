@@ -50,7 +50,8 @@ def dispatch_table(report: EvalReport) -> Table | None:
                       f"{counts['correct']} / {counts['n']}")
     ratio = dispatch["pass1_over_pass2"]
     table.caption = (f"pass 1 {dispatch['pass1_s']:.1f} s · pass 2 {dispatch['pass2_s']:.1f} s · pass 1 / pass 2 = "
-                     + (f"{ratio:.1%}" if ratio is not None else "-"))
+                     + (f"{ratio:.1%}" if ratio is not None else "-")
+                     + (f" · pass-1 set-up, once: {setup:.1f} s" if (setup := dispatch.get("pass1_setup_s")) else ""))
     return table
 
 
