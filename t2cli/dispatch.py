@@ -267,17 +267,21 @@ class LoglikDispatcher(ModelDispatcher):
         )
 
     def pass1_model(self) -> LoadedModel:
-        """The model with pass 1's weights in place: the shared one (switched), or the own copy."""
+        """The model with pass 1's weights in place: the shared one (switched), or the own copy —
+        made once from the shared model, its targets overwritten with pass 1's weights (composed
+        from the base weights, or the base weights themselves), so the shared model is never switched."""
         if self.dtype is None:
             self.switch.use(self.pass1_expert)
             return self.loaded
         if self.scorer is None:
-            previous = self.switch.active
-            self.switch.use(self.pass1_expert)
-            model = copy.deepcopy(self.loaded.model).to(self.dtype).eval()
-            self.scorer = dataclasses.replace(self.loaded, model=model)
-            if previous is None:
-                self.switch.use(None)
+            adapter = self.switch.adapter
+            weights = adapter.compose(self.pass1_expert) if self.pass1_expert is not None else adapter.originals
+            model = copy.deepcopy(self.loaded.model)
+            modules = dict(model.named_modules())
+            with torch.no_grad():
+                for name, weight in weights.items():
+                    modules[name].weight.copy_(weight)
+            self.scorer = dataclasses.replace(self.loaded, model=model.to(self.dtype).eval())
         return self.scorer
 
     def prepare(self) -> float:

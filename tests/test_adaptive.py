@@ -258,8 +258,12 @@ def test_pass1_set_up_is_paid_once_at_construction(llama, setup, monkeypatch):
     model is built, so the first prompt's pass-1 time is only its own."""
     store, registry, _ = setup
     model = AdaptiveModel(llama, store, registry, "loglik")
-    assert model.setup_s > 0 and model.dispatcher.prior is not None and model.dispatcher.shared is not None
-    prior, shared = model.dispatcher.prior, model.dispatcher.shared
+    dispatcher = model.dispatcher
+    assert model.setup_s > 0 and dispatcher.prior is not None and dispatcher.shared is not None
+    prior, shared = dispatcher.prior, dispatcher.shared
+    scored: list[int] = []
+    real_scores = dispatcher.scores
+    monkeypatch.setattr(dispatcher, "scores", lambda prompts: scored.append(len(prompts)) or real_scores(prompts))
     model.generate("What is the sum of 1 and 2?", SHORT)
-    assert model.dispatcher.prior is prior and model.dispatcher.shared is shared
-    assert model.dispatcher.prepare() < model.setup_s  # nothing left to do
+    assert scored == [1]  # the prompt only: no calibration prefill on the first call
+    assert dispatcher.prior is prior and dispatcher.shared is shared

@@ -229,17 +229,22 @@ def test_request_tokens_keep_the_end_of_long_prompts(llama, setup):
         make_dispatcher("loglik", llama, switch, registry, request_tokens=1)
 
 
-def test_a_pass1_dtype_scores_on_its_own_copy_of_the_model(llama, setup):
-    """With a dtype, pass 1 reads a cast copy made once (pass-1 weights composed in); the shared
-    model's weights are never switched by it, and the scores stay close to float32's."""
+@pytest.mark.parametrize("strategy", ["loglik", "loglik-cls"])
+def test_a_pass1_dtype_scores_on_its_own_copy_of_the_model(llama, setup, strategy):
+    """With a dtype, pass 1 reads a cast copy made once with pass 1's weights (the classification
+    expert composed in for loglik-cls, the base weights for loglik), even while the shared model
+    holds another expert; the shared model is never switched, and the scores stay close to
+    float32's on the shared model."""
     _, registry, switch = setup
     prompts = ["What is 2 + 2?", "Write a sort function in Python.", "Which gas do plants absorb?"]
-    reference = make_dispatcher("loglik", llama, switch, registry).decide(prompts)
-    dispatcher = make_dispatcher("loglik", llama, switch, registry, pass1_dtype=torch.bfloat16)
+    reference = make_dispatcher(strategy, llama, switch, registry).decide(prompts)
+    switch.use(registry.load("math-expert", llama.name))  # pass 2's expert in place
+    dispatcher = make_dispatcher(strategy, llama, switch, registry, pass1_dtype=torch.bfloat16)
     before = {name: p.clone() for name, p in llama.model.named_parameters()}
     decisions = dispatcher.decide(prompts)
     assert dispatcher.scorer is not None and dispatcher.scorer.model is not llama.model
     assert next(dispatcher.scorer.model.parameters()).dtype == torch.bfloat16
+    assert switch.active == "math-expert"
     assert all(torch.equal(before[name], p) for name, p in llama.model.named_parameters())
     for got, want in zip(decisions, reference):
         assert got.details["raw"] == pytest.approx(want.details["raw"], abs=0.1)

@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from t2cli.cli.common import console, err_console, progress_bar, status, user_errors
+from t2cli.cli.common import (
+    PASS1_DTYPE_HELP,
+    PASS1_TOKENS_HELP,
+    console,
+    err_console,
+    progress_bar,
+    status,
+    user_errors,
+)
 from t2cli.defaults import DEFAULT_MODEL, STRATEGIES
 from t2cli.errors import DispatchError
 from t2cli.tasks import get_task
@@ -29,17 +37,6 @@ if TYPE_CHECKING:  # the library (torch) is imported when a command runs, not fo
 ADAPT_HELP = f"Pass-1 strategy: {', '.join(STRATEGIES)}."
 SHOTS_HELP = "cem shots: a JSONL file of task rows, or a number N of examples taken from --shots-split."
 
-
-PASS1_TOKENS_HELP = (
-    "loglik / loglik-cls: read at most the last N tokens of each prompt in pass 1 (where its closing "
-    "instruction is); "
-    "pass 1 is a prefill, so this bounds its cost. Default: the whole prompt."
-)
-PASS1_DTYPE_HELP = (
-    "loglik / loglik-cls: run pass 1 on its own copy of the model in this dtype (float32, bfloat16, "
-    "float16); bfloat16 makes it ~4× cheaper on CPU and keeps the choice (docs/RESULTS.md §6). "
-    "Default: the shared model as loaded."
-)
 
 
 def load_shots(spec: str, task: Task, split: str, data_dir: Path | None, seed: int) -> tuple[list[dict], list[dict]]:

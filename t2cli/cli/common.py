@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -16,7 +18,21 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from t2cli.defaults import PASS1_DTYPE_NAMES
 from t2cli.errors import T2Error
+
+if TYPE_CHECKING:
+    from t2cli.registry import Registry
+
+PASS1_TOKENS_HELP = (
+    "loglik / loglik-cls: read at most the last N tokens of each prompt in pass 1 (where its closing "
+    "instruction is); pass 1 is a prefill, so this bounds its cost. Default: the whole prompt."
+)
+PASS1_DTYPE_HELP = (
+    f"loglik / loglik-cls: run pass 1 on its own copy of the model in this dtype ({', '.join(PASS1_DTYPE_NAMES)}). "
+    "bfloat16 is cheaper only on hardware with bfloat16 units; on a CPU without them it is ~3× slower "
+    "(docs/RESULTS.md §6). Default: the shared model as loaded."
+)
 
 console = Console()
 err_console = Console(stderr=True)
@@ -63,3 +79,18 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[callabl
 def status(message: str) -> Iterator[None]:
     with err_console.status(message):
         yield
+
+
+def open_registry(directory: Path | None = None) -> Registry:
+    """The expert registry, writing to `directory` when given (the library is imported here, not
+    when the command tree is built)."""
+    from t2cli.registry import Registry
+
+    return Registry(write_root=directory) if directory else Registry()
+
+
+def registry_key(model: str) -> str:
+    """The key a model's experts are registered under (t2cli.models.model_key)."""
+    from t2cli.models import model_key
+
+    return model_key(model)

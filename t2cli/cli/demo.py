@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from t2cli.cli.common import console, progress_bar, status, user_errors
+from t2cli.cli.common import PASS1_DTYPE_HELP, console, progress_bar, status, user_errors
 from t2cli.defaults import DEFAULT_MODEL, STRATEGIES
 
 if TYPE_CHECKING:  # the library (torch) is imported when the demo runs, not for `t2 --help`
@@ -60,8 +60,7 @@ def demo_command(
     max_new_tokens: int = typer.Option(40, help="Length of the shown answers."),
     adapt: str = typer.Option("loglik-cls", help="Pass-1 strategy for the mixed prompts: prompt, cls, loglik or "
                               "loglik-cls (the classification expert's label log-likelihoods, no decoding)."),
-    pass1_dtype: str = typer.Option(None, help="loglik / loglik-cls: pass 1 on its own copy of the model in this dtype "
-                                    "(float32, bfloat16, float16). Default: the model as loaded."),
+    pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
 ) -> None:
     """Decompose the default model, apply shipped (and mixed) experts, show what changed, revert."""
     import torch

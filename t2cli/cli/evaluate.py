@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from t2cli.cli.common import console, fail, progress_bar, status, user_errors
+from t2cli.cli.common import (
+    PASS1_DTYPE_HELP,
+    PASS1_TOKENS_HELP,
+    console,
+    fail,
+    progress_bar,
+    status,
+    user_errors,
+)
 from t2cli.defaults import DEFAULT_MODEL
 from t2cli.tasks import TASKS, get_task
 
@@ -67,10 +75,8 @@ def eval_command(
                               "none or fixed:NAME (pass 1 picks the expert per prompt)."),
     shots: str = typer.Option(None, "--shots", help="cem: N shots of the split (not scored) or a JSONL file."),
     cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
-    pass1_tokens: int = typer.Option(None, help="With --adapt loglik|loglik-cls: read at most N tokens of each "
-                                     "prompt in pass 1 (its last N). Default: all."),
-    pass1_dtype: str = typer.Option(None, help="With --adapt loglik|loglik-cls: pass 1 on its own copy of the model "
-                                    "in this dtype (float32, bfloat16, float16). Default: the model as loaded."),
+    pass1_tokens: int = typer.Option(None, help=PASS1_TOKENS_HELP),
+    pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
     data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data (extra splits)."),
     out: Path = typer.Option(None, "--out", help="Write report.json + samples.jsonl here (default runs/eval-…)."),
     batch_size: int = typer.Option(16, help="Prompts per generation batch."),

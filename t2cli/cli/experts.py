@@ -10,28 +10,16 @@ import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
-from t2cli.cli.common import console, fail, user_errors
+from t2cli.cli.common import console, fail, open_registry, registry_key, user_errors
 from t2cli.defaults import DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from t2cli.registry import Registry, RegistryEntry
+    from t2cli.registry import RegistryEntry
 
 app = typer.Typer(help="List, inspect, import, export and share expert vectors.", no_args_is_help=True)
 
 ModelKey = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model the experts belong to.")
 RegistryDir = typer.Option(None, "--registry", help="Registry to write to (default: $T2_REGISTRY or T2_HOME/registry).")
-
-
-def _registry(directory: Path | None) -> Registry:
-    from t2cli.registry import Registry
-
-    return Registry(write_root=directory) if directory else Registry()
-
-
-def model_key(name_or_path: str) -> str:
-    from t2cli.models import model_key
-
-    return model_key(name_or_path)
 
 
 def _metrics(entry: RegistryEntry) -> str:
@@ -64,7 +52,7 @@ def list_command(
     registry: Path = RegistryDir,
 ) -> None:
     """List registered experts (user registry first, then the shipped registry/)."""
-    entries = _registry(registry).list(model_key(model) if model else None)
+    entries = open_registry(registry).list(registry_key(model) if model else None)
     if not entries:
         console.print("No experts registered" + (f" for {model}." if model else ".") + " Train one with `t2 train`.")
         return
@@ -75,7 +63,7 @@ def list_command(
 def show_command(name: str, model: str = ModelKey, registry: Path = RegistryDir) -> None:
     """Show an expert's metadata (expert.json)."""
     with user_errors():
-        entry = _registry(registry).find(name, model_key(model))
+        entry = open_registry(registry).find(name, registry_key(model))
     console.print(f"[bold]{entry.name}[/] at {entry.path}")
     console.print(Syntax(json.dumps(entry.meta, indent=2, sort_keys=True), "json", word_wrap=True))
 
@@ -89,11 +77,11 @@ def rm_command(
 ) -> None:
     """Remove an expert from the user registry (shipped experts are read-only)."""
     with user_errors():
-        reg = _registry(registry)
-        entry = reg.find(name, model_key(model))
+        reg = open_registry(registry)
+        entry = reg.find(name, registry_key(model))
         if not yes and not typer.confirm(f"Remove {entry.name} ({entry.path})?"):
             fail("not removed")
-        path = reg.remove(name, model_key(model))
+        path = reg.remove(name, registry_key(model))
     console.print(f"Removed {name} ({path}).")
 
 
@@ -106,7 +94,7 @@ def import_command(
 ) -> None:
     """Validate an expert directory and copy it into the registry."""
     with user_errors():
-        entry = _registry(registry).import_dir(source, name=name, overwrite=overwrite)
+        entry = open_registry(registry).import_dir(source, name=name, overwrite=overwrite)
     console.print(f"Imported [bold]{entry.name}[/] for {entry.base_model} → {entry.path}")
 
 
@@ -119,7 +107,7 @@ def export_command(
 ) -> None:
     """Copy a registered expert out to a directory."""
     with user_errors():
-        path = _registry(registry).export(name, model_key(model), destination)
+        path = open_registry(registry).export(name, registry_key(model), destination)
     console.print(f"Exported {name} → {path}")
 
 
@@ -134,7 +122,9 @@ def push_command(
 ) -> None:
     """Upload a base model's experts to the Hugging Face Hub with a model card (needs network)."""
     with user_errors():
-        url = _registry(registry).push(repo_id, model_key(model), names=names or None, token=token, private=private)
+        url = open_registry(registry).push(
+            repo_id, registry_key(model), names=names or None, token=token, private=private
+        )
     console.print(f"Pushed to {url}")
 
 
@@ -147,5 +137,5 @@ def pull_command(
 ) -> None:
     """Download and register an expert set from the Hugging Face Hub (needs network)."""
     with user_errors():
-        entries = _registry(registry).pull(repo_id, token=token, overwrite=overwrite)
+        entries = open_registry(registry).pull(repo_id, token=token, overwrite=overwrite)
     console.print(experts_table(entries, f"Pulled {len(entries)} expert(s) from {repo_id}"))

@@ -9,9 +9,8 @@ import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
-from t2cli.cli.common import console, status, user_errors
+from t2cli.cli.common import console, open_registry, registry_key, status, user_errors
 from t2cli.cli.decompose import split_targets
-from t2cli.cli.experts import _registry, model_key
 from t2cli.defaults import DEFAULT_MODEL
 
 LORA_RANK = 16
@@ -32,7 +31,7 @@ def info_command(
         names = select_targets(skeleton, split_targets(targets))
         modules = dict(skeleton.named_modules())
         shapes = {name: tuple(weight_matrix(modules[name]).shape) for name in names}
-        entry = _registry(None).find(expert, model_key(model)) if expert else None
+        entry = open_registry().find(expert, registry_key(model)) if expert else None
     config = skeleton.config
     total = sum(p.numel() for p in skeleton.parameters())
     svf = sum(min(shape) for shape in shapes.values())

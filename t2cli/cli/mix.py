@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from t2cli.cli.common import console, fail, user_errors
-from t2cli.cli.experts import _registry, experts_table, model_key
+from t2cli.cli.common import console, fail, open_registry, registry_key, user_errors
+from t2cli.cli.experts import experts_table
 from t2cli.defaults import DEFAULT_MODEL, DOMAINS
 from t2cli.errors import MixError
 
@@ -53,9 +53,9 @@ def mix_command(
     from t2cli.expert import mix
 
     with user_errors():
-        reg = _registry(registry)
+        reg = open_registry(registry)
         parsed = [parse_component(text) for text in components]
-        base = model_key(model)
+        base = registry_key(model)
         experts = [reg.load(expert_name, base) for expert_name, _ in parsed]
         mixed = mix(
             experts,

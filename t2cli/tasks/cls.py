@@ -52,7 +52,7 @@ def dispatch_system(labels: Sequence[str]) -> str:
     )
 
 
-def dispatch_user(user_prompt: str, labels: Sequence[str] = DISPATCH_LABELS) -> str:
+def dispatch_user(user_prompt: str) -> str:
     """The request, last: nothing of the dispatch prompt follows it but the chat template's tokens."""
     return f"Request:\n{user_prompt.strip()}"
 
@@ -61,7 +61,7 @@ def dispatch_messages(user_prompt: str, labels: Sequence[str] = DISPATCH_LABELS)
     """Chat messages asking the model which of ``labels`` (or "other") ``user_prompt`` belongs to."""
     return [
         {"role": "system", "content": dispatch_system(labels)},
-        {"role": "user", "content": dispatch_user(user_prompt, labels)},
+        {"role": "user", "content": dispatch_user(user_prompt)},
     ]
 
 
@@ -134,7 +134,7 @@ CLS = Task(
     loader=_load,
     to_example=lambda row, fallback_id: row,
     system=dispatch_system(DISPATCH_LABELS),
-    prompt=lambda example: dispatch_user(example["question"], DISPATCH_LABELS),
+    prompt=lambda example: dispatch_user(example["question"]),
     extractor=lambda output, example=None: parse_dispatch_label(output, DISPATCH_LABELS),
     is_correct=lambda answer, example: answer == example["answer"],
     reference=lambda example: example["answer"],
