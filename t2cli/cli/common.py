@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +37,7 @@ PASS1_DTYPE_HELP = (
 
 console = Console()
 err_console = Console(stderr=True)
-
+PLAIN_PROGRESS_EVERY_S = 60.0  # without a terminal: a progress line per step, or at least this often
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -56,7 +57,13 @@ def user_errors() -> Iterator[None]:
 
 @contextmanager
 def progress_bar(description: str, total: int | None = None) -> Iterator[callable]:
-    """A rich progress bar; yields `advance(done, total, label)` for library progress callbacks."""
+    """A rich progress bar; yields `advance(done, total, label)` for library progress callbacks.
+    Without a terminal (`nohup t2 train … > log`) a bar would show nothing until the end, so
+    plain lines go to the log instead: one per completed step, and the current phase at most once
+    a minute between steps."""
+    if not err_console.is_terminal:
+        yield _plain_progress(description)
+        return
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -73,6 +80,21 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[callabl
             progress.update(task, completed=done, total=total, label=label)
 
         yield update
+
+
+def _plain_progress(description: str):
+    last = {"done": None, "at": 0.0}
+
+    def update(done: int, total: int | None, label: str = "") -> None:
+        now = time.monotonic()
+        if done == last["done"] and now - last["at"] < PLAIN_PROGRESS_EVERY_S:
+            return
+        last.update(done=done, at=now)
+        stamp = time.strftime("%H:%M:%S")
+        err_console.print(f"{stamp} {description} {done}/{total if total is not None else '?'} {label}".rstrip(),
+                          highlight=False, soft_wrap=True)
+
+    return update
 
 
 @contextmanager

@@ -43,6 +43,7 @@ def train_command(
     rollouts_per_prompt: int = typer.Option(1, "--rollouts-per-prompt", "-k", help=_h("rollouts_per_prompt")),
     temperature: float = typer.Option(1.0, help=_h("temperature")),
     sft_iters: int = typer.Option(None, "--sft-iters", help=_h("sft_iters")),
+    init_expert: str = typer.Option(None, "--init-expert", help=_h("init_expert")),
     iters: int = typer.Option(100, "--iters", "-n", help=_h("iters")),
     lr: float = typer.Option(None, "--lr", help=_h("lr") + " Default 2e-3 for svf, 2e-4 for lora."),
     warmup_iters: int = typer.Option(0, help=_h("warmup_iters")),
@@ -57,6 +58,7 @@ def train_command(
     eval_every: int = typer.Option(10, help=_h("eval_every")),
     val_limit: int = typer.Option(32, help=_h("val_limit") + " 0 = all."),
     train_limit: int = typer.Option(None, help=_h("train_limit")),
+    max_reference_tokens: int = typer.Option(None, help=_h("max_reference_tokens")),
     patience: int = typer.Option(0, help=_h("patience")),
     seed: int = typer.Option(0, help=_h("seed")),
     name: str = typer.Option(None, "--name", help=_h("name")),
@@ -80,11 +82,13 @@ def train_command(
             task=task, model=model, objective=objective,
             targets=[part.strip() for value in targets for part in value.split(",") if part.strip()],
             kl=kl, batch_size=batch_size, rollouts_per_prompt=rollouts_per_prompt, temperature=temperature,
-            sft_iters=sft_iters, iters=iters, lr=lr, warmup_iters=warmup_iters, min_lr_ratio=min_lr_ratio,
+            sft_iters=sft_iters, init_expert=init_expert, iters=iters, lr=lr, warmup_iters=warmup_iters,
+            min_lr_ratio=min_lr_ratio,
             weight_decay=weight_decay, grad_clip=grad_clip, max_multiplier=max_multiplier,
             micro_batch_size=micro_batch_size, max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
             generation_batch_size=generation_batch_size, eval_every=eval_every, val_limit=val_limit or None,
-            train_limit=train_limit, patience=patience, seed=seed, name=name, checkpoint_every=checkpoint_every,
+            train_limit=train_limit, max_reference_tokens=max_reference_tokens, patience=patience, seed=seed,
+            name=name, checkpoint_every=checkpoint_every,
             out_dir=str(out) if out else None, data_dir=str(data_dir) if data_dir else None, device=device,
             overwrite=overwrite,
         )
@@ -181,12 +185,17 @@ def run_table(title: str, config: TrainConfig, result, if_no_gain: str, head: li
     table = Table(title=title, show_header=False)
     times = [m["time/iter"] for m in result.metrics]
     best = f"{result.best_val_accuracy:.2%} at iteration {result.best_iteration}"
-    if result.best_iteration == 0:
+    start = getattr(result, "init_val_accuracy", None)
+    if result.best_iteration == 0 and start is not None and start > result.base_val_accuracy:
+        best += f" (no iteration beat the starting expert {config.init_expert})"
+    elif result.best_iteration == 0:
         best += f" (no iteration beat the base model: {if_no_gain})"
+    started = [] if start is None else [(f"{config.init_expert} validation accuracy", f"{start:.2%}")]
     rows = [
         ("task / objective", f"{config.task} / {config.objective}"),
         *head,
         ("base validation accuracy", f"{result.base_val_accuracy:.2%}"),
+        *started,
         ("best validation accuracy", best),
         ("iterations", f"{result.iterations} ({sum(times) / max(1, len(times)):.1f} s/iter)"),
         ("wall time", f"{result.wall_time_s:.0f} s"),

@@ -32,6 +32,7 @@ class RunState:
 
     iteration: int = 0  # completed iterations
     base_score: float | None = None  # validation accuracy of the unadapted model
+    init_score: float | None = None  # validation accuracy of --init-expert (None without one)
     best_score: float | None = None
     best_iteration: int = 0  # 0 = the base model (no iteration beat it)
     best_z: dict[str, torch.Tensor] = field(default_factory=dict)

@@ -53,6 +53,11 @@ class TrainConfig:
         default=1,
     )
     temperature: float = _help("Sampling temperature of the rollouts when k > 1.", default=1.0)
+    init_expert: str | None = _help(
+        "Start from this registered expert's z instead of the uniform p₀ (same base model and targets), "
+        "e.g. RL after an SFT run. It is validated before iteration 1 and kept if it beats the base model.",
+        default=None,
+    )
     sft_iters: int | None = _help("With sft+rl: how many first iterations use SFT (default iters // 2).",
                                   default=None)
     # -- optimisation
@@ -80,6 +85,11 @@ class TrainConfig:
     eval_every: int = _help("Validate every N iterations (and after the last).", default=10)
     val_limit: int | None = _help("Validate on at most N validation examples (CPU budget; None = all).", default=32)
     train_limit: int | None = _help("Use only the first N training examples (None = all).", default=None)
+    max_reference_tokens: int | None = _help(
+        "Train only on examples whose reference answer is at most N tokens long (the easiest problems; "
+        "applied after --train-limit).",
+        default=None,
+    )
     patience: int = _help("Stop after N validations without a new best (0 = never stop early).", default=0)
     # -- bookkeeping
     seed: int = _help("Seed of p's initial noise, the data order and sampling.", default=0)
@@ -122,6 +132,9 @@ class TrainConfig:
         need(self.eval_every >= 1, "eval_every must be ≥ 1")
         need(self.val_limit is None or self.val_limit >= 1, "val_limit must be ≥ 1 (or None for all)")
         need(self.train_limit is None or self.train_limit >= 1, "train_limit must be ≥ 1 (or None for all)")
+        need(self.max_reference_tokens is None or self.max_reference_tokens >= 1,
+             "max_reference_tokens must be ≥ 1 (or None for no limit)")
+        need(self.init_expert is None or bool(self.init_expert), "init_expert must be an expert name")
         need(self.patience >= 0, "patience must be ≥ 0")
         need(self.checkpoint_every >= 0, "checkpoint_every must be ≥ 0")
         if self.objective == "sft+rl":

@@ -48,7 +48,7 @@ from t2cli.tasks import get_task
 from t2cli.tasks.base import Task
 from t2cli.train import checkpoint as ckpt
 from t2cli.train.config import LORA_DEFAULTS, TrainConfig, TrainError
-from t2cli.train.rl import batch_indices, default_device, lr_factor
+from t2cli.train.rl import batch_indices, default_device, lr_factor, select_train_examples
 from t2cli.train.sft import make_sft_objective, nll_loss, prompt_text
 
 LORA_RANK, LORA_ALPHA, LORA_DROPOUT = 16, 32, 0.05  # the paper's LoRA baseline
@@ -223,6 +223,8 @@ def train_lora(
     emit = on_event or (lambda event: None)
     if config.objective != "sft":
         raise TrainError(f"objective {config.objective!r}: {RL_REFUSAL}")
+    if config.init_expert:
+        raise TrainError("--init-expert starts an SVF run from an expert's z; a LoRA adapter has no z to start from")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise TrainError("the LoRA baseline runs in one process (no torchrun / accelerate launch)")
     task = task or get_task(config.task)
@@ -240,7 +242,7 @@ def train_lora(
 
     # ---- data: the same split, limits and prompts as the SVF loop
     train_data = task.load("train", config.data_dir)
-    train_examples = train_data.examples[: config.train_limit]
+    train_examples = select_train_examples(task, train_data.examples, config, loaded.tokenizer)
     val_examples = task.load("validation", config.data_dir).examples[: config.val_limit]
     if not train_examples or not val_examples:
         raise TrainError(f"task {task.name!r} has no usable train or validation examples")

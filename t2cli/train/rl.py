@@ -143,6 +143,30 @@ def z_of(p: Mapping[str, torch.Tensor], max_multiplier: float) -> dict[str, torc
     return {name: max_multiplier * torch.sigmoid(value) for name, value in p.items()}
 
 
+def p_of(expert: ExpertVector, max_multiplier: float) -> dict[str, torch.Tensor]:
+    """The p whose z_of is the expert's z (the inverse of z = max_multiplier · sigmoid(p))."""
+    top = max(float(z.max()) for z in expert.z.values())
+    if top >= max_multiplier:
+        raise TrainError(f"expert {expert.name!r} has z values up to {top:.3g}, not below --max-multiplier "
+                         f"{max_multiplier:g}; pass a larger --max-multiplier to start from it")
+    tiny = torch.finfo(torch.float32).eps
+    return {name: torch.logit((z.float() / max_multiplier).clamp(tiny, 1 - tiny)) for name, z in expert.z.items()}
+
+
+def select_train_examples(task: Task, examples: Sequence[dict], config: TrainConfig, tokenizer) -> list[dict]:
+    """The first --train-limit examples, then only those whose reference answer has at most
+    --max-reference-tokens tokens (shared by the SVF and LoRA loops, so both see the same data)."""
+    selected = list(examples[: config.train_limit])
+    limit = config.max_reference_tokens
+    if limit is not None:
+        selected = [ex for ex in selected
+                    if len(tokenizer(task.reference_output(ex), add_special_tokens=False)["input_ids"]) <= limit]
+        if not selected:
+            raise TrainError(f"no {task.name} training example has a reference answer of at most {limit} tokens; "
+                             "raise --max-reference-tokens")
+    return selected
+
+
 class InMemoryStore:
     """The two members `factorised()` uses from an SVDStore, served from factors already in memory
     (the dense adapter's), so the per-iteration swap to SVFLinear reads nothing from disk."""
@@ -266,6 +290,7 @@ class TrainResult:
     curve_path: Path | None
     wall_time_s: float
     metrics: list[dict] = field(default_factory=list)
+    init_val_accuracy: float | None = None  # validation accuracy of --init-expert, when one was given
 
 
 def train(
@@ -320,7 +345,7 @@ def train(
 
     # ---- data
     train_data = task.load("train", config.data_dir)
-    train_examples = train_data.examples[: config.train_limit]
+    train_examples = select_train_examples(task, train_data.examples, config, loaded.tokenizer)
     val_examples = task.load("validation", config.data_dir).examples[: config.val_limit]
     if not train_examples or not val_examples:
         raise TrainError(f"task {task.name!r} has no usable train or validation examples")
@@ -345,6 +370,12 @@ def train(
         .requires_grad_()
         for module in sorted(store.ranks)
     }
+    if config.init_expert and not resume:  # (a resumed run restores p from its checkpoint)
+        start = registry.load(config.init_expert, loaded.name)
+        start.validate_for(store.ranks, loaded.name, loaded.fingerprint)
+        with torch.no_grad():
+            for module, value in p_of(start, config.max_multiplier).items():
+                p[module].copy_(value)
     params = list(p.values())
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
@@ -369,9 +400,17 @@ def train(
         state.best_z = {module: torch.full((rank,), float(uniform), device=device)
                         for module, rank in store.ranks.items()}
         emit({"event": "validation", "iter": 0, "accuracy": state.base_score, "best": state.best_score})
+        if config.init_expert:  # the starting expert is the next candidate for "best"
+            emit({"event": "phase", "iter": 0, "phase": f"validating {config.init_expert}"})
+            z_start = {k: v.detach().clone() for k, v in z_of(p, config.max_multiplier).items()}
+            score = validate(adapter, task, val_examples, val_prompts, z_start, val_generation) if procs.main else 0.0
+            state.init_score = broadcast_float(score, procs)
+            if state.init_score > state.best_score:
+                state.best_score, state.best_z = state.init_score, z_start
+            emit({"event": "validation", "iter": 0, "accuracy": state.init_score, "best": state.best_score})
     emit({"event": "start", "iters": config.iters, "start_iter": state.iteration, "train_examples":
           len(train_examples), "val_examples": len(val_examples), "parameters": store.num_parameters,
-          "world_size": procs.world_size, "base_accuracy": state.base_score})
+          "world_size": procs.world_size, "base_accuracy": state.base_score, "init_accuracy": state.init_score})
 
     for it in range(state.iteration, config.iters):
         started = time.perf_counter()
@@ -479,7 +518,7 @@ def train(
         if procs.owns_group:
             dist.destroy_process_group()
     return TrainResult(expert, entry_path, run_dir, state.base_score, state.best_score, state.best_iteration,
-                       state.iteration, final_z, curve, wall_time, state.metrics)
+                       state.iteration, final_z, curve, wall_time, state.metrics, state.init_score)
 
 
 def _provenance(config: TrainConfig, task: Task, state: ckpt.RunState, source: str, n_train: int, n_val: int,
@@ -492,6 +531,7 @@ def _provenance(config: TrainConfig, task: Task, state: ckpt.RunState, source: s
         "hyperparameters": config.to_dict(),
         "metrics": {
             "base_val_accuracy": state.base_score,
+            "init_val_accuracy": state.init_score,
             "best_val_accuracy": state.best_score,
             "best_iteration": state.best_iteration,
             "iterations": state.iteration,

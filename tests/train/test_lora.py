@@ -110,6 +110,11 @@ def test_rl_objective_is_refused(llama, tmp_path):
         train_lora(toy_config(tmp_path / "run"), loaded=llama, task=toy_task())
 
 
+def test_init_expert_is_refused(llama, tmp_path):
+    with pytest.raises(TrainError, match="no z to start from"):
+        train_lora(toy_config(tmp_path / "run", objective="sft", init_expert="toy"), loaded=llama, task=toy_task())
+
+
 def test_saved_adapter_reloads_to_the_same_logits(tokenizer, tmp_path):
     from conftest import tiny_llama
 

@@ -10,11 +10,12 @@ from toy import one_thread, toy_config, toy_task  # noqa: F401 (one_thread: an a
 from typer.testing import CliRunner
 
 from t2cli.adapt import factorised
+from t2cli.errors import RegistryError
 from t2cli.expert import ExpertVector
 from t2cli.registry import Registry
 from t2cli.svd_store import decompose
 from t2cli.train import TrainError, train
-from t2cli.train.rl import batch_indices, group_advantages, pg_loss, z_of
+from t2cli.train.rl import batch_indices, group_advantages, p_of, pg_loss, select_train_examples, z_of
 from t2cli.train.sft import Sample, completion_logits
 
 
@@ -175,3 +176,47 @@ def test_cli_train_registers_an_expert(llama, tmp_path, monkeypatch):
     assert again.exit_code == 2 and "--resume" in again.output
     bad = CliRunner().invoke(app, args[:3] + ["--model", str(model_dir), "--kl", "-1"])
     assert bad.exit_code == 2 and "kl must be" in bad.output
+
+
+def test_p_of_inverts_z_of_and_refuses_z_beyond_the_multiplier():
+    p = {"a": torch.tensor([-3.0, 0.0, 0.1, 4.0]), "b": torch.tensor([2.5])}
+    expert = ExpertVector(z_of(p, 2.0), "start", "tiny", "f" * 64, ["mlp"])
+    back = p_of(expert, 2.0)
+    for name in p:
+        assert torch.allclose(back[name], p[name], atol=1e-4)
+    with pytest.raises(TrainError, match="larger --max-multiplier"):
+        p_of(expert, 1.0)  # z reaches ~1.96: no sigmoid scaled by 1 gives it
+
+
+def test_init_expert_starts_from_its_z_and_is_validated_first(llama, tmp_path):
+    registry = Registry(write_root=tmp_path / "registry")
+    first = train(toy_config(tmp_path / "run1", iters=2, eval_every=1, lr=0.5), loaded=llama, task=toy_task(),
+                  registry=registry)
+    start = ExpertVector.load(first.expert_path).z  # the best z of run 1 (uniform if no iteration beat base)
+    events = []
+    second = train(toy_config(tmp_path / "run2", iters=1, lr=1e-9, name="toy2", init_expert="toy"), loaded=llama,
+                   task=toy_task(), registry=registry, on_event=events.append)
+    for name, z in start.items():  # one step of lr 1e-9 from the expert's p: still the expert's z
+        assert torch.allclose(second.final_z[name], z, atol=1e-5)
+    assert second.init_val_accuracy is not None
+    validations = [e for e in events if e["event"] == "validation" and e["iter"] == 0]
+    assert [e["accuracy"] for e in validations] == [second.base_val_accuracy, second.init_val_accuracy]
+    expert = registry.load("toy2", llama.name)
+    assert expert.provenance["hyperparameters"]["init_expert"] == "toy"
+    assert expert.provenance["metrics"]["init_val_accuracy"] == second.init_val_accuracy
+
+    with pytest.raises(RegistryError, match="no expert named 'missing'"):
+        train(toy_config(tmp_path / "run3", name="toy3", init_expert="missing"), loaded=llama, task=toy_task(),
+              registry=registry)
+
+
+def test_max_reference_tokens_keeps_the_short_references(llama):
+    task, tokenizer = toy_task(), llama.tokenizer
+    examples = task.load("train").examples
+    lengths = [len(tokenizer(task.reference_output(ex), add_special_tokens=False)["input_ids"]) for ex in examples]
+    limit = sorted(lengths)[len(lengths) // 2]
+    kept = select_train_examples(task, examples, toy_config("unused", max_reference_tokens=limit), tokenizer)
+    assert kept == [ex for ex, n in zip(examples, lengths) if n <= limit] and 0 < len(kept)
+    assert select_train_examples(task, examples, toy_config("unused", train_limit=3), tokenizer) == examples[:3]
+    with pytest.raises(TrainError, match="raise --max-reference-tokens"):
+        select_train_examples(task, examples, toy_config("unused", max_reference_tokens=1), tokenizer)
