@@ -2,6 +2,7 @@
 # Commands:
 #   t2 --install-completion --show-completion
 #   t2 chat --adapt --cache-size --data-dir --generations --history --max-new-tokens --model --pass1-dtype --pass1-tokens --patience --per-matrix --population --save-mixture --seed --shots --shots-split --task -a -m
+#   t2 compare --label-a --label-b
 #   t2 decompose --dtype --force --targets -t
 #   t2 demo --adapt --max-new-tokens --model --pass1-dtype --prompt -m
 #   t2 eval --adapt --batch-size --cem-generations --data-dir --expert --limit --lora --max-new-tokens --model --out --pass1-dtype --pass1-tokens --sample --seed --shots --split --task --temperature --top-p -e -m

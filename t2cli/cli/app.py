@@ -8,7 +8,7 @@ from t2cli.cli import experts
 from t2cli.cli.chat import chat_command
 from t2cli.cli.decompose import decompose_command
 from t2cli.cli.demo import demo_command
-from t2cli.cli.evaluate import eval_command, score_command
+from t2cli.cli.evaluate import compare_command, eval_command, score_command
 from t2cli.cli.info import info_command
 from t2cli.cli.mix import mix_command
 from t2cli.cli.train import train_command
@@ -26,6 +26,7 @@ app.command("info")(info_command)
 app.command("demo")(demo_command)
 app.command("eval")(eval_command)
 app.command("score")(score_command)
+app.command("compare")(compare_command)
 app.command("train")(train_command)
 app.command("chat")(chat_command)
 

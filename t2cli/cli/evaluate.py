@@ -186,3 +186,25 @@ def score_command(
         f"{elapsed:.1f} s",
     )
     console.print(table)
+
+
+def compare_command(
+    report_a: Path = typer.Argument(..., help="A `t2 eval --out` directory (report.json + samples.jsonl)."),
+    report_b: Path = typer.Argument(..., help="Another one, of the same task split."),
+    label_a: str = typer.Option(None, help="Name for the first run (default: its expert or model)."),
+    label_b: str = typer.Option(None, help="Name for the second run."),
+) -> None:
+    """Compare two evaluations of one task item by item: who got what right, and McNemar's exact p."""
+    from t2cli.compare import compare, load_run
+
+    with user_errors():
+        result = compare(load_run(report_a, label_a), load_run(report_b, label_b))
+    table = Table(title=f"{result.task} / {result.split}: {result.n} items scored by both")
+    for column in ("run", "accuracy", "correct", "only this run correct"):
+        table.add_column(column)
+    table.add_row(result.a, f"{result.a_accuracy:.2%}", str(result.a_correct), str(result.only_a))
+    table.add_row(result.b, f"{result.b_accuracy:.2%}", str(result.b_correct), str(result.only_b))
+    console.print(table)
+    verdict = "a difference this large is rare by chance" if result.p_value < 0.05 else "within chance"
+    console.print(f"both correct: {result.both} · McNemar exact two-sided p = {result.p_value:.3g} ({verdict} "
+                  f"at 0.05)", highlight=False)
