@@ -11,12 +11,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
-TASKS = {  # task: (base report folder, SVF expert, LoRA run)
+TASKS = {  # task: (base and SVF report folder, SVF expert, LoRA run)
     "arc-easy": ("arc-easy", "reasoning", "arc-easy-lora"),
-    "gsm8k": ("gsm8k", "math", "gsm8k-lora"),
+    "gsm8k": ("gsm8k-test400", "math", "gsm8k-lora"),  # the first 400 test items (the first 100: gsm8k/)
     "mbpp-plus": ("mbpp-plus", "code", "mbpp-plus-lora"),
 }
 UNSEEN = {"arc-challenge": "arc-challenge-dev", "math": "math", "humaneval": "humaneval"}
+PAIRS = [  # (run A, run B) report folders under docs/results, compared item by item (`t2 compare`)
+    ("base/arc-easy", "svf/arc-easy"),
+    ("base/arc-easy", "lora/arc-easy"),
+    ("svf/arc-easy", "lora/arc-easy"),
+    ("base/gsm8k-test400", "svf/gsm8k-test400"),
+    ("base/mbpp-plus", "svf/mbpp-plus"),
+    ("base/mbpp-plus", "lora/mbpp-plus"),
+    ("svf/mbpp-plus", "lora/mbpp-plus"),
+]
 
 
 def report(path: Path) -> dict | None:
@@ -47,12 +56,12 @@ def training() -> None:
         lora_meta = RESULTS / "train" / lora / "t2_lora.json"
         svf = json.loads(svf_meta.read_text()) if svf_meta.exists() else {}
         lo = json.loads(lora_meta.read_text()) if lora_meta.exists() else {}
-        lora_cell = accuracy(report(RESULTS / "lora" / task))
+        lora_cell = accuracy(report(RESULTS / "lora" / base))
         if lora_cell == "not run" and lo.get("metrics", {}).get("best_iteration") == 0:
             lora_cell = "= base (no iteration beat it on validation: the saved adapter has B = 0)"
         print(
             f"| {task} | {accuracy(report(RESULTS / 'base' / base))} | {lora_cell} "
-            f"| {accuracy(report(RESULTS / 'svf' / task))} "
+            f"| {accuracy(report(RESULTS / 'svf' / base))} "
             f"| {lo.get('trainable_parameters', 0):,} / {svf.get('num_parameters', 0):,} "
             f"| {train_seconds(lora):.0f} s / {train_seconds(expert):.0f} s |"
         )
@@ -80,7 +89,26 @@ def adaptive() -> None:
             print(f"| {task} | {strategy} | {accuracy(r)} | {routed} | {ratio} |")
 
 
+def paired() -> None:
+    """McNemar's exact test on the items both runs answered (t2cli.compare, as `t2 compare A B`)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from t2cli.compare import compare, load_run
+
+    print("| task (items) | A | B | A correct | B correct | only A | only B | p (McNemar exact) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for a, b in PAIRS:
+        if report(RESULTS / a) is None or report(RESULTS / b) is None:
+            continue
+        c = compare(load_run(RESULTS / a, a.split("/")[0]), load_run(RESULTS / b, b.split("/")[0]))
+        print(f"| {c.task} ({c.n}) | {c.a} | {c.b} | {c.a_correct} | {c.b_correct} | {c.only_a} | {c.only_b} "
+              f"| {c.p_value:.2g} |")
+
+
 if __name__ == "__main__":
     training()
+    print()
+    paired()
     print()
     adaptive()

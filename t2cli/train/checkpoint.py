@@ -149,9 +149,11 @@ def read_metrics(path: Path) -> list[dict]:
 # --------------------------------------------------------------------------- learning curve
 
 
-def plot_learning_curve(metrics: list[dict], path: Path, title: str, base: float | None = None) -> Path | None:
+def plot_learning_curve(metrics: list[dict], path: Path, title: str, base: float | None = None,
+                        start: tuple[str, float] | None = None) -> Path | None:
     """Train reward (or loss) and validation accuracy against iteration, the base model's validation
-    accuracy as a dashed line; returns None when matplotlib is not installed."""
+    accuracy as a dashed line and, for a run started from an expert, that (name, accuracy) as a dotted
+    one; returns None when matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -162,7 +164,9 @@ def plot_learning_curve(metrics: list[dict], path: Path, title: str, base: float
     train_key = "reward/mean" if any("reward/mean" in m for m in metrics) else "loss"
     train = [(m["iter"], m[train_key]) for m in metrics if m.get(train_key) is not None]
     val = [(m["iter"], m["val/accuracy"]) for m in metrics if m.get("val/accuracy") is not None]
-    if base is not None:
+    if start is not None:
+        val = [(0, start[1]), *val]  # the curve starts at the starting expert
+    elif base is not None:
         val = [(0, base), *val]  # the curve starts at the unadapted model
     figure, left = plt.subplots(figsize=(7, 4))
     if train:
@@ -176,8 +180,13 @@ def plot_learning_curve(metrics: list[dict], path: Path, title: str, base: float
         right.plot(*zip(*val), color="tab:orange", marker="o", label="validation accuracy")
     if base is not None:
         right.axhline(base, color="tab:orange", linestyle="--", linewidth=1, label="base model")
+    if start is not None:
+        right.axhline(start[1], color="tab:green", linestyle=":", linewidth=1.5, label=f"start: {start[0]}")
     right.set_ylabel("validation accuracy", color="tab:orange")
-    right.set_ylim(-0.02, 1.02)
+    shown = [value for _, value in val] + [v for v in (base, start and start[1]) if v is not None]
+    # a full 0–1 scale unless every accuracy is small (then 1–4% differences would be invisible)
+    top = min(1.0, max(0.1, 1.25 * max(shown, default=1.0)))
+    right.set_ylim(-0.02 * top, 1.02 * top)
     handles = left.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     if handles:
         left.legend(handles=handles, loc="upper left", fontsize="small")

@@ -510,7 +510,9 @@ def train(
         entry_path = registry.add(expert, overwrite=config.overwrite).path
         curve = ckpt.plot_learning_curve(state.metrics, entry_path / ckpt.CURVE_FILE,
                                          f"{name}: {task.name} ({config.objective}) on {loaded.name}",
-                                         base=state.base_score)
+                                         base=state.base_score,
+                                         start=None if state.init_score is None else (config.init_expert,
+                                                                                      state.init_score))
         emit({"event": "done", "expert": name, "path": str(entry_path), "best_accuracy": state.best_score,
               "best_iteration": state.best_iteration, "base_accuracy": state.base_score})
     if procs.world_size > 1:

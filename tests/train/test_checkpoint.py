@@ -90,6 +90,8 @@ def test_unreadable_checkpoint_is_a_clear_error(llama, tmp_path):
 def test_learning_curve_is_skipped_without_matplotlib(tmp_path, monkeypatch):
     metrics = [{"iter": 1, "reward/mean": -1.0}, {"iter": 2, "reward/mean": 0.0, "val/accuracy": 0.5}]
     assert plot_learning_curve(metrics, tmp_path / "a.png", "t", base=0.25) == tmp_path / "a.png"
+    started = plot_learning_curve(metrics, tmp_path / "s.png", "t", base=0.01, start=("math", 0.04))
+    assert started == tmp_path / "s.png" and started.stat().st_size > 1000
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib → ImportError
     assert plot_learning_curve(metrics, tmp_path / "b.png", "t") is None
     assert not (tmp_path / "b.png").exists()
