@@ -9,7 +9,7 @@
 # --overwrite to replace an expert already in registry/.
 # Usage: docs/run_training.sh svf|lora|eval arc|gsm8k|mbpp|cls (cls: the dispatch classifier, SVF only)
 #        docs/run_training.sh lora gsm8k150 (the LoRA baseline on the shipped math expert's budget)
-#        docs/run_training.sh svf gsm8k-rl | eval gsm8k400
+#        docs/run_training.sh svf gsm8k-rl | eval gsm8k400 | eval mbpp-heldout
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T2=.venv/bin/t2
@@ -54,6 +54,10 @@ case "${1:?svf|lora|eval} ${2:?arc|gsm8k|mbpp|cls}" in
   "eval gsm8k400")  # the first 400 test items: base and the shipped math expert (compare: t2 compare A B)
     $T2 eval --task gsm8k --limit 400 --out docs/results/base/gsm8k-test400
     $T2 eval --task gsm8k --limit 400 --expert math --out docs/results/svf/gsm8k-test400 ;;
+  "eval mbpp-heldout")  # the 261 MBPP test problems outside the code expert's training pool
+    .venv/bin/python docs/mbpp_heldout.py runs/data-mbpp-heldout
+    $T2 eval --task mbpp --data-dir runs/data-mbpp-heldout --out docs/results/base/mbpp-heldout
+    $T2 eval --task mbpp --data-dir runs/data-mbpp-heldout --expert code --out docs/results/svf/mbpp-heldout ;;
   "eval cls")
     $T2 eval --task cls --split test --expert dispatch-cls --out docs/results/svf/cls-dispatch-cls ;;
   "eval mbpp")
