@@ -25,6 +25,7 @@ PAIRS = [  # (run A, run B) report folders under docs/results, compared item by 
     ("base/mbpp-plus", "svf/mbpp-plus"),
     ("base/mbpp-plus", "lora/mbpp-plus"),
     ("svf/mbpp-plus", "lora/mbpp-plus"),
+    ("base/mbpp-heldout", "svf/mbpp-heldout"),  # MBPP test problems outside the code expert's pool
 ]
 
 
