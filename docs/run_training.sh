@@ -53,7 +53,8 @@ case "${1:?svf|lora|eval} ${2:?arc|gsm8k|mbpp|cls}" in
     $T2 eval --task gsm8k --limit 100 --lora runs/train-gsm8k-lora/adapter --out docs/results/lora/gsm8k ;;
   "eval gsm8k400")  # the first 400 test items: base and the shipped math expert (compare: t2 compare A B)
     $T2 eval --task gsm8k --limit 400 --out docs/results/base/gsm8k-test400
-    $T2 eval --task gsm8k --limit 400 --expert math --out docs/results/svf/gsm8k-test400 ;;
+    $T2 eval --task gsm8k --limit 400 --expert math --out docs/results/svf/gsm8k-test400
+    $T2 eval --task gsm8k --limit 400 --lora runs/train-gsm8k-lora150/adapter --out docs/results/lora/gsm8k-test400 ;;
   "eval mbpp-heldout")  # the 261 MBPP test problems outside the code expert's training pool
     .venv/bin/python docs/mbpp_heldout.py runs/data-mbpp-heldout
     $T2 eval --task mbpp --data-dir runs/data-mbpp-heldout --out docs/results/base/mbpp-heldout
