@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 TASKS = {  # task: (base and SVF report folder, SVF expert, LoRA run)
     "arc-easy": ("arc-easy", "reasoning", "arc-easy-lora"),
-    "gsm8k": ("gsm8k-test400", "math", "gsm8k-lora"),  # the first 400 test items (the first 100: gsm8k/)
+    "gsm8k": ("gsm8k-test400", "math", "gsm8k-lora150"),  # the first 400 test items (the first 100: gsm8k/)
     "mbpp-plus": ("mbpp-plus", "code", "mbpp-plus-lora"),
 }
 UNSEEN = {"arc-challenge": "arc-challenge-dev", "math": "math", "humaneval": "humaneval"}
@@ -22,6 +22,8 @@ PAIRS = [  # (run A, run B) report folders under docs/results, compared item by 
     ("base/arc-easy", "lora/arc-easy"),
     ("svf/arc-easy", "lora/arc-easy"),
     ("base/gsm8k-test400", "svf/gsm8k-test400"),
+    ("base/gsm8k-test400", "lora/gsm8k-test400"),
+    ("svf/gsm8k-test400", "lora/gsm8k-test400"),
     ("base/mbpp-plus", "svf/mbpp-plus"),
     ("base/mbpp-plus", "lora/mbpp-plus"),
     ("svf/mbpp-plus", "lora/mbpp-plus"),
