@@ -190,9 +190,10 @@ def test_p_of_inverts_z_of_and_refuses_z_beyond_the_multiplier():
 
 def test_init_expert_starts_from_its_z_and_is_validated_first(llama, tmp_path):
     registry = Registry(write_root=tmp_path / "registry")
-    first = train(toy_config(tmp_path / "run1", iters=2, eval_every=1, lr=0.5), loaded=llama, task=toy_task(),
-                  registry=registry)
-    start = ExpertVector.load(first.expert_path).z  # the best z of run 1 (uniform if no iteration beat base)
+    ranks = decompose(llama, ["mlp"]).ranks
+    generator = torch.Generator().manual_seed(1)  # far from the uniform p₀: a run ignoring it cannot pass
+    start = {name: 0.2 + 0.6 * torch.rand(rank, generator=generator) for name, rank in ranks.items()}
+    registry.add(ExpertVector(start, "toy", llama.name, llama.fingerprint, ["mlp"]))
     events = []
     second = train(toy_config(tmp_path / "run2", iters=1, lr=1e-9, name="toy2", init_expert="toy"), loaded=llama,
                    task=toy_task(), registry=registry, on_event=events.append)
