@@ -236,14 +236,20 @@ class FactorisedModel:
 
 
 @contextmanager
-def factorised(loaded: LoadedModel, store: SVDStore) -> Iterator[FactorisedModel]:
-    """Temporarily swap the targeted modules for SVFLinear; the originals come back on exit."""
+def factorised(
+    loaded: LoadedModel, store: SVDStore, factors: Mapping[str, SVDFactors] | None = None
+) -> Iterator[FactorisedModel]:
+    """Temporarily swap the targeted modules for SVFLinear; the originals come back on exit.
+
+    `factors`: factors already in memory (e.g. a DenseAdapter's), so nothing is read again and,
+    when their device and dtype are the module's, nothing is copied."""
     model = loaded.model
     swapped: dict[str, SVFLinear] = {}
     try:
         for name in store.modules:
             base = model.get_submodule(name)
-            svf = SVFLinear(base, store.factors(name, device=base.weight.device))
+            held = factors[name] if factors is not None else store.factors(name, device=base.weight.device)
+            svf = SVFLinear(base, held)
             model.set_submodule(name, svf)
             swapped[name] = svf
         yield FactorisedModel(swapped)
