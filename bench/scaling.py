@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "scaling.json"
 PLOT = ROOT / "bench" / "results" / "scaling.png"
 TOKENIZER = ROOT / "bench" / "assets" / "smollm2-tokenizer"
-LLAMA3_8B = ROOT / "bench" / "configs" / "llama-3-8b-instruct.config.json"
+LLAMA3_8B = ROOT / "bench" / "configs" / "llama-3-8b" / "config.json"  # Llama-3-8B-Instruct's config.json
 
 SMOLLM2 = {"vocab_size": 49152, "tie_word_embeddings": True, "max_position_embeddings": 8192, "rope_theta": 100000.0}
 SHAPES = {
@@ -111,8 +111,13 @@ def build(size: str, directory: Path, device: str) -> None:
     tmp.mkdir(parents=True)
     config = LlamaConfig(**shape(size), bos_token_id=1, eos_token_id=2, pad_token_id=2)
     torch.manual_seed(0)
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # initialised in bfloat16: no float32 copy of a large model
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
     model.save_pretrained(tmp, max_shard_size="2GB")
     del model
     for file in TOKENIZER.iterdir():
@@ -442,6 +447,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--force", action="store_true", help="re-measure sizes already in the results")
     parser.add_argument("--plot-only", action="store_true")
+    parser.add_argument("--merge", nargs="*", default=[], help="also take the rows of these result files")
     parser.add_argument("--replan", action="store_true", help="recompute the plan columns of the stored rows")
     parser.add_argument("--cpu-dry-run", action="store_true", help="the tiny shape on the CPU, to a scratch JSON")
     # internal: one stage in a child process
@@ -459,6 +465,10 @@ def main() -> None:
         args.sizes, args.device, args.new_tokens = "tiny", "cpu", 4
         out = Path(args.work).expanduser() / "dry-run.json"
     results = json.loads(out.read_text()) if out.is_file() else {"rows": {}}
+    for other in args.merge:
+        merged = json.loads(Path(other).read_text())
+        results["rows"].update(merged["rows"])
+        results.setdefault("machine", merged.get("machine"))
     if args.replan:
         for row in results["rows"].values():
             args.device, args.dtype, args.new_tokens = row["device"], row["dtype"], row["new_tokens"]
@@ -477,6 +487,8 @@ def main() -> None:
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(results, indent=2))
             print(json.dumps(results["rows"][key], indent=2), flush=True)
+    if args.merge:
+        out.write_text(json.dumps(results, indent=2))
     plot(results, out.with_suffix(".png"))
 
 

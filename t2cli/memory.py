@@ -38,6 +38,7 @@ TRAIN_ACT_HIDDEN, TRAIN_ACT_KV, TRAIN_ACT_INTER = 15, 4, 4
 INFER_ACT_HIDDEN, INFER_ACT_INTER = 4, 3
 LOGIT_COPIES_F32 = 3  # float32 logits, their log-softmax, and its gradient
 ADAM_COPIES = 5  # p, its gradient, two moments, z = f(p)
+HEADROOM = 0.85  # keep="auto" keeps the originals on a GPU only if the train stage then uses ≤ this share of it
 
 
 class PlanError(T2Error):
@@ -206,7 +207,7 @@ def plan(
 
     if keep == "auto":
         resident = weights + factors + originals + generation(batch_size) + activations + logits
-        keep = "device" if cpu or available is None or resident <= available else "cpu"
+        keep = "device" if cpu or available is None or resident <= HEADROOM * available else "cpu"
     if keep not in ("device", "cpu", "files"):
         raise PlanError(f"keep must be auto, device, cpu or files, not {keep!r}")
     kept_on_device = originals if keep == "device" or (cpu and keep == "cpu") else 0
@@ -285,17 +286,24 @@ def plan_for(
 ) -> tuple[Shapes, MemoryPlan]:
     """The plan for a model by name, from its config alone (meta device; nothing else is read).
 
-    `dtype`/`device` auto resolve as `load_model` would; the rest goes to `plan`."""
+    `dtype`/`device` auto resolve as `load_model` would. A CUDA device may be planned for on a
+    machine without one (auto dtype = bfloat16 there; pass `available` for its memory).
+    The rest goes to `plan`."""
     from t2cli.models import dtype_name, meta_model, resolve_device, resolve_dtype
 
-    where = resolve_device(device)
-    compute = dtype_name(resolve_dtype(dtype, where))
+    absent_gpu = str(device).startswith("cuda") and not torch.cuda.is_available()
+    where = torch.device(device) if absent_gpu else resolve_device(device)
+    if absent_gpu and dtype in (None, "auto"):
+        compute = "bfloat16"
+    else:
+        compute = dtype_name(resolve_dtype(dtype, "cpu" if absent_gpu else where))
     skeleton = meta_model(name_or_path)
     shapes = shapes_of(skeleton, targets)
     config_dtype = getattr(skeleton.config, "dtype", None) or getattr(skeleton.config, "torch_dtype", None)
     file_dtype = dtype_name(config_dtype) if isinstance(config_dtype, torch.dtype) else config_dtype
     settings.setdefault("file_dtype", file_dtype if file_dtype in DTYPE_BYTES else compute)
-    settings.setdefault("available", device_memory(where))
+    if settings.get("available") is None:
+        settings["available"] = None if absent_gpu else device_memory(where)
     return shapes, plan(shapes, dtype=compute, device=str(where), **settings)
 
 

@@ -91,8 +91,11 @@ def _plain_progress(description: str):
             return
         last.update(done=done, at=now)
         stamp = time.strftime("%H:%M:%S")
-        err_console.print(f"{stamp} {description} {done}/{total if total is not None else '?'} {label}".rstrip(),
-                          highlight=False, soft_wrap=True)
+        err_console.print(
+            f"{stamp} {description} {done}/{total if total is not None else '?'} {label}".rstrip(),
+            highlight=False,
+            soft_wrap=True,
+        )
 
     return update
 
