@@ -231,12 +231,15 @@ def stage_train(args) -> dict:
 
     loaded = load_model(args.dir, dtype=args.dtype, device=args.device)
     store = open_store(loaded, ["mlp"])
-    adapter = DenseAdapter(loaded, store, keep="device")
+    adapter = DenseAdapter(loaded, store, keep=args.keep)
     tokenizer = loaded.tokenizer
     tokenizer.padding_side = "left"
     p = {name: torch.zeros(rank, device=loaded.device, requires_grad=True) for name, rank in store.ranks.items()}
     optimiser = torch.optim.Adam(p.values(), lr=2e-3)
-    prompts = PROMPTS[: args.batch]
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.batch)]
+    micro = args.micro_batch or args.batch
+    if args.checkpointing:
+        loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
     def iteration():
         z = {name: 2 * torch.sigmoid(value) for name, value in p.items()}  # uniform at p = 0
@@ -258,12 +261,17 @@ def stage_train(args) -> dict:
         else:
             answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"][: args.new_tokens]
             samples = [Sample(tokenizer(text, add_special_tokens=False)["input_ids"], answer) for text in prompts]
+        loaded.model.train(args.checkpointing)  # transformers checkpoints only in training mode
         with factorised(loaded, store, factors=adapter.factors) as adapted:
-            if args.stage == "rl":
-                loss, _ = pg_loss(loaded.model, samples, adapted, z, kl_coef=0.0)
-            else:
-                loss, _ = nll_loss(loaded.model, samples, adapted, z)
-            (loss / len(samples)).backward()
+            for start in range(0, len(samples), micro):  # gradient accumulation over micro-batches
+                part = samples[start : start + micro]
+                z = {name: 2 * torch.sigmoid(value) for name, value in p.items()}  # a fresh graph each time
+                if args.stage == "rl":
+                    loss, _ = pg_loss(loaded.model, part, adapted, z, kl_coef=0.0)
+                else:
+                    loss, _ = nll_loss(loaded.model, part, adapted, z)
+                (loss / len(samples)).backward()
+        loaded.model.eval()
         optimiser.step()
         optimiser.zero_grad()
         return max(len(s.prompt_ids) for s in samples)
@@ -298,11 +306,12 @@ def theory(size: str) -> dict:
 def planned(directory: Path, device: str, dtype: str, **settings) -> dict[str, int]:
     from t2cli.memory import plan_for
 
-    _, plan = plan_for(str(directory), ["mlp"], dtype=dtype, device=device, keep="device", **settings)
+    settings.setdefault("keep", "device")
+    _, plan = plan_for(str(directory), ["mlp"], dtype=dtype, device=device, **settings)
     return {stage.name: stage.total for stage in plan.stages}
 
 
-def measure(size: str, args) -> dict:
+def measure(size: str, args, save=lambda row: None) -> dict:
     work = Path(args.work).expanduser()
     directory = work / f"llama-{size}"
     home = work / f"t2home-{size}"
@@ -333,6 +342,7 @@ def measure(size: str, args) -> dict:
     ]
     seconds, peak, _ = run_child(decompose_cmd, env)
     row["decompose"] = {"seconds": seconds, "peak_rss_bytes": peak, "command": " ".join(decompose_cmd[1:])}
+    save(row)  # each stage is recorded as soon as it is measured
     child = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -360,6 +370,11 @@ def measure(size: str, args) -> dict:
 def plan_row(row: dict, directory: Path, args) -> dict:
     """The plan, from the config alone, for the settings each stage ran with (prompt lengths as measured)."""
     common = {"max_new_tokens": args.new_tokens}
+    train = {
+        "micro_batch": row.get("micro_batch"),
+        "checkpointing": row.get("checkpointing", False),
+        "keep": row.get("keep", "device"),
+    }
     plan = {
         "decompose": planned(directory, args.device, args.dtype, **common)["decompose"],
         "eval": planned(
@@ -371,6 +386,7 @@ def plan_row(row: dict, directory: Path, args) -> dict:
             args.dtype,
             batch_size=args.train_batch,
             prompt_tokens=row["rl"]["prompt_tokens"],
+            **train,
             **common,
         )["train"],
         "sft": planned(
@@ -380,6 +396,7 @@ def plan_row(row: dict, directory: Path, args) -> dict:
             batch_size=args.train_batch,
             objective="sft",
             prompt_tokens=row["sft"]["prompt_tokens"],
+            **train,
             **common,
         )["train"],
     }
@@ -397,7 +414,11 @@ def _timed_plain(fn):
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # e.g. on a GPU machine without it: the JSON is the result
+        print("matplotlib not installed: no plot", flush=True)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -405,21 +426,29 @@ def plot(results: dict, path: Path) -> None:
     rows = sorted((r for r in results["rows"].values() if r["size"] != "tiny"), key=lambda r: r["parameters"])
     if not rows:
         return
-    x = [r["parameters"] for r in rows]
-    series = {
-        "decompose (s)": ([r["decompose"]["seconds"] for r in rows], "svd_flops_proxy"),
-        "compose all (s)": ([r["eval"]["compose_all_s"] for r in rows], "svd_flops_proxy"),
-        "generation, s per token (batch 8)": ([1 / r["eval"]["base_tok_s"] for r in rows], "parameters"),
-        "RL iteration (s)": ([r["rl"]["iteration_s"] for r in rows], "parameters"),
-        "SFT iteration (s)": ([r["sft"]["iteration_s"] for r in rows], "parameters"),
+    getters = {
+        "decompose (s)": (lambda r: r["decompose"]["seconds"], "svd_flops_proxy"),
+        "compose all (s)": (lambda r: r["eval"]["compose_all_s"], "svd_flops_proxy"),
+        "generation, s per token (batch 8)": (lambda r: 1 / r["eval"]["base_tok_s"], "parameters"),
+        "RL iteration (s)": (lambda r: r["rl"]["iteration_s"], "parameters"),
+        "SFT iteration (s)": (lambda r: r["sft"]["iteration_s"], "parameters"),
     }
     figure, axis = plt.subplots(figsize=(7.5, 5.5))
-    for (label, (values, ideal)), colour in zip(series.items(), plt.rcParams["axes.prop_cycle"].by_key()["color"]):
-        axis.plot(x, values, "o-", color=colour, label=label)
-        base = rows[0][ideal]
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (label, (get, ideal)), colour in zip(getters.items(), colours):
+        points = []
+        for r in rows:
+            try:
+                points.append((r["parameters"], get(r), r[ideal]))
+            except KeyError:  # a stage not measured (yet) for this size
+                continue
+        if not points:
+            continue
+        xs, ys, costs = zip(*points)
+        axis.plot(xs, ys, "o-", color=colour, label=label)
         axis.plot(
-            x,
-            [values[0] * r[ideal] / base for r in rows],
+            xs,
+            [ys[0] * c / costs[0] for c in costs],
             "--",
             color=colour,
             alpha=0.5,
@@ -443,6 +472,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--train-batch", type=int, default=2)
+    parser.add_argument("--micro-batch", type=int, default=None, help="rl/sft: sequences per forward/backward")
+    parser.add_argument("--checkpointing", action="store_true", help="rl/sft: activation checkpointing")
+    parser.add_argument("--keep", default="device", help="rl/sft: where the originals for exact revert go")
     parser.add_argument("--work", default=os.environ.get("T2_BENCH_WORK", "~/.cache/t2-bench"))
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--force", action="store_true", help="re-measure sizes already in the results")
@@ -478,13 +510,18 @@ def main() -> None:
     elif not args.plot_only:
         for size in args.sizes.split(","):
             key = f"{size}-{args.device.split(':')[0]}-{args.dtype}"
-            if key in results["rows"] and not args.force:
+            if results["rows"].get(key, {}).get("complete", key in results["rows"]) and not args.force:
                 print(f"{key}: already measured (use --force)", flush=True)
                 continue
             print(f"{time.strftime('%H:%M:%S')} {key}: measuring", flush=True)
-            results["rows"][key] = measure(size, args)
             results["machine"] = {"cpu_threads": os.environ.get("OMP_NUM_THREADS"), "python": sys.version.split()[0]}
             out.parent.mkdir(parents=True, exist_ok=True)
+
+            def save(row: dict, key: str = key) -> None:
+                results["rows"][key] = {**row, "complete": False}
+                out.write_text(json.dumps(results, indent=2))
+
+            results["rows"][key] = {**measure(size, args, save), "complete": True}
             out.write_text(json.dumps(results, indent=2))
             print(json.dumps(results["rows"][key], indent=2), flush=True)
     if args.merge:
