@@ -316,7 +316,8 @@ def measure(size: str, args, save=lambda row: None) -> dict:
     directory = work / f"llama-{size}"
     home = work / f"t2home-{size}"
     build_s, _ = _timed_plain(lambda: build(size, directory, "cuda" if args.device.startswith("cuda") else "cpu"))
-    env = {**os.environ, "T2_HOME": str(home), "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)  # an installed t2 first
+    env = {**os.environ, "T2_HOME": str(home), "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
     env.setdefault("OMP_NUM_THREADS", "1")
     shutil.rmtree(home / "fingerprints", ignore_errors=True)  # cold: the decompose hashes the weights too
     row = {
