@@ -51,7 +51,7 @@ else
   export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
   T2=("$PYTHON" -m t2cli.cli.app)
 fi
-$PYTHON -c 'import t2cli, pytest; print("t2cli from", t2cli.__file__)'
+(cd "$WORK" && $PYTHON -c 'import t2cli, pytest; print("t2cli from", t2cli.__file__)')
 export T2_HOME="$WORK/t2home" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 # 2. the GPU tests (skipped cleanly without CUDA), from outside the checkout so the installed t2 is used

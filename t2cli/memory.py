@@ -299,7 +299,7 @@ def plan_for(
         compute = dtype_name(resolve_dtype(dtype, "cpu" if absent_gpu else where))
     skeleton = meta_model(name_or_path)
     shapes = shapes_of(skeleton, targets)
-    config_dtype = getattr(skeleton.config, "dtype", None) or getattr(skeleton.config, "torch_dtype", None)
+    config_dtype = getattr(skeleton.config, "dtype", None)
     file_dtype = dtype_name(config_dtype) if isinstance(config_dtype, torch.dtype) else config_dtype
     settings.setdefault("file_dtype", file_dtype if file_dtype in DTYPE_BYTES else compute)
     if settings.get("available") is None:
