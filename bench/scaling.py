@@ -588,7 +588,10 @@ def main() -> None:
     results = json.loads(out.read_text()) if out.is_file() else {"rows": {}}
     for other in args.merge:
         merged = json.loads(Path(other).read_text())
-        results["rows"].update(merged["rows"])
+        for key, row in merged["rows"].items():  # stage by stage: a re-measured stage replaces the old one
+            kept = results["rows"].get(key, {})
+            results["rows"][key] = {**kept, **{k: v for k, v in row.items() if k not in ("plan", "complete")}}
+            results["rows"][key]["complete"] = kept.get("complete", False) or row.get("complete", False)
         results.setdefault("machine", merged.get("machine"))
     if args.replan:
         for row in results["rows"].values():
