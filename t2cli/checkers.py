@@ -4,8 +4,8 @@ Each extractor is a tiny function ``text -> str | None`` (None = nothing extract
 counts as wrong); each checker compares an extracted answer with the reference. Tasks
 (`t2cli.tasks`) chain them, so training and scoring can never disagree.
 
-Code is never executed here in-process: `CheckProgram` wraps a candidate and its tests into one
-Python program that `t2cli.sandbox` runs in a separate, limited process.
+Code is never executed here in-process: `CheckProgram` pairs a candidate with its tests, and
+`t2cli.sandbox` runs the two in separate, limited processes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import ast
 import math
 import random
 import re
-import secrets
 import textwrap
 import warnings
 from collections.abc import Sequence
@@ -514,66 +513,34 @@ def as_function_body(code: str) -> str:
     return code if first[:1] in (" ", "\t") else textwrap.indent(code, "    ")
 
 
-# The harness runs the candidate and its tests in one namespace whose __name__ is not "__main__"
-# (so `if __name__ == "__main__":` demos do not run, as in HumanEval/EvalPlus), swallows their
-# output, turns any exit (sys.exit, exit(), quit()) into a failure, and prints a per-program token
-# last: a run passes only if it exits 0 AND printed the token.
-_HARNESS = """\
-import contextlib as _contextlib
-import io as _io
-import os as _os
-import sys as _sys
-
-_source = {source!r}
-_tests = {tests!r}
-
-
-class _Sink(_io.TextIOBase):
-    def writable(self):
-        return True
-
-    def write(self, text):
-        return len(text)
-
-
-def _t2_run():
-    namespace = {{"__name__": "t2_solution", "__builtins__": __builtins__}}
-    with _contextlib.redirect_stdout(_Sink()):
-        exec(compile(_source, "<solution>", "exec"), namespace)
-        exec(compile(_tests, "<tests>", "exec"), namespace)
-
-
-try:
-    _t2_run()
-except SystemExit as exc:
-    _sys.stderr.write("solution called exit(%r)\\n" % (exc.code,))
-    _os._exit(3)
-_sys.stdout.flush()
-_sys.stdout.write("\\n{token}\\n")
-_sys.stdout.flush()
-"""
-
-
 @dataclass(frozen=True)
 class CheckProgram:
-    """One sandbox program: candidate + tests. It passes iff it exits 0 and prints ``token``."""
+    """A candidate ``solution`` (untrusted) and the checks that decide it (trusted).
 
-    source: str
-    token: str
-
-    def passed(self, returncode_ok: bool, stdout: str) -> bool:
-        return returncode_ok and self.token in stdout
-
-
-def check_program(solution: str, tests: str) -> CheckProgram:
-    """Wrap ``solution`` (untrusted code) and ``tests`` (trusted code run in the same namespace
-    after it; raise to fail) into one program for the sandbox.
-
-    >>> "check(f)" in check_program("def f(): return 1", "def check(g): assert g() == 1\\ncheck(f)").source
-    True
+    The sandbox runs them in two processes (`t2cli.sandbox.run_check`): ``setup`` then ``tests``
+    run in the checker process, where the names in ``remote``, and any name the tests use without
+    defining it, are the solution's objects, called across a pipe that carries plain values only.
+    A check passes iff the checker says every test passed; nothing the solution does in its own
+    process (printing, exiting, patching builtins, returning objects with a custom ``__eq__``) can
+    make that happen.
     """
-    token = f"T2-TESTS-PASSED-{secrets.token_hex(8)}"
-    return CheckProgram(_HARNESS.format(source=solution, tests=tests, token=token), token)
+
+    solution: str
+    tests: str
+    setup: str = ""
+    remote: tuple[str, ...] = ()
+
+    def checks(self) -> dict[str, object]:
+        return {"setup": self.setup, "tests": self.tests, "remote": list(self.remote)}
+
+
+def check_program(solution: str, tests: str, *, setup: str = "", remote: Sequence[str] = ()) -> CheckProgram:
+    """Pair ``solution`` (untrusted code) with ``tests`` (trusted code; raise to fail).
+
+    >>> check_program("def f(): return 1", "assert f() == 1", remote=["f"]).remote
+    ('f',)
+    """
+    return CheckProgram(solution, tests, setup, tuple(remote))
 
 
 def run_check_programs(
@@ -584,14 +551,14 @@ def run_check_programs(
     max_workers: int | None = None,
 ) -> list[bool]:
     """Run programs in the sandbox in parallel; None entries (nothing extracted) are False."""
-    from t2cli.sandbox import SandboxLimits, run_python_many
+    from t2cli.sandbox import SandboxLimits, run_check_many
 
     todo = [(i, p) for i, p in enumerate(programs) if p is not None]
     results = [False] * len(programs)
     if not todo:
         return results
     limits = SandboxLimits(wall_time_s=wall_time_s, cpu_time_s=wall_time_s, memory_mb=memory_mb)
-    outcomes = run_python_many([p.source for _, p in todo], limits=limits, max_workers=max_workers)
-    for (i, program), outcome in zip(todo, outcomes):
-        results[i] = program.passed(outcome.passed, outcome.stdout)
+    outcomes = run_check_many([(p.solution, p.checks()) for _, p in todo], limits=limits, max_workers=max_workers)
+    for (i, _), outcome in zip(todo, outcomes):
+        results[i] = outcome.passed
     return results

@@ -407,13 +407,13 @@ TESTS = "assert add(1, 2) == 3\nassert add(-1, 1) == 0\n"
     ("solution", "passes"),
     [
         (ADD, True),
-        ("print('x' * 10**6)\n" + ADD, True),  # its output is swallowed, the token still arrives
+        ("print('x' * 10**6)\n" + ADD, True),  # its output is swallowed and decides nothing
         (ADD + "if __name__ == '__main__':\n    raise SystemExit(1)\n", True),  # demos do not run
         ("def add(a, b):\n    return a - b\n", False),
         ("def add(a, b):\n    raise ValueError\n", False),
         ("import sys\nsys.exit(0)\n", False),  # exiting early is a failure, even with status 0
         ("exit()\n", False),
-        ("import os\nos._exit(0)\n", False),  # exit 0 without the token
+        ("import os\nos._exit(0)\n", False),  # exit 0 without a verdict
         ("def add(a, b):\n    while True:\n        pass\n", False),
         ("def add(a, b)\n    return a + b\n", False),  # syntax error
     ],
@@ -430,5 +430,7 @@ def test_run_check_programs_keeps_order_and_skips_none() -> None:
     assert run_check_programs([]) == []
 
 
-def test_check_program_tokens_are_unique() -> None:
-    assert check_program(ADD, TESTS).token != check_program(ADD, TESTS).token
+def test_check_program_keeps_solution_and_checks_apart() -> None:
+    program = check_program(ADD, TESTS, setup="import math", remote=["add"])
+    assert program.solution == ADD and "add" not in program.setup
+    assert program.checks() == {"setup": "import math", "tests": TESTS, "remote": ["add"]}
