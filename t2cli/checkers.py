@@ -400,6 +400,9 @@ def math_equal(pred: str | None, ref: str | None, rel_tol: float = 1e-6) -> bool
 # Code
 # --------------------------------------------------------------------------------------------
 
+MAX_EXAMINED_CHARS = 200_000  # of a model output: far beyond any generation budget, bounds the work
+MAX_CODE_LINES = 2_000  # of an unfenced answer, from its first line of code
+PARSE_BUDGET_CHARS = 2_000_000  # total text parsed while looking for the parsable prefix of one answer
 _FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _PYTHON_LANGS = {"", "python", "py", "python3", "py3"}
 _CODE_START = re.compile(r"^(?:async\s+def |def |class |import |from \S+ import |@\w|[A-Za-z_]\w*\s*=[^=])")
@@ -414,6 +417,17 @@ def defines_function(code: str, name: str) -> bool:
     return re.search(rf"^(?:async\s+)?def\s+{re.escape(name)}\s*\(", code, re.MULTILINE) is not None
 
 
+def _parse_error(code: str) -> SyntaxError | ValueError | None:
+    """Why ``code`` does not parse (None when it does); silent about invalid escape sequences."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ast.parse(code)
+        except (SyntaxError, ValueError) as exc:
+            return exc
+    return None
+
+
 def _parse(code: str) -> ast.Module | None:
     """The AST of ``code``, or None; silent about the model's invalid escape sequences."""
     with warnings.catch_warnings():
@@ -425,13 +439,24 @@ def _parse(code: str) -> ast.Module | None:
 
 
 def _parsable_prefix(lines: list[str]) -> str | None:
-    """The longest prefix of ``lines`` that parses as Python (prose after the code is dropped)."""
-    for end in range(len(lines), 0, -1):
+    """The longest prefix of ``lines`` that parses as Python (prose after the code is dropped).
+
+    Guided by the parser: when a prefix fails at line k, the next candidate ends at line k (a
+    longer one still holds the line the parser could not read), or one line earlier when k is the
+    last. Prose after code fails on its first line, so this takes a few parses, not one per line;
+    the parses stop (None) after ``PARSE_BUDGET_CHARS`` characters in total.
+    """
+    end, budget = len(lines), PARSE_BUDGET_CHARS
+    while end > 0:
         chunk = "\n".join(lines[:end]).rstrip()
-        if not chunk:
-            break
-        if _parse(chunk) is not None:
+        budget -= len(chunk)
+        if not chunk or budget < 0:
+            return None
+        error = _parse_error(chunk)
+        if error is None:
             return chunk + "\n"
+        line = getattr(error, "lineno", None)
+        end = min(end - 1, line) if isinstance(line, int) and line >= 1 else end - 1
     return None
 
 
@@ -447,8 +472,11 @@ def extract_code(text: str, entry_point: str | None = None) -> str | None:
     'def f(x):\\n    return x\\n'
     >>> extract_code("def f(x):\\n    return x\\nThis returns x."), extract_code("No code.")
     ('def f(x):\\n    return x\\n', None)
+
+    Only the first ``MAX_EXAMINED_CHARS`` characters, and ``MAX_CODE_LINES`` lines of unfenced
+    code, are examined, so the time taken is bounded whatever the output.
     """
-    text = (text or "").replace("\r\n", "\n")
+    text = (text or "")[:MAX_EXAMINED_CHARS].replace("\r\n", "\n")
     blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text) if body.strip()]
     if blocks:
         python = [body for lang, body in blocks if lang in _PYTHON_LANGS] or [body for _, body in blocks]
@@ -471,7 +499,7 @@ def extract_code(text: str, entry_point: str | None = None) -> str | None:
         return "\n".join(body).rstrip() + "\n"
     for start, line in enumerate(lines):
         if _CODE_START.match(line):
-            return _parsable_prefix(lines[start:])
+            return _parsable_prefix(lines[start : start + MAX_CODE_LINES])
     return None
 
 
