@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
 from t2cli.checkers import (
+    MAX_EXAMINED_CHARS,
+    _parsable_prefix,
+    _parse,
     as_function_body,
     check_program,
     choice_correct,
@@ -338,6 +342,56 @@ ADD = "def add(a, b):\n    return a + b\n"
 )
 def test_extract_code(text: str, expected: str | None) -> None:
     assert extract_code(text, "add") == expected
+
+
+def _code_then_prose(prose_lines: int) -> str:
+    return ADD + "".join(f"This line {i} explains how add works.\n" for i in range(prose_lines))
+
+
+def test_unfenced_extraction_is_not_quadratic() -> None:
+    """Code followed by prose: 20,000 lines took 261 s when every prefix was parsed in turn. Now the
+    parser's error line guides the search: 100x the lines must not cost 100x the time (quadratic
+    would be 10,000x), and the answer is the same code."""
+    small, large = _code_then_prose(200), _code_then_prose(20_000)
+    start = time.perf_counter()
+    assert extract_code(small, "add") == ADD
+    t_small = time.perf_counter() - start
+    start = time.perf_counter()
+    assert extract_code(large, "add") == ADD
+    t_large = time.perf_counter() - start
+    assert t_large < max(2.0, 20 * t_small), (t_small, t_large)
+
+
+def test_extraction_examines_a_bounded_prefix() -> None:
+    """A 10 MB output is scored in seconds: only its first MAX_EXAMINED_CHARS characters are read."""
+    huge = "def add(a, b):\n    return a + b\n" + "x = 1\n" * 1_700_000  # ~10 MB of parsable code
+    assert len(huge) > 10_000_000
+    start = time.perf_counter()
+    code = extract_code(huge, "add")
+    assert time.perf_counter() - start < 10.0
+    assert code is not None and code.startswith(ADD) and len(code) <= MAX_EXAMINED_CHARS
+    fenced_prose = "```python\n" + ADD + "```\n" + "Some prose.\n" * 1_000_000
+    start = time.perf_counter()
+    assert extract_code(fenced_prose, "add") == ADD
+    assert time.perf_counter() - start < 10.0
+
+
+def test_unfenced_prefix_search_matches_the_exhaustive_one() -> None:
+    """The guided search finds what trying every prefix from the longest down finds."""
+
+    def exhaustive(lines: list[str]) -> str | None:
+        for end in range(len(lines), 0, -1):
+            chunk = "\n".join(lines[:end]).rstrip()
+            if chunk and _parse(chunk) is not None:
+                return chunk + "\n"
+        return None
+
+    rng = random.Random(0)
+    pieces = [*ADD.splitlines(), "    if a:", "        return b", "x = (1,", "  2)", "This is prose.", "else:"]
+    pieces += ['"""', "print('a'", "]", "    indented prose", "def g(:", "class C:", "    pass", ""]
+    for _ in range(300):
+        lines = ["def f(x):"] + [rng.choice(pieces) for _ in range(rng.randrange(1, 12))]
+        assert _parsable_prefix(lines) == exhaustive(lines), lines
 
 
 def test_extract_code_without_entry_point_takes_longest_python_block() -> None:

@@ -121,10 +121,30 @@ def decode(data: Any, remote: Callable[[list], Any]) -> Any:
                 out[decode(pair[0], remote)] = decode(pair[1], remote)
             return out
         items = [decode(v, remote) for v in data[1]]
-        return {"l": list, "t": tuple, "S": set, "F": frozenset, "g": iter}[tag](items)
+        return _same_order_set(items) if tag == "S" else {"l": list, "t": tuple, "F": frozenset, "g": iter}[tag](items)
     if tag == "r" and remote is not None:
         return remote(data)
     raise ProtocolError(f"bad value with tag {repr(tag)[:20]}")
+
+
+def _same_order_set(items: list) -> set:
+    """A set of ``items`` that, where possible, iterates in their order (the sender's set's order).
+
+    Iteration order follows CPython's hash table, which depends on how a set was built: a literal
+    ``{12, 13, 14, 15, 16}`` iterates from 16. Programs that turn a set into a tuple depend on it, so
+    the constructions a sender's set most likely came from are tried in turn.
+    """
+    candidates = [lambda: set(frozenset(items)), lambda: set(items)]
+    try:
+        ordered = sorted(items)
+        candidates.append(lambda: set(frozenset(ordered)))
+    except TypeError:
+        pass
+    for build in candidates:
+        value = build()
+        if list(value) == items:
+            return value
+    return set(items)
 
 
 # --------------------------------------------------------------------------------------------
