@@ -103,9 +103,10 @@ def _live_processes() -> dict[int, tuple[int, bytes]]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def private_tempdir():
+def private_tempdir(tmp_path_factory):
     """Sandboxes started by these tests live under a directory of their own, so a process carrying it in
     its argv is ours (the sandbox may be in use by other evaluations on the same machine)."""
+    tmp_path_factory.getbasetemp()  # pytest's own temporary root stays outside (it outlives this module)
     d = tempfile.mkdtemp(prefix="t2-test-run-")
     os.chmod(d, 0o755)  # the sandbox uid must be able to traverse to its working directory
     with pytest.MonkeyPatch.context() as mp:
@@ -172,6 +173,14 @@ def test_incorrect_programs_fail(program):
 )
 def test_exit_and_main_behave_like_a_script(program, passed):
     assert run_python(program).passed is passed
+
+
+def test_child_imports_neither_t2_nor_heavy_packages():
+    """The sandboxed side is started by file path with the standard library only (fast start-up)."""
+    program = "import sys\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('t2cli', 'torch', 'numpy')))"
+    r = run_python(program)
+    assert r.passed and r.stdout == "[]\n", r
+    assert r.wall_time_s < 5
 
 
 def test_common_stdlib_is_available():
