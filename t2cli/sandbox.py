@@ -1,15 +1,23 @@
 """Run untrusted, model-generated Python programs (MBPP / HumanEval style scoring) safely.
 
-A program "passes" iff it exits with status 0 within the limits; callers append the test asserts to it.
+Two entry points:
+
+- `run_python`: a program "passes" iff it exits with status 0 within the limits;
+- `run_check`: a *solution* (untrusted) and its *checks* (trusted tests) run in two processes of one
+  sandbox; it passes iff the checker process reports, over a pipe only it holds, that every test
+  passed. The solution's functions are called from the tests across a pipe that carries plain
+  values, so nothing the solution does in its own process decides the verdict (see
+  ``t2cli/harness/box.py`` and ``t2cli/harness/wire.py``). This is what code tasks use.
 
 The program is hostile until proven otherwise, so no single mechanism is trusted. Layers, outermost first:
 
-1. Evaluator side: a separate interpreter (``-S -s -B``: standard library only), an explicit minimal
+1. Evaluator side: a separate interpreter started on ``t2cli/harness/box.py`` by path (``-I -S -B``:
+   standard library only, it never imports t2cli), an explicit minimal
    environment, stdin from /dev/null, the program handed over as an unlinked file, a fresh ``mkdtemp``
    working directory deleted afterwards, a new session whose process group is SIGKILLed on wall-time
    timeout *and* after a normal exit, and stdout/stderr captured in anonymous files capped by
    RLIMIT_FSIZE (not pipes), so printing gigabytes or leaving a grandchild behind cannot exhaust or hang us.
-2. Kernel, configured by a trusted prelude in the child before the program runs (best-effort where a
+2. Kernel, configured by ``box.py`` in the child before the program runs (best-effort where a
    kernel lacks a feature, except the uid drop, which is mandatory for a root evaluator):
    - rlimits: address space, CPU seconds, file size, open files, processes, no core dumps;
    - namespaces: network + IPC + mount + PID for root; user + network + PID for non-root where allowed.
