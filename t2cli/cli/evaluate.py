@@ -97,6 +97,11 @@ def eval_command(
         fail("--adapt chooses the experts itself: drop --expert / --lora")
     with user_errors():
         task_obj = get_task(task)
+        if expert:  # the expert is checked from its files before the model is loaded
+            from t2cli.cli.common import registry_key
+            from t2cli.registry import Registry
+
+            vector = Registry().load(expert, registry_key(model))
         with status(f"loading {model}…"):
             loaded = load_model(model)
         expert_name = None
@@ -107,10 +112,8 @@ def eval_command(
             expert_name = f"lora-{lora.name if lora.name != 'adapter' else lora.parent.name}"
         if expert:
             from t2cli.adapt import DenseAdapter
-            from t2cli.registry import Registry
             from t2cli.svd_store import open_store
 
-            vector = Registry().load(expert, loaded.name)
             adapter = DenseAdapter(loaded, open_store(loaded, vector.targets))
             adapter.apply(vector)
             expert_name = vector.name
