@@ -47,6 +47,7 @@ class ExpertVector:
     domain: str = "other"
     parameterisation: dict = field(default_factory=lambda: {"kind": "sigmoid", "max_multiplier": 1.0})
     provenance: dict = field(default_factory=dict)
+    tensors_sha256: str | None = field(default=None, compare=False)  # of the file it was loaded from
 
     # ------------------------------------------------------------------ constructors
 
@@ -147,6 +148,7 @@ class ExpertVector:
             domain=meta.get("domain", "other"),
             parameterisation=meta.get("parameterisation", {}),
             provenance=meta.get("provenance", {}),
+            tensors_sha256=meta["tensors_sha256"],
         )
         _check_finite(expert.z, expert.name)
         return expert

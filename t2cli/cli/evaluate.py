@@ -87,7 +87,7 @@ def eval_command(
     seed: int = typer.Option(0, help="Random seed for sampling."),
 ) -> None:
     """Generate answers for a task split (optionally with an expert) and score them."""
-    from t2cli.evaluate import evaluate, write_report
+    from t2cli.evaluate import evaluate, provenance, write_report
     from t2cli.generation import GenerationConfig
     from t2cli.models import load_model
 
@@ -144,6 +144,13 @@ def eval_command(
             stop=tuple(task_obj.stop),
             seed=seed,
         )
+        used = {vector.name: vector.tensors_sha256} if expert else {}
+        if adapt:  # the pool pass 1 chooses from
+            from t2cli.registry import Registry
+
+            pool = [e for e in Registry().list(loaded.name) if e.error is None]
+            fixed = adapt.removeprefix("fixed:") if adapt.startswith("fixed:") else None
+            used = {e.name: e.meta["tensors_sha256"] for e in pool if fixed in (None, e.name)}
         with progress_bar(f"{task} {split}") as update:
             report = evaluate_with(
                 loaded,
@@ -156,6 +163,8 @@ def eval_command(
                 progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"),
             )
         out = out or Path("runs") / f"eval-{task}-{split}-{expert_name or 'base'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        cem = report.config.get("dispatch", {}).get("cem")
+        report.provenance = provenance(loaded, used, mixture=cem["weights"] if cem else None)
         if lora:
             report.config["lora"] = str(lora.resolve())
         summary_path, samples_path = write_report(report, out)
