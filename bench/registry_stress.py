@@ -6,9 +6,10 @@ race   ROUNDS times: two processes run `t2 experts import … --name same` at th
        barrier), each with different z. Exactly one must exit 0; the other must exit 2 with one
        line on stderr; the registered expert must be the winner's, complete.
 kill   KILLS times: a good expert is registered; a process runs `t2 experts import NEW --name
-       same --overwrite` and is killed with SIGKILL at a uniformly random moment within the time
-       an overwrite takes (measured first). Every load afterwards must be the old expert or the
-       new one, complete; the state the kill left (staging / old aside) is counted.
+       same --overwrite` and, once its write has begun (its staging directory appears), is killed
+       with SIGKILL at a uniformly random moment within the time the write takes (measured
+       first: staging appears → process exits). Every load afterwards must be the old expert or
+       the new one, complete; the state the kill left (staging / old aside / done) is counted.
 
 Each worker is forked from a process that has already imported the CLI, so the race is decided
 by the registry, not by interpreter start-up; the command itself is the real Typer command.
@@ -77,7 +78,7 @@ def _racer(barrier, args: list[str], stderr_path: Path) -> None:
 def race(root: Path, sources: dict[float, Path], rounds: int, work: Path) -> dict:
     context = multiprocessing.get_context("fork")
     registry = Registry(roots=[root], write_root=root)
-    failures, contended = [], 0
+    failures = []
     for i in range(rounds):
         barrier = context.Barrier(2)
         workers = {}
@@ -99,8 +100,6 @@ def race(root: Path, sources: dict[float, Path], rounds: int, work: Path) -> dic
             lines = workers[value][1].read_text().strip().splitlines()
             if codes[value] != 2 or len(lines) != 1:
                 problems.append(f"loser exit {codes[value]} with {len(lines)} stderr line(s): {lines[:3]}")
-            elif "being written" in lines[0]:
-                contended += 1
         try:
             if winners and value_of(registry) != winners[0]:
                 problems.append("the registered expert is not the winner's")
@@ -110,7 +109,7 @@ def race(root: Path, sources: dict[float, Path], rounds: int, work: Path) -> dic
             failures.append({"round": i, "problems": problems})
         registry.remove("same", BASE)
     example = next(iter(work.glob("race-0-*.err"))).read_text().strip()
-    return {"rounds": rounds, "failures": failures, "loser_line_example": example, "loser_waited_lock": contended}
+    return {"rounds": rounds, "failures": failures, "loser_line_example": example}
 
 
 def _overwriter(go, args: list[str], stderr_path: Path) -> None:
@@ -123,37 +122,38 @@ def kill(root: Path, sources: dict[float, Path], trials: int, work: Path, seed: 
     registry = Registry(roots=[root], write_root=root)
     old, new = sorted(sources)
     args = ["experts", "import", str(sources[new]), "--name", "same", "--overwrite", "--registry", str(root)]
-    durations = []
-    for _ in range(3):  # how long one whole overwrite takes, from the go signal to exit
-        registry.add(_renamed(sources[old]), overwrite=True)
-        go = context.Event()
-        process = context.Process(target=_overwriter, args=(go, args, work / "timing.err"))
-        process.start()
-        time.sleep(0.2)
-        started = time.perf_counter()
-        go.set()
-        process.join(120)
-        durations.append(time.perf_counter() - started)
-    window = sorted(durations)[1]
-    rng = random.Random(seed)
-    failures, outcomes, left = [], {"old": 0, "new": 0}, {"staging": 0, "old aside": 0, "nothing": 0}
-    for i in range(trials):
+    folder = root / BASE
+
+    def start(i: int):
         registry.add(_renamed(sources[old]), overwrite=True)
         go = context.Event()
         process = context.Process(target=_overwriter, args=(go, args, work / f"kill-{i}.err"))
         process.start()
         time.sleep(0.2)
         go.set()
-        time.sleep(rng.uniform(0, window))
+        while process.is_alive() and not list(folder.glob(".same.new-*")):
+            time.sleep(0.0005)
+        return process, time.perf_counter()
+
+    durations = []
+    for i in range(3):  # how long the write takes: from its staging directory appearing to exit
+        process, began = start(-1 - i)
+        process.join(120)
+        durations.append(time.perf_counter() - began)
+    window = sorted(durations)[1]
+    rng = random.Random(seed)
+    failures, outcomes, left = [], {"old": 0, "new": 0}, {"staging": 0, "old aside": 0, "done": 0}
+    for i in range(trials):
+        process, began = start(i)
+        time.sleep(max(0.0, began + rng.uniform(0, window) - time.perf_counter()))
         os.kill(process.pid, signal.SIGKILL)
         process.join()
-        folder = root / BASE
         if list(folder.glob(".same.old")):
             left["old aside"] += 1
         elif list(folder.glob(".same.new-*")):
             left["staging"] += 1
         else:
-            left["nothing"] += 1
+            left["done"] += 1
         try:
             value = value_of(registry)
             label = "old" if value == old else "new" if value == new else "other"
@@ -166,7 +166,7 @@ def kill(root: Path, sources: dict[float, Path], trials: int, work: Path, seed: 
             failures.append({"trial": i, "problem": f"load failed: {error}"})
     return {
         "trials": trials,
-        "overwrite_s": round(window, 3),
+        "write_s": round(window, 3),
         "failures": failures,
         "loaded": outcomes,
         "left_by_kill": left,

@@ -8,9 +8,12 @@ data, generation settings and strategy) and every output must equal the committe
     .venv/bin/python docs/backfill_provenance.py stamp runs/backfill
 
 `verify` writes runs/backfill/verification.json (and one eval directory per report); `stamp`
-writes the provenance of every base-model report (the base fingerprint only) and of every report
-that verified, and lists the ones that did not. Run `verify` from a checkout whose code and
-registry/ are the ones to be stamped: it runs this checkout's t2 with an empty user registry.
+writes the provenance of every base-model and LoRA report (the base fingerprint only: a LoRA
+adapter is not a registered expert) and of every report that verified, and lists the ones that
+did not. A report in HISTORICAL is not re-run: it is stamped with the experts of the registry
+at the commit that added it, marked unverified, so the staleness check compares those hashes
+with today's registry. Run `verify` from a checkout whose code and registry/ are the ones to be
+stamped: it runs this checkout's t2 with an empty user registry.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ SKIP = {  # reports not re-run, with the reason
     "adaptive/arc-challenge-dev-cem": "its mixture was searched with the first math expert, replaced on "
     "2026-12-01 (issue 16): stale, to be re-measured",
 }
+HISTORICAL = {"adaptive/arc-challenge-dev-cem": "784c7a9"}  # report: the commit that added it
 
 
 def reports() -> list[str]:
@@ -100,9 +104,80 @@ def verify(work: Path) -> None:
     log_path.write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
 
 
+def historical_experts(commit: str, base: str) -> dict[str, str]:
+    """{name: tensors sha256} of the shipped registry as it was at `commit`."""
+    listing = subprocess.run(
+        ["git", "ls-tree", "-r", "--name-only", commit, f"registry/{base}/"], cwd=ROOT, capture_output=True, text=True
+    )
+    hashes = {}
+    for path in listing.stdout.split():
+        if path.endswith("/expert.json"):
+            meta = json.loads(subprocess.run(["git", "show", f"{commit}:{path}"], cwd=ROOT, capture_output=True).stdout)
+            hashes[meta["name"]] = meta["tensors_sha256"]
+    return hashes
+
+
+def stamp(work: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    from t2cli.evaluate import provenance
+    from t2cli.models import load_model
+    from t2cli.registry import Registry
+
+    log = json.loads((work / "verification.json").read_text())
+    shipped = ROOT / "registry"
+    registry = Registry(roots=[shipped], write_root=shipped)
+    models: dict = {}
+    unverified = []
+    for name in reports():
+        path = RESULTS / name / "report.json"
+        report = json.loads(path.read_text())
+        if "provenance" in report:
+            continue
+        if report["model"] not in models:
+            models[report["model"]] = load_model(report["model"])
+        loaded = models[report["model"]]
+        pool = {e.name: e.meta["tensors_sha256"] for e in registry.list(loaded.name) if e.error is None}
+        if not uses_experts(report):
+            how = "base model only" if not report.get("expert") else "LoRA adapter (not a registered expert)"
+            record = provenance(loaded) | {"backfilled": f"{how}: the base fingerprint of the model loaded today"}
+        elif name in HISTORICAL:
+            commit = HISTORICAL[name]
+            cem = report["config"]["dispatch"].get("cem")
+            record = provenance(loaded, historical_experts(commit, loaded.name), cem["weights"] if cem else None)
+            record["backfilled"] = {
+                "verified": False,
+                "how": f"the experts of registry/ at commit {commit}, which added this report; not re-run",
+                "why": log.get(name, {}).get("reason", ""),
+            }
+        elif log.get(name, {}).get("verified"):
+            expert = report["expert"]
+            strategy = expert.removeprefix("adapt:") if expert.startswith("adapt:") else None
+            if strategy is None:
+                used = {expert: pool[expert]}
+            else:
+                fixed = strategy.removeprefix("fixed:") if strategy.startswith("fixed:") else None
+                used = {n: sha for n, sha in pool.items() if fixed in (None, n)}
+            record = provenance(loaded, used)
+            record["backfilled"] = {
+                "verified": True,
+                "how": f"`{log[name]['command']}` with today's registry/ gave outputs identical to this "
+                f"report's first {ITEMS} samples ({log[name]['identical_outputs']})",
+            }
+        else:
+            unverified.append(f"{name}: {log.get(name, {}).get('reason') or log.get(name)}")
+            continue
+        report["provenance"] = record
+        path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        print(f"stamped {name}")
+    for line in unverified:
+        print(f"NOT stamped (did not verify): {line}")
+
+
 if __name__ == "__main__":
     step, work = sys.argv[1], Path(sys.argv[2])
     if step == "verify":
         verify(work)
+    elif step == "stamp":
+        stamp(work)
     else:
         raise SystemExit(f"unknown step {step!r}: verify | stamp")
