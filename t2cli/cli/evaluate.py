@@ -23,6 +23,7 @@ from t2cli.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
     from t2cli.evaluate import EvalReport
+    from t2cli.expert import ExpertVector
 
 TASK_HELP = f"Task: {', '.join(TASKS)}."
 
@@ -63,6 +64,21 @@ def dispatch_table(report: EvalReport) -> Table | None:
     return table
 
 
+def early_expert_check(model: str, expert: str | None, adapt: str | None) -> dict[str, ExpertVector]:
+    """The experts a run will use, each checked from its files (milliseconds): --expert NAME, or
+    for --adapt the registered experts pass 1 chooses from (fixed:NAME: that one)."""
+    from t2cli.cli.common import registry_key
+    from t2cli.registry import Registry
+
+    registry, base = Registry(), registry_key(model)
+    if expert:
+        return {expert: registry.load(expert, base)}
+    if not adapt or adapt == "none":
+        return {}
+    names = [adapt.removeprefix("fixed:")] if adapt.startswith("fixed:") else [e.name for e in registry.list(base)]
+    return {name: registry.load(name, base) for name in names}
+
+
 def eval_command(
     task: str = typer.Option(..., "--task", help=TASK_HELP),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded model name, local directory or Hub id."),
@@ -97,11 +113,7 @@ def eval_command(
         fail("--adapt chooses the experts itself: drop --expert / --lora")
     with user_errors():
         task_obj = get_task(task)
-        if expert:  # the expert is checked from its files before the model is loaded
-            from t2cli.cli.common import registry_key
-            from t2cli.registry import Registry
-
-            vector = Registry().load(expert, registry_key(model))
+        used = early_expert_check(model, expert, adapt)  # from the files, before the model is loaded
         with status(f"loading {model}…"):
             loaded = load_model(model)
         expert_name = None
@@ -114,6 +126,7 @@ def eval_command(
             from t2cli.adapt import DenseAdapter
             from t2cli.svd_store import open_store
 
+            vector = used[expert]
             adapter = DenseAdapter(loaded, open_store(loaded, vector.targets))
             adapter.apply(vector)
             expert_name = vector.name
@@ -144,13 +157,6 @@ def eval_command(
             stop=tuple(task_obj.stop),
             seed=seed,
         )
-        used = {vector.name: vector.tensors_sha256} if expert else {}
-        if adapt:  # the pool pass 1 chooses from
-            from t2cli.registry import Registry
-
-            pool = [e for e in Registry().list(loaded.name) if e.error is None]
-            fixed = adapt.removeprefix("fixed:") if adapt.startswith("fixed:") else None
-            used = {e.name: e.meta["tensors_sha256"] for e in pool if fixed in (None, e.name)}
         with progress_bar(f"{task} {split}") as update:
             report = evaluate_with(
                 loaded,
@@ -164,7 +170,8 @@ def eval_command(
             )
         out = out or Path("runs") / f"eval-{task}-{split}-{expert_name or 'base'}-{time.strftime('%Y%m%d-%H%M%S')}"
         cem = report.config.get("dispatch", {}).get("cem")
-        report.provenance = provenance(loaded, used, mixture=cem["weights"] if cem else None)
+        hashes = {name: vector.tensors_sha256 for name, vector in used.items()}
+        report.provenance = provenance(loaded, hashes, mixture=cem["weights"] if cem else None)
         if lora:
             report.config["lora"] = str(lora.resolve())
         summary_path, samples_path = write_report(report, out)
