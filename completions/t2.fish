@@ -9,11 +9,11 @@
 #   t2 experts
 #   t2 experts export --model --registry -m
 #   t2 experts import --name --overwrite --registry
-#   t2 experts list --model --registry -m
+#   t2 experts list --json --model --registry -m
 #   t2 experts pull --overwrite --registry --token
 #   t2 experts push --model --name --private --registry --token -m
 #   t2 experts rm --model --registry --yes -m -y
-#   t2 experts show --model --registry -m
+#   t2 experts show --json --model --registry -m
 #   t2 info --expert --targets -e -t
 #   t2 mix --domain --model --name --normalize --overwrite --per-layer --registry -m
 #   t2 score --data-dir --predictions --split --task -p
