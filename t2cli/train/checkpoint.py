@@ -83,22 +83,23 @@ def remove_stale_temporaries(run_dir: Path) -> list[Path]:
 # --------------------------------------------------------------------------- checkpoint
 
 
-def save_checkpoint(
-    path: Path,
-    *,
-    parameters: dict[str, torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    state: RunState,
-    config: TrainConfig,
-) -> Path:
+@dataclass
+class Optimisation:
+    """What the optimiser steps, the optimiser and its schedule: saved and restored together."""
+
+    parameters: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+
+def save_checkpoint(path: Path, training: Optimisation, state: RunState, config: TrainConfig) -> Path:
     """Write the whole run state atomically (tmp file in the same directory + os.replace)."""
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
         "config": config.to_dict(),
-        "parameters": {name: tensor.detach().cpu().clone() for name, tensor in parameters.items()},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
+        "parameters": {name: tensor.detach().cpu().clone() for name, tensor in training.parameters.items()},
+        "optimizer": training.optimizer.state_dict(),
+        "scheduler": training.scheduler.state_dict(),
         "state": asdict(state) | {"best_state": {k: v.detach().cpu() for k, v in state.best_state.items()}},
         "rng": rng_state(),
     }
@@ -124,22 +125,17 @@ def load_checkpoint(path: Path, config: TrainConfig) -> dict:
     return checkpoint
 
 
-def restore(
-    checkpoint: dict,
-    *,
-    parameters: dict[str, torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-) -> RunState:
+def restore(checkpoint: dict, training: Optimisation) -> RunState:
     """Load the parameters, optimiser, scheduler and RNG states in place; return the run state."""
+    parameters = training.parameters
     saved_parameters = checkpoint.get("parameters", checkpoint.get("p"))  # "p", "best_z": before LoRA resumed
     if set(saved_parameters) != set(parameters):
         raise TrainError("the checkpoint trains other parameters than this run (other targets or method)")
     with torch.no_grad():
         for name, tensor in parameters.items():
             tensor.copy_(saved_parameters[name])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
+    training.optimizer.load_state_dict(checkpoint["optimizer"])
+    training.scheduler.load_state_dict(checkpoint["scheduler"])
     set_rng_state(checkpoint["rng"])
     saved = dict(checkpoint["state"])
     best = saved.pop("best_state", None) or saved.pop("best_z", {})

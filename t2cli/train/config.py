@@ -84,10 +84,7 @@ class TrainConfig:
     sft_iters: int | None = _help("With sft+rl: how many first iterations use SFT (default iters // 2).", default=None)
     # -- optimisation
     iters: int = _help("Optimiser steps.", default=100)
-    lr: float | None = _help(
-        "Peak AdamW learning rate (cosine decay to lr · min_lr_ratio); default 2e-3 for svf, 2e-4 for lora.",
-        default=None,
-    )
+    lr: float | None = _help("Peak AdamW rate, cosine decay to lr · min_lr_ratio (svf 2e-3, lora 2e-4).", default=None)
     warmup_iters: int = _help("Linear warm-up iterations before the cosine decay (paper: none).", default=0)
     min_lr_ratio: float = _help("Final learning rate as a fraction of --lr.", default=0.0)
     weight_decay: float = _help(
@@ -95,23 +92,12 @@ class TrainConfig:
         "a prior the paper does not state.",
         default=0.0,
     )
-    grad_clip: float | None = _help(
-        "Clip the global gradient norm to this (0 = no clipping); default 1e-3 for svf (the paper), 1.0 for lora.",
-        default=None,
-    )
+    grad_clip: float | None = _help("Clip the gradient norm to this, 0 = off (svf 1e-3, lora 1.0).", default=None)
     max_multiplier: float = _help("z = max_multiplier · sigmoid(p).", default=1.0)
     init_mean: float = _help("p starts at init_mean + N(0, init_std²) (paper 0.1).", default=0.1)
     init_std: float = _help("Noise of the initial p (paper 0.01).", default=0.01)
-    micro_batch_size: int = _help(
-        "Samples per forward/backward: gradients accumulate over micro-batches, so the step equals one "
-        "over the whole batch while memory is bounded by the micro-batch.",
-        default=8,
-    )
-    grad_checkpointing: bool = _help(
-        "Recompute the activations of each decoder layer in the backward pass instead of keeping them "
-        "(less memory for long sequences, about one extra forward of time).",
-        default=False,
-    )
+    micro_batch_size: int = _help("Samples per forward/backward; gradients accumulate (memory ∝ this).", default=8)
+    grad_checkpointing: bool = _help("Recompute each layer's activations in the backward (less memory).", default=False)
     dtype: str = _help(
         "Model weights' dtype: auto (bfloat16 on a GPU that supports it, float32 otherwise), float32, "
         "bfloat16, float16. The trained parameters, the optimiser and the loss stay float32.",
@@ -138,9 +124,7 @@ class TrainConfig:
     name: str | None = _help("Expert name in the registry (default <task>-<objective>).", default=None)
     checkpoint_every: int = _help("Write a checkpoint every N iterations (0 = only at the end).", default=10)
     checkpoint_minutes: float = _help(
-        "Also write a checkpoint when this many minutes have passed since the last one (0 = off), so a "
-        "run with slow iterations can be resumed before its first --checkpoint-every.",
-        default=10.0,
+        "Also checkpoint when N minutes passed since the last one (0 = off).", default=10.0
     )
     out_dir: str | None = _help("Run directory: checkpoint, metrics.jsonl (default runs/train-<name>).", default=None)
     data_dir: str | None = _help("Directory laid out like the bundled data.", default=None)

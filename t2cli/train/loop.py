@@ -178,27 +178,14 @@ def train(
             params = list(method.parameters.values())
             optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
             scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
-            state = ckpt.RunState()
-            if resume:
-                state = ckpt.restore(
-                    ckpt.load_checkpoint(checkpoint_path, config),
-                    parameters=method.parameters,
-                    optimizer=optimizer,
-                    scheduler=scheduler,
-                )
+            training = ckpt.Optimisation(method.parameters, optimizer, scheduler)
+            state = ckpt.restore(ckpt.load_checkpoint(checkpoint_path, config), training) if resume else ckpt.RunState()
             elapsed_before, last_checkpoint = state.elapsed_s, time.perf_counter()
 
             def save_checkpoint(iteration: int) -> None:
                 nonlocal last_checkpoint
                 state.elapsed_s = elapsed_before + time.perf_counter() - session_start
-                ckpt.save_checkpoint(
-                    checkpoint_path,
-                    parameters=method.parameters,
-                    optimizer=optimizer,
-                    scheduler=scheduler,
-                    state=state,
-                    config=config,
-                )
+                ckpt.save_checkpoint(checkpoint_path, training, state, config)
                 last_checkpoint = time.perf_counter()
                 emit({"event": "checkpoint", "iter": iteration, "path": str(checkpoint_path)})
 

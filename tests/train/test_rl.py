@@ -216,6 +216,7 @@ def test_cli_train_registers_an_expert(llama, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "best validation accuracy" in result.output
+    assert "budget: 2 iterations: 4 rollouts" in result.output and "to go" in result.output  # budget, then ETA
     entry = Registry(write_root=tmp_path / "registry").find("cli-toy", "tiny-model")
     assert entry.meta["provenance"]["objective"] == "rl"
 
