@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from t2cli.cli.app import app
 from t2cli.svd_store import select_targets, weight_matrix
 from t2cli.train import TrainError
-from t2cli.train.lora import (
+from t2cli.train.peft_adapter import (
     META_FILE,
     attach_lora,
     load_lora,
