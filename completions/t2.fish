@@ -9,13 +9,13 @@
 #   t2 experts
 #   t2 experts export --model --registry -m
 #   t2 experts import --name --overwrite --registry
-#   t2 experts list --model --registry -m
+#   t2 experts list --json --model --registry -m
 #   t2 experts pull --overwrite --registry --token
 #   t2 experts push --model --name --private --registry --token -m
 #   t2 experts rm --model --registry --yes -m -y
-#   t2 experts show --model --registry -m
+#   t2 experts show --json --model --registry -m
 #   t2 info --batch-size --checkpointing --device --dtype --expert --gpu-memory --keep --max-new-tokens --memory --micro-batch --prompt-tokens --targets -b -e -t
 #   t2 mix --domain --model --name --normalize --overwrite --per-layer --registry -m
 #   t2 score --data-dir --predictions --split --task -p
-#   t2 train --batch-size --checkpoint-every --data-dir --device --eval-every --generation-batch-size --grad-clip --init-expert --iters --kl --lr --max-multiplier --max-new-tokens --max-prompt-tokens --max-reference-tokens --method --micro-batch-size --min-lr-ratio --model --name --objective --out --overwrite --patience --registry --resume --rollouts-per-prompt --seed --sft-iters --targets --task --temperature --train-limit --val-limit --warmup-iters --weight-decay -b -k -m -n -t
+#   t2 train --batch-size --checkpoint-every --checkpoint-minutes --data-dir --device --dtype --eval-every --generation-batch-size --grad-checkpointing --grad-clip --init-expert --iters --kl --lr --max-multiplier --max-new-tokens --max-prompt-tokens --max-reference-tokens --method --micro-batch --micro-batch-size --min-lr-ratio --model --name --objective --out --overwrite --patience --registry --resume --rollouts-per-prompt --seed --sft-iters --targets --task --temperature --train-limit --val-limit --warmup-iters --weight-decay -b -k -m -n -t
 complete --command t2 --no-files --arguments "(env _T2_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) t2)" --condition "env _T2_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) t2"

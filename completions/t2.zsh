@@ -9,15 +9,15 @@
 #   t2 experts
 #   t2 experts export --model --registry -m
 #   t2 experts import --name --overwrite --registry
-#   t2 experts list --model --registry -m
+#   t2 experts list --json --model --registry -m
 #   t2 experts pull --overwrite --registry --token
 #   t2 experts push --model --name --private --registry --token -m
 #   t2 experts rm --model --registry --yes -m -y
-#   t2 experts show --model --registry -m
+#   t2 experts show --json --model --registry -m
 #   t2 info --batch-size --checkpointing --device --dtype --expert --gpu-memory --keep --max-new-tokens --memory --micro-batch --prompt-tokens --targets -b -e -t
 #   t2 mix --domain --model --name --normalize --overwrite --per-layer --registry -m
 #   t2 score --data-dir --predictions --split --task -p
-#   t2 train --batch-size --checkpoint-every --data-dir --device --eval-every --generation-batch-size --grad-clip --init-expert --iters --kl --lr --max-multiplier --max-new-tokens --max-prompt-tokens --max-reference-tokens --method --micro-batch-size --min-lr-ratio --model --name --objective --out --overwrite --patience --registry --resume --rollouts-per-prompt --seed --sft-iters --targets --task --temperature --train-limit --val-limit --warmup-iters --weight-decay -b -k -m -n -t
+#   t2 train --batch-size --checkpoint-every --checkpoint-minutes --data-dir --device --dtype --eval-every --generation-batch-size --grad-checkpointing --grad-clip --init-expert --iters --kl --lr --max-multiplier --max-new-tokens --max-prompt-tokens --max-reference-tokens --method --micro-batch --micro-batch-size --min-lr-ratio --model --name --objective --out --overwrite --patience --registry --resume --rollouts-per-prompt --seed --sft-iters --targets --task --temperature --train-limit --val-limit --warmup-iters --weight-decay -b -k -m -n -t
 #compdef t2
 
 _t2_completion() {
