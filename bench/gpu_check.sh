@@ -61,7 +61,7 @@ say "GPU tests"
 
 # 3. the plan for Llama-3-8B's config
 say "memory plan for Llama-3-8B (config only)"
-timeout 120 "${T2[@]}" info bench/configs/llama-3-8b --memory --dtype bfloat16 --device cuda --gpu-memory 48 \
+timeout 300 "${T2[@]}" info bench/configs/llama-3-8b --memory --dtype bfloat16 --device cuda --gpu-memory 48 \
   --batch-size 16 --max-new-tokens 512
 
 # 4. the 8B-shape rows of the scaling bench

@@ -225,7 +225,7 @@ def plan(
     )
     fingerprint = s.largest_tensor * bf + (s.largest_tensor * 4 if bf != 4 else 0)  # as read, and in float32
     stages = (
-        Stage("decompose", {"process": process, "one matrix at a time": max(svd, fingerprint)}),
+        Stage("decompose", {"process": process, "one tensor at a time": max(svd, fingerprint)}),
         Stage(
             "eval",
             {
