@@ -46,11 +46,17 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N of the split (default all 200)")
     parser.add_argument("--batch", type=int, default=16, help="prompts per pass-1 batch")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--request-tokens", default="8,12,16",
-                        help="also run the loglik methods reading only N tokens of each prompt, for each N")
-    parser.add_argument("--pass1-dtypes", default="float32",
-                        help="run the loglik methods on a copy of the model in each of these dtypes "
-                             "(float32, bfloat16, float16); bfloat16 pays off only on CPUs with bfloat16 units")
+    parser.add_argument(
+        "--request-tokens",
+        default="8,12,16",
+        help="also run the loglik methods reading only N tokens of each prompt, for each N",
+    )
+    parser.add_argument(
+        "--pass1-dtypes",
+        default="float32",
+        help="run the loglik methods on a copy of the model in each of these dtypes "
+        "(float32, bfloat16, float16); bfloat16 pays off only on CPUs with bfloat16 units",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "dispatch.json")
     args = parser.parse_args()
 

@@ -161,7 +161,11 @@ def test_evaluate_adaptive_never_scores_the_shots(llama, setup):
     assert report.n == 8 and {s["label"] for s in report.samples} == {"mixture"}
     dispatch = report.config["dispatch"]
     assert dispatch["excluded_shots"] == sorted(e["id"] for e in shots)
-    assert dispatch["labels"] == {"mixture": 8} and dispatch["pass2_s"] > 0
+    assert dispatch["labels"] == {"mixture": 8}
+    # Times are wall-clock: check what they are made of, never how large they are (a total that was
+    # rounded to 10 ms once read 0.0 for a few fast generations).
+    assert dispatch["pass2_s"] == pytest.approx(sum(s["pass2_s"] for s in report.samples), abs=1e-3)
+    assert all(s["pass2_s"] >= s["switch_s"] >= 0 for s in report.samples)
 
 
 def saved_with_experts(llama, tmp_path, domains) -> str:
@@ -250,7 +254,7 @@ def test_eval_command_records_the_pass1_options(tmp_path, llama):
     result = CliRunner().invoke(app, args + ["--adapt", "loglik", "--pass1-dtype", "int3"])
     assert result.exit_code == 2 and "--pass1-dtype must be one of float32, bfloat16, float16" in result.output
     result = CliRunner().invoke(app, args + ["--adapt", "fixed:math-expert", "--pass1-dtype", "bfloat16"])
-    assert result.exit_code == 2 and "loglik strategies only" in result.output
+    assert result.exit_code == 2 and "loglik, loglik-cls, centroid strategies only" in result.output
 
 
 def test_pass1_set_up_is_paid_once_at_construction(llama, setup, monkeypatch):

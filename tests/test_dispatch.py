@@ -210,16 +210,16 @@ def test_shared_prefix_cache_gives_the_same_scores(tiny_model):
     assert unrelated[0] == pytest.approx(label_logliks(tiny_model, "1 + 2 = ", continuations), abs=1e-5)
 
 
-
 def test_request_tokens_keep_the_end_of_long_prompts(llama, setup):
     tokenizer = llama.tokenizer
     long = " ".join(f"w{i}" for i in range(200))
     short = last_tokens(tokenizer, long, 10)
     assert short.endswith("w199") and "w0 " not in short and "w100" not in short
     assert len(tokenizer(short, add_special_tokens=False)["input_ids"]) == 10
-    assert tokenizer(long, add_special_tokens=False)["input_ids"][-10:] == tokenizer(
-        short, add_special_tokens=False
-    )["input_ids"]
+    assert (
+        tokenizer(long, add_special_tokens=False)["input_ids"][-10:]
+        == tokenizer(short, add_special_tokens=False)["input_ids"]
+    )
     assert last_tokens(tokenizer, "w1 w2", 10) == "w1 w2"
     _, registry, switch = setup
     dispatcher = make_dispatcher("loglik", llama, switch, registry, request_tokens=10)

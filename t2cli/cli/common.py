@@ -23,15 +23,17 @@ from t2cli.defaults import PASS1_DTYPE_NAMES
 from t2cli.errors import T2Error
 
 if TYPE_CHECKING:
+    from t2cli.adaptive import AdaptiveModel
     from t2cli.registry import Registry
 
 PASS1_TOKENS_HELP = (
-    "loglik / loglik-cls: read at most the last N tokens of each prompt in pass 1 (where its closing "
-    "instruction is); pass 1 is a prefill, so this bounds its cost. Default: the whole prompt."
+    "loglik / loglik-cls / centroid: read at most the last N tokens of each prompt in pass 1 (where its "
+    "closing instruction is); pass 1 is a prefill, so this bounds its cost. Default: the whole prompt."
 )
 PASS1_DTYPE_HELP = (
-    f"loglik / loglik-cls: run pass 1 on its own copy of the model in this dtype ({', '.join(PASS1_DTYPE_NAMES)}). "
-    "bfloat16 is cheaper only on hardware with bfloat16 units; on a CPU without them it is ~3× slower "
+    "loglik / loglik-cls / centroid: run pass 1 on its own copy of the model in this dtype "
+    f"({', '.join(PASS1_DTYPE_NAMES)}). bfloat16 is cheaper only on hardware with bfloat16 units; on a CPU "
+    "without them it is ~3× slower "
     "(docs/RESULTS.md §6). Default: the shared model as loaded."
 )
 
@@ -116,3 +118,26 @@ def registry_key(model: str) -> str:
     from t2cli.models import model_key
 
     return model_key(model)
+
+
+# --------------------------------------------------------------------------- two-pass commands (chat, eval --adapt)
+
+EXPERTS_HELP = (
+    "Experts to route over, comma-separated (default: one per declared domain, the shipped one first; "
+    "a domain claimed twice is named when the command starts)."
+)
+
+
+def expert_names(value: str | None) -> list[str] | None:
+    """--experts a,b,c → ["a", "b", "c"] (None: the default set)."""
+    return [name.strip() for name in value.split(",") if name.strip()] if value else None
+
+
+def show_choice(adaptive: AdaptiveModel) -> None:
+    """Which experts pass 1 routes over, and what choosing them noticed (on stderr)."""
+    choice = adaptive.dispatcher.choice
+    if choice is not None and choice.experts:
+        routed = ", ".join(f"{label} → {expert.name}" for label, expert in choice.experts.items())
+        err_console.print(f"[dim]routing over: {routed}[/]", highlight=False)
+    for note in adaptive.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)

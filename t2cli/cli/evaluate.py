@@ -10,15 +10,19 @@ import typer
 from rich.table import Table
 
 from t2cli.cli.common import (
+    EXPERTS_HELP,
     PASS1_DTYPE_HELP,
     PASS1_TOKENS_HELP,
     console,
+    expert_names,
     fail,
     progress_bar,
+    show_choice,
     status,
     user_errors,
 )
 from t2cli.defaults import DEFAULT_MODEL
+from t2cli.strategies import strategy_names
 from t2cli.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
@@ -54,12 +58,15 @@ def dispatch_table(report: EvalReport) -> Table | None:
         table.add_column(column)
     for label, counts in sorted(dispatch["by_label"].items(), key=lambda item: -item[1]["n"]):
         mark = " ✓" if label == dispatch["task_domain"] else ""
-        table.add_row(f"{label}{mark}", str(counts["n"]), f"{counts['n'] / report.n:.0%}",
-                      f"{counts['correct']} / {counts['n']}")
+        table.add_row(
+            f"{label}{mark}", str(counts["n"]), f"{counts['n'] / report.n:.0%}", f"{counts['correct']} / {counts['n']}"
+        )
     ratio = dispatch["pass1_over_pass2"]
-    table.caption = (f"pass 1 {dispatch['pass1_s']:.1f} s · pass 2 {dispatch['pass2_s']:.1f} s · pass 1 / pass 2 = "
-                     + (f"{ratio:.1%}" if ratio is not None else "-")
-                     + (f" · pass-1 set-up, once: {setup:.1f} s" if (setup := dispatch.get("pass1_setup_s")) else ""))
+    table.caption = (
+        f"pass 1 {dispatch['pass1_s']:.1f} s · pass 2 {dispatch['pass2_s']:.1f} s · pass 1 / pass 2 = "
+        + (f"{ratio:.1%}" if ratio is not None else "-")
+        + (f" · pass-1 set-up, once: {setup:.1f} s" if (setup := dispatch.get("pass1_setup_s")) else "")
+    )
     return table
 
 
@@ -69,10 +76,16 @@ def eval_command(
     split: str = typer.Option("test", help="Split to evaluate."),
     limit: int = typer.Option(None, help="Only the first N examples (a fixed, stated subset)."),
     expert: str = typer.Option(None, "--expert", "-e", help="Apply this registered expert (pass 2 only)."),
-    lora: Path = typer.Option(None, "--lora", help="Evaluate with this PEFT LoRA adapter directory (the baseline; "
-                              "from `t2 train --method lora`) on the base model."),
-    adapt: str = typer.Option(None, "--adapt", help="Two-pass inference: prompt, cls, loglik, loglik-cls, cem, "
-                              "none or fixed:NAME (pass 1 picks the expert per prompt)."),
+    lora: Path = typer.Option(
+        None,
+        "--lora",
+        help="Evaluate with this PEFT LoRA adapter directory (the baseline; "
+        "from `t2 train --method lora`) on the base model.",
+    ),
+    adapt: str = typer.Option(
+        None, "--adapt", help=f"Two-pass inference: {', '.join(strategy_names())} (pass 1 picks the expert per prompt)."
+    ),
+    experts: str = typer.Option(None, "--experts", help=f"--adapt: {EXPERTS_HELP}"),
     shots: str = typer.Option(None, "--shots", help="cem: N shots of the split (not scored) or a JSONL file."),
     cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
     pass1_tokens: int = typer.Option(None, help=PASS1_TOKENS_HELP),
@@ -94,7 +107,9 @@ def eval_command(
     if lora and expert:
         fail("--lora and --expert are mutually exclusive: evaluate the LoRA baseline or an SVF expert")
     if adapt and (lora or expert):
-        fail("--adapt chooses the experts itself: drop --expert / --lora")
+        fail("--adapt chooses the experts itself: drop --expert / --lora (or name them with --experts)")
+    if experts and not adapt:
+        fail("--experts chooses what --adapt routes over: add --adapt STRATEGY, or use --expert NAME for one expert")
     with user_errors():
         task_obj = get_task(task)
         with status(f"loading {model}…"):
@@ -116,21 +131,24 @@ def eval_command(
             expert_name = vector.name
         evaluate_with = evaluate  # --adapt: the same loop, answered in two passes
         if adapt:
-            from t2cli.cli.chat import adaptive_evaluator
+            from t2cli.adaptive import adaptive_evaluator
+            from t2cli.cem import CEMConfig
 
-            evaluate_with = adaptive_evaluator(
-                loaded,
-                task_obj,
-                adapt,
-                shots,
-                split,
-                data_dir,
-                seed,
-                cem_generations,
-                max_new_tokens,
-                pass1_tokens,
-                pass1_dtype,
-            )
+            with status(f"pass-1 set-up ({adapt})…"):
+                evaluate_with = adaptive_evaluator(
+                    loaded,
+                    task_obj,
+                    adapt,
+                    shots=shots,
+                    split=split,
+                    data_dir=data_dir,
+                    seed=seed,
+                    experts=expert_names(experts),
+                    cem_config=CEMConfig(generations=cem_generations, seed=seed, max_new_tokens=max_new_tokens),
+                    request_tokens=pass1_tokens,
+                    pass1_dtype=pass1_dtype,
+                )
+            show_choice(evaluate_with.model)
             expert_name = f"adapt-{adapt.replace(':', '-')}"
         config = GenerationConfig(
             max_new_tokens=max_new_tokens or task_obj.max_new_tokens,
@@ -206,5 +224,7 @@ def compare_command(
     table.add_row(result.b, f"{result.b_accuracy:.2%}", str(result.b_correct), str(result.only_b))
     console.print(table)
     verdict = "a difference this large is rare by chance" if result.p_value < 0.05 else "within chance"
-    console.print(f"both correct: {result.both} · McNemar exact two-sided p = {result.p_value:.3g} ({verdict} "
-                  f"at 0.05)", highlight=False)
+    console.print(
+        f"both correct: {result.both} · McNemar exact two-sided p = {result.p_value:.3g} ({verdict} at 0.05)",
+        highlight=False,
+    )
