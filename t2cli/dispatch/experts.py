@@ -74,14 +74,16 @@ def choose_experts(
     chosen: dict[str, ExpertVector] = {}
     notes: list[str] = []
     for domain in sorted(by_domain):
-        candidates = sorted(by_domain[domain], key=lambda entry: (not entry.shipped, entry.name))
-        for entry in candidates:
+        candidates = []  # every claimant is loaded (z vectors are small), so a broken one is always reported
+        for entry in sorted(by_domain[domain], key=lambda entry: (not entry.shipped, entry.name)):
             try:
-                chosen[domain] = _load(entry, fingerprint)
-                break
+                loaded = _load(entry, fingerprint)
             except (ExpertError, OSError) as error:
                 skipped.append(f"{entry.name}: {error}")
-        if domain in chosen and len(candidates) > 1:
+                continue
+            candidates.append(entry)
+            chosen.setdefault(domain, loaded)
+        if len(candidates) > 1:
             used = chosen[domain].name
             others = [entry.name for entry in candidates if entry.name != used]
             shipped = " (shipped)" if any(e.shipped and e.name == used for e in candidates) else ""
