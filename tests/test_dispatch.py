@@ -392,3 +392,32 @@ def test_a_pass1_dtype_scores_on_its_own_copy_of_the_model(llama, setup, strateg
     scorer = dispatcher.scorer
     dispatcher.decide(prompts)
     assert dispatcher.scorer is scorer  # made once
+
+
+def test_train_cls_learns_the_registered_experts_domains(llama, tmp_path, monkeypatch):
+    """`t2 train --task cls` trains on the classification set of the registered domain experts,
+    so a domain added by the user is routed after that one command."""
+    from typer.testing import CliRunner
+
+    import t2cli.train
+    from t2cli.cli.app import app
+    from t2cli.models import load_model
+
+    model_dir = tmp_path / "tiny"
+    llama.model.save_pretrained(model_dir)
+    llama.tokenizer.save_pretrained(model_dir)
+    loaded = load_model(str(model_dir), device="cpu")
+    store = decompose(loaded, ["mlp"])
+    for seed, domain in enumerate(("math", "science")):
+        Registry().add(random_expert(loaded, store, seed, f"{domain}-expert", domain))
+    seen = []
+
+    def fake_train(config, task=None, **kwargs):
+        seen.append(task)
+        raise KeyboardInterrupt  # stop before any work: only the task handed over matters here
+
+    monkeypatch.setattr(t2cli.train, "train", fake_train)
+    result = CliRunner().invoke(app, ["train", "--task", "cls", "--model", str(model_dir), "--iters", "1"])
+    assert seen and seen[0].name == "cls", result.output
+    assert "(math, science, other)" in seen[0].system
+    assert {e["answer"] for e in seen[0].load("validation").examples} == {"math", "science"}

@@ -99,13 +99,19 @@ def train_command(
         from t2cli.train import train
 
         reg = Registry(write_root=registry) if registry else Registry()
+        task_obj = None
+        if config.task == "cls":  # the classifier learns the domains of the registered experts
+            from t2cli.cli.common import registry_key
+            from t2cli.dispatch import classifier_task
+
+            task_obj = classifier_task(reg, registry_key(model))
         # Under torchrun only rank 0 receives events: other ranks show no bar.
         main_rank = int(os.environ.get("RANK", "0")) == 0
         bar = progress_bar(f"train {config.expert_name}", total=config.iters) if main_rank else nullcontext(_ignore)
         with bar as update:
             renderer = EventRenderer(update, config.iters)
             try:
-                result = train(config, registry=reg, resume=resume, on_event=renderer)
+                result = train(config, task=task_obj, registry=reg, resume=resume, on_event=renderer)
             except KeyboardInterrupt:
                 every = f"every {config.checkpoint_every} iterations" if config.checkpoint_every else "at the end"
                 fail(f"interrupted at iteration {renderer.iteration}; checkpoints are written {every} to "
