@@ -21,6 +21,7 @@ from t2cli.adapt import DenseAdapter, ExpertSwitch
 from t2cli.cem import CEMConfig, CEMProgress, CEMResult
 from t2cli.dispatch import Decision, Dispatcher, DispatchError, choose_experts, make_dispatcher
 from t2cli.evaluate import EvalReport
+from t2cli.expert import ExpertVector
 from t2cli.generation import GenerationConfig, GenerationProgress, chat_prompt, generate
 from t2cli.models import LoadedModel
 from t2cli.registry import Registry
@@ -172,23 +173,36 @@ class AdaptiveModel:
             self.switch.use(None)
 
 
+def strategy_experts(
+    registry: Registry,
+    base_model: str,
+    strategy: str,
+    experts: Sequence[str] | None = None,
+    fingerprint: str | None = None,
+) -> list[ExpertVector]:
+    """The experts `strategy` may apply, read from their files (no model needed): the chosen
+    domain experts and the classifier (see `choose_experts`), or the expert its argument names
+    (fixed:NAME); none for a strategy that applies none."""
+    entry, argument = parse_strategy(strategy)
+    if not entry.uses_experts:
+        return []
+    if argument is not None and argument in {e.name for e in registry.list(base_model)}:
+        return [registry.load(argument, base_model)]
+    choice = choose_experts(registry, base_model, experts, fingerprint)
+    return list(choice.experts.values()) + ([choice.classifier] if choice.classifier else [])
+
+
 def expert_store(
     loaded: LoadedModel, registry: Registry, strategy: str, experts: Sequence[str] | None = None
 ) -> SVDStore | None:
-    """The SVD store of the experts `strategy` applies: the chosen experts' (see
-    `choose_experts`), or that of the expert its argument names (fixed:NAME); None for a strategy
-    that applies none."""
-    entry, argument = parse_strategy(strategy)
-    if not entry.uses_experts:
+    """The SVD store of the experts `strategy` applies (`strategy_experts`); None when it applies none."""
+    if not parse_strategy(strategy)[0].uses_experts:
         return None
-    if argument is not None and argument in {e.name for e in registry.list(loaded.name)}:
-        return open_store(loaded, registry.load(argument, loaded.name).targets)
-    choice = choose_experts(registry, loaded.name, experts, loaded.fingerprint)
-    chosen = list(choice.experts.values()) + ([choice.classifier] if choice.classifier else [])
+    chosen = strategy_experts(registry, loaded.name, strategy, experts, loaded.fingerprint)
     if not chosen:
         raise DispatchError(
             f"no usable experts are registered for {loaded.name}: train some with `t2 train` or pull a set with "
-            "`t2 experts pull`, then retry" + (f" (skipped: {'; '.join(choice.skipped)})" if choice.skipped else "")
+            "`t2 experts pull`, then retry"
         )
     return open_store(loaded, chosen[0].targets)
 

@@ -15,4 +15,6 @@ CLASSIFICATION = "classification"  # the dispatch classifier's domain: it serves
 DOMAINS = (CLASSIFICATION, OTHER)  # the reserved domain labels (t2cli.expert)
 DOMAIN_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"  # what a domain name may look like
 SVD_DTYPES = ("float32", "float64")  # SVD precisions (t2cli.svd_store)
+MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")  # --dtype: auto = bfloat16 on a GPU with it, else float32
+STORE_DTYPES = ("float32", "bfloat16", "float16", "float64")  # --store-dtype of SVD factors (t2cli.svd_store)
 PASS1_DTYPE_NAMES = ("float32", "bfloat16", "float16")  # --pass1-dtype (t2cli.dispatch)

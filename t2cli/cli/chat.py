@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 
+from t2cli.cli import common
 from t2cli.cli.common import (
     EXPERTS_HELP,
     PASS1_DTYPE_HELP,
@@ -51,6 +52,9 @@ def chat_command(
     cache_size: int = typer.Option(4, help="Composed experts kept in memory (each a full copy of the targets)."),
     pass1_tokens: int = typer.Option(None, help=PASS1_TOKENS_HELP),
     pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
+    dtype: str = common.dtype_option(),
+    device: str = common.device_option(),
+    device_map: str = common.device_map_option(),
 ) -> None:
     """Chat with the self-adaptive model: pass 1 picks an expert per turn, pass 2 answers."""
     from t2cli.adaptive import AdaptiveModel, load_shots
@@ -62,7 +66,7 @@ def chat_command(
         task_obj = get_task(task) if task else None
         shot_examples = load_shots(shots, task_obj, shots_split, data_dir, seed)[0] if task_obj and shots else []
         with status(f"loading {model}…"):
-            loaded = load_model(model)
+            loaded = load_model(model, dtype=dtype, device=device, device_map=device_map)
         config = CEMConfig(
             population=population, generations=generations, patience=patience, per_matrix=per_matrix, seed=seed
         )

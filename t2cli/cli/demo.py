@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from t2cli.cli import common
 from t2cli.cli.common import PASS1_DTYPE_HELP, console, progress_bar, show_choice, status, user_errors
 from t2cli.defaults import CLASSIFICATION, DEFAULT_MODEL, OTHER
 from t2cli.strategies import strategy_names
@@ -64,6 +65,8 @@ def demo_command(
         help=f"Pass-1 strategy for the mixed prompts: {', '.join(strategy_names())} (cem needs shots: see `t2 chat`).",
     ),
     pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
+    dtype: str = common.dtype_option(),
+    device: str = common.device_option(),
 ) -> None:
     """Decompose the default model, apply shipped (and mixed) experts, show what changed, revert."""
     import torch
@@ -76,7 +79,7 @@ def demo_command(
 
     with user_errors():
         with status(f"loading {model} (the first run converts the GGUF once, ~30 s)…"):
-            loaded = load_model(model)
+            loaded = load_model(model, dtype=dtype, device=device)
         with progress_bar("SVD of MLP matrices") as update:
             store = decompose(loaded, ["mlp"], progress=update)
         console.print(
@@ -115,7 +118,7 @@ def demo_command(
                 answer,
             )
         adapter.revert()
-        restored = all(torch.equal(m.weight, adapter.originals[n]) for n, m in adapter.modules.items())
+        restored = all(torch.equal(m.weight, adapter.original(n)) for n, m in adapter.modules.items())
     console.print(table)
     console.print(f"reverted to the base weights: {'bit-identical' if restored else '[red]NOT identical[/]'}")
     with user_errors():

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from t2cli.cli import common
 from t2cli.cli.common import (
     EXPERTS_HELP,
     PASS1_DTYPE_HELP,
@@ -27,6 +28,7 @@ from t2cli.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
     from t2cli.evaluate import EvalReport
+    from t2cli.expert import ExpertVector
 
 TASK_HELP = f"Task: {', '.join(TASKS)}."
 
@@ -70,6 +72,24 @@ def dispatch_table(report: EvalReport) -> Table | None:
     return table
 
 
+def early_expert_check(
+    model: str, expert: str | None, adapt: str | None, experts: list[str] | None = None
+) -> dict[str, ExpertVector]:
+    """The experts a run will use, each checked from its files (milliseconds): --expert NAME, or
+    for --adapt the experts pass 1 chooses from (`t2cli.adaptive.strategy_experts`)."""
+    from t2cli.cli.common import registry_key
+    from t2cli.registry import Registry
+
+    registry, base = Registry(), registry_key(model)
+    if expert:
+        return {expert: registry.load(expert, base)}
+    if not adapt:
+        return {}
+    from t2cli.adaptive import strategy_experts
+
+    return {vector.name: vector for vector in strategy_experts(registry, base, adapt, experts)}
+
+
 def eval_command(
     task: str = typer.Option(..., "--task", help=TASK_HELP),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded model name, local directory or Hub id."),
@@ -90,6 +110,9 @@ def eval_command(
     cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
     pass1_tokens: int = typer.Option(None, help=PASS1_TOKENS_HELP),
     pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
+    dtype: str = common.dtype_option(),
+    device: str = common.device_option(),
+    device_map: str = common.device_map_option(),
     data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data (extra splits)."),
     out: Path = typer.Option(None, "--out", help="Write report.json + samples.jsonl here (default runs/eval-…)."),
     batch_size: int = typer.Option(16, help="Prompts per generation batch."),
@@ -100,7 +123,7 @@ def eval_command(
     seed: int = typer.Option(0, help="Random seed for sampling."),
 ) -> None:
     """Generate answers for a task split (optionally with an expert) and score them."""
-    from t2cli.evaluate import evaluate, write_report
+    from t2cli.evaluate import evaluate, provenance, write_report
     from t2cli.generation import GenerationConfig
     from t2cli.models import load_model
 
@@ -112,8 +135,9 @@ def eval_command(
         fail("--experts chooses what --adapt routes over: add --adapt STRATEGY, or use --expert NAME for one expert")
     with user_errors():
         task_obj = get_task(task)
+        used = early_expert_check(model, expert, adapt, expert_names(experts))  # before the model is loaded
         with status(f"loading {model}…"):
-            loaded = load_model(model)
+            loaded = load_model(model, dtype=dtype, device=device, device_map=device_map)
         expert_name = None
         if lora:
             from t2cli.train.lora import load_lora
@@ -122,10 +146,9 @@ def eval_command(
             expert_name = f"lora-{lora.name if lora.name != 'adapter' else lora.parent.name}"
         if expert:
             from t2cli.adapt import DenseAdapter
-            from t2cli.registry import Registry
             from t2cli.svd_store import open_store
 
-            vector = Registry().load(expert, loaded.name)
+            vector = used[expert]
             adapter = DenseAdapter(loaded, open_store(loaded, vector.targets))
             adapter.apply(vector)
             expert_name = vector.name
@@ -171,6 +194,9 @@ def eval_command(
                 progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"),
             )
         out = out or Path("runs") / f"eval-{task}-{split}-{expert_name or 'base'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        cem = report.config.get("dispatch", {}).get("cem")
+        hashes = {name: vector.tensors_sha256 for name, vector in used.items()}
+        report.provenance = provenance(loaded, hashes, mixture=cem["weights"] if cem else None)
         if lora:
             report.config["lora"] = str(lora.resolve())
         summary_path, samples_path = write_report(report, out)

@@ -155,7 +155,8 @@ class ModelDispatcher(Dispatcher):
             return self.loaded
         if self.scorer is None:
             adapter = self.switch.adapter
-            weights = adapter.compose(self.pass1_expert) if self.pass1_expert is not None else adapter.originals
+            base = {name: adapter.original(name) for name in adapter.modules}
+            weights = adapter.compose(self.pass1_expert) if self.pass1_expert is not None else base
             model = copy.deepcopy(self.loaded.model)
             modules = dict(model.named_modules())
             with torch.no_grad():

@@ -35,8 +35,8 @@ class ExpertChoice:
 
 
 def _load(entry: RegistryEntry, fingerprint: str | None) -> ExpertVector:
-    if "error" in entry.meta:
-        raise ExpertError(entry.meta["error"])
+    if entry.error:
+        raise ExpertError(entry.error)
     expert = ExpertVector.load(entry.path)
     if fingerprint is not None and expert.base_fingerprint != fingerprint:
         raise ExpertError(f"made for another version of {entry.base_model} (fingerprint {expert.base_fingerprint})")
@@ -66,8 +66,8 @@ def choose_experts(
     by_domain: dict[str, list[RegistryEntry]] = {}
     skipped: list[str] = []
     for entry in registry.list(base_model):
-        if "error" in entry.meta:
-            skipped.append(f"{entry.name}: {entry.meta['error']}")
+        if entry.error:
+            skipped.append(f"{entry.name}: {entry.error}")
             continue
         if entry.domain != OTHER:
             by_domain.setdefault(entry.domain, []).append(entry)
