@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import sys
@@ -92,11 +93,12 @@ def main() -> None:
         method += f", {dtype} copy" if dtype and dtype != "float32" else ""
         setup_s = dispatcher.prepare()  # one-time: model copy, calibration prefill, centroids, first composition
         dispatcher.decide(questions[:2])  # warm-up: allocator
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         decisions = []
         for i in range(0, len(questions), args.batch):
             decisions += dispatcher.decide(questions[i : i + args.batch])
         seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started  # this process's CPU time: steadier on a shared machine
         labels = [decision.label for decision in decisions]
         correct = sum(label == answer for label, answer in zip(labels, truth))
         confusion = Counter(f"{answer}->{label}" for label, answer in zip(labels, truth))
@@ -106,14 +108,16 @@ def main() -> None:
             "n": len(truth),
             "seconds": round(seconds, 2),
             "seconds_per_prompt": round(seconds / len(truth), 4),
+            "cpu_seconds_per_prompt": round(cpu_seconds / len(truth), 4),
             "setup_seconds": round(setup_s, 2),
             "confusion": dict(sorted(confusion.items())),
         }
-        console.print(f"{method}: {correct}/{len(truth)} in {seconds:.1f} s")
+        console.print(f"{method}: {correct}/{len(truth)} in {seconds:.1f} s ({cpu_seconds:.1f} s CPU)")
     switch.use(None)
 
     table = Table(title=f"Pass-1 dispatch on cls/{args.split} ({len(truth)} prompts), {args.model}, batch {args.batch}")
-    for column in ("method", "accuracy", "s / prompt", "vs fastest", "set-up s", "confusion (truth->chosen: n)"):
+    columns = ("method", "accuracy", "s / prompt", "CPU s / prompt", "vs fastest", "set-up s", "errors (truth->chosen)")
+    for column in columns:
         table.add_column(column, overflow="fold")
     fastest = min(r["seconds_per_prompt"] for r in results.values())
     for method, r in results.items():
@@ -121,6 +125,7 @@ def main() -> None:
             method,
             f"{100 * r['accuracy']:.1f}% ({r['correct']}/{r['n']})",
             f"{r['seconds_per_prompt']:.3f}",
+            f"{r['cpu_seconds_per_prompt']:.3f}",
             f"{r['seconds_per_prompt'] / fastest:.1f}×",
             f"{r['setup_seconds']:.1f}",
             ", ".join(f"{k}: {v}" for k, v in r["confusion"].items() if k.split("->")[0] != k.split("->")[1]) or "—",
@@ -131,6 +136,7 @@ def main() -> None:
         "command": shlex.join(["python", "bench/dispatch.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"CPU {torch.backends.cpu.get_cpu_capability()}, bfloat16 units: {cpu_has_bf16_units()}",
+        "load_average_at_end": round(os.getloadavg()[0], 1),  # other jobs on the machine (1-minute load)
         "split": f"cls/{args.split}",
         "results": results,
     }
