@@ -72,7 +72,7 @@ def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the run directory from its checkpoint."),
     registry: Path = typer.Option(None, "--registry", help="Registry to write the expert to."),
 ) -> None:
-    """Train an SVF expert vector on a task (REINFORCE on the task reward, or SFT) and register it.
+    """Train an SVF expert vector (or the LoRA baseline) on a task, by REINFORCE on its reward or SFT.
 
     Training is slow on a CPU: every iteration generates (RL rollouts) or runs forward and backward
     over a batch, and every validation generates answers for --val-limit items. Before any work the

@@ -31,7 +31,16 @@ METHOD_DEFAULTS = {
 
 # Fields that may change between a run and its `--resume` without changing the trajectory of p.
 RESUMABLE_CHANGES = frozenset(
-    {"name", "out_dir", "checkpoint_every", "checkpoint_minutes", "device", "overwrite", "command"}
+    {
+        "name",
+        "out_dir",
+        "checkpoint_every",
+        "checkpoint_minutes",
+        "device",
+        "overwrite",
+        "command",
+        "grad_checkpointing",
+    }
 )
 
 

@@ -130,7 +130,9 @@ def train(
 
     if loaded is None:
         emit({"event": "setup", "message": f"loading {config.model}"})
-        loaded = load_model(config.model, device=device, dtype=model_dtype(config.dtype, device))  # (scale: dtype=)
+        # The one place training loads a model. When models.load_model resolves dtype names itself
+        # ("auto" included), pass config.dtype straight through and drop model_dtype below.
+        loaded = load_model(config.model, device=device, dtype=model_dtype(config.dtype, device))
 
     # ---- data
     train_data = task.load("train", config.data_dir)
@@ -191,8 +193,8 @@ def train(
 
             if procs.main:
                 run_dir.mkdir(parents=True, exist_ok=True)
-                method_extra = {} if config.method == "svf" else {"trainable_parameters": method.num_parameters}
-                atomic_write_text(run_dir / ckpt.CONFIG_FILE, _json(config.to_dict() | method_extra))
+                size = {"trainable_parameters": method.num_parameters}
+                atomic_write_text(run_dir / ckpt.CONFIG_FILE, _json(config.to_dict() | size))
                 ckpt.write_metrics(metrics_path, state.metrics)
 
             # ---- validate the base model: the first "best" (then --init-expert, when given)
