@@ -242,6 +242,12 @@ class TrainConfig:
     def help(cls, name: str) -> str:
         return next(f.metadata["help"] for f in fields(cls) if f.name == name)
 
+    @classmethod
+    def default(cls, name: str):
+        """A field's default (None for one resolved per method, like lr)."""
+        found = next(f for f in fields(cls) if f.name == name)
+        return found.default_factory() if found.default_factory is not MISSING else found.default
+
     def resume_mismatches(self, saved: dict) -> list[str]:
         """Fields whose value differs from the checkpoint's and would change the run."""
         mine = self.to_dict()
