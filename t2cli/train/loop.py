@@ -130,9 +130,7 @@ def train(
 
     if loaded is None:
         emit({"event": "setup", "message": f"loading {config.model}"})
-        # The one place training loads a model. When models.load_model resolves dtype names itself
-        # ("auto" included), pass config.dtype straight through and drop model_dtype below.
-        loaded = load_model(config.model, device=device, dtype=model_dtype(config.dtype, device))
+        loaded = load_model(config.model, dtype=config.dtype, device=device)
 
     # ---- data
     train_data = task.load("train", config.data_dir)
@@ -407,14 +405,6 @@ def _make_method(
     from t2cli.train.svf import SVFMethod
 
     return SVFMethod(loaded, config, procs, registry, domain=task.domain, start_from=start_from)
-
-
-def model_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The dtype to load the model in: `auto` = bfloat16 on a GPU that supports it, float32 otherwise."""
-    if name == "auto":
-        on_bf16_gpu = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if on_bf16_gpu else torch.float32
-    return getattr(torch, name)
 
 
 # --------------------------------------------------------------------------- what the run costs
