@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,11 +193,24 @@ def load_model(
     hf_logging.disable_progress_bar()  # the library does not print; the CLI shows its own status
     directory = resolve_model_dir(name_or_path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype)
+        model, loading = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype, output_loading_info=True)
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except (OSError, ValueError) as error:
         raise ModelNotFoundError(f"could not load a causal LM from {directory}: {error}") from error
+    refuse_new_weights(directory, loading["missing_keys"])
     return from_model(model, tokenizer, model_key(name_or_path), device=device, path=directory)
+
+
+def refuse_new_weights(directory: Path, missing: Collection[str]) -> None:
+    """A directory whose causal-LM head (or any weight) is not in its files is not a causal LM:
+    loading it would answer with randomly initialised weights (e.g. a BERT encoder directory)."""
+    if missing:
+        names = sorted(missing)
+        raise ModelNotFoundError(
+            f"{directory} is not a causal language model: {len(names)} weights the causal-LM class needs are not "
+            f"in its files ({', '.join(names[:3])}{', …' if len(names) > 3 else ''}); t2 adapts decoder LMs "
+            "(Llama, Qwen, Gemma, GPT-2 …), not encoders such as BERT"
+        )
 
 
 def from_model(

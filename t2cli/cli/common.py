@@ -19,6 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from t2cli.cli.output import console_width
 from t2cli.defaults import PASS1_DTYPE_NAMES
 from t2cli.errors import T2Error
 
@@ -35,7 +36,7 @@ PASS1_DTYPE_HELP = (
     "(docs/RESULTS.md §6). Default: the shared model as loaded."
 )
 
-console = Console()
+console = Console(width=console_width())
 err_console = Console(stderr=True)
 PLAIN_PROGRESS_EVERY_S = 60.0  # without a terminal: a progress line per step, or at least this often
 
