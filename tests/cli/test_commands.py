@@ -247,3 +247,57 @@ def test_info_json_is_one_document(model_dir):
     document = json.loads(result.stdout)
     assert document["architecture"]["class"] == "LlamaForCausalLM"
     assert document["targets"]["matrices"] == 6 and document["parameters"]["svf"] > 0
+
+
+# --------------------------------------------------------------------------- chat
+
+
+def chat(model_dir, text, *options):
+    result = runner.invoke(app, ["chat", "--model", str(model_dir), "--max-new-tokens", "4", *options], input=text,
+                           env={"COLUMNS": "250"})
+    return result.exit_code, result.output
+
+
+def test_chat_prints_markup_literally_and_answers_slash_commands(model_dir):
+    text = "[bold]hi[/] and [/]\n/help\n/experts\n/expert nope\n/foo\n/clear\nsecond\n/quit\nnever read\n"
+    code, out = chat(model_dir, text, "--adapt", "none")
+    assert code == 0, out
+    assert "you> [bold]hi[/] and [/]" in out  # the user's text, not rich markup
+    assert out.count("t2> ") == 2  # two prompts answered: commands are not prompts
+    assert "/expert NAME|auto" in out  # /help
+    assert "no experts are registered" in out  # /experts
+    assert "--adapt none" in out  # /expert NAME without experts
+    assert "unknown command /foo" in out and "/help lists the commands" in out
+    assert "conversation cleared" in out and "never read" not in out
+
+
+def test_chat_expert_command_fixes_the_expert_and_auto_undoes_it(model_dir):
+    assert run("decompose", model_dir)[0] == 0
+    register_random(model_dir, "math", "math", 1)
+    text = "/experts\n/expert math\nwhat?\n/expert auto\nagain\n/expert missing\n"
+    code, out = chat(model_dir, text, "--adapt", "fixed:math")
+    assert code == 0, out
+    assert "math  [math]" in out
+    assert "answering with math until /expert auto" in out
+    assert "expert: math (/expert)" in out and "pass 1 chooses the expert again" in out
+    assert "no expert named 'missing'" in out  # one line, and the session went on to the end of input
+    assert out.count("t2> ") == 2
+
+
+def test_ctrl_c_during_an_answer_stops_that_answer_not_the_session(model_dir, monkeypatch):
+    import t2cli.generation
+
+    real_stream = t2cli.generation.stream
+    calls = []
+
+    def interrupted_once(loaded, prompt, on_text, config=None):
+        calls.append(prompt)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real_stream(loaded, prompt, on_text, config)
+
+    monkeypatch.setattr(t2cli.generation, "stream", interrupted_once)
+    code, out = chat(model_dir, "first\nsecond\n", "--adapt", "none")
+    assert code == 0, out
+    assert "answer stopped" in out and len(calls) == 2
+    assert "first" not in calls[1]  # the stopped turn is not kept in the conversation
