@@ -20,6 +20,9 @@ from typing import Any
 import typer
 from typer.models import ParameterInfo
 
+from t2cli.cli.export import EXPORT_DTYPE_NAMES
+from t2cli.defaults import PASS1_DTYPE_NAMES, SVD_DTYPES
+
 
 @dataclass(frozen=True)
 class Range:
@@ -50,6 +53,18 @@ class Range:
         return value
 
 
+@dataclass(frozen=True)
+class OneOf:
+    """One of a fixed set of names (None: the option's default applies)."""
+
+    names: tuple[str, ...]
+
+    def __call__(self, value: Any) -> Any:
+        if value is not None and value not in self.names:
+            raise typer.BadParameter(f"must be one of {', '.join(self.names)} (got {value!r})")
+        return value
+
+
 AT_LEAST_1 = Range(1)
 POSITIVE = Range(0, low_open=True)
 PROBABILITY = Range(0, 1, low_open=True)
@@ -75,6 +90,7 @@ RULES: dict[str, dict[str, Callable[[Any], Any]]] = {
         "top_p": PROBABILITY,
         "cem_generations": AT_LEAST_1,
         "pass1_tokens": AT_LEAST_1,
+        "pass1_dtype": OneOf(PASS1_DTYPE_NAMES),
     },
     "chat": {
         "generations": AT_LEAST_1,
@@ -83,9 +99,15 @@ RULES: dict[str, dict[str, Callable[[Any], Any]]] = {
         "max_new_tokens": AT_LEAST_1,
         "cache_size": AT_LEAST_1,
         "pass1_tokens": AT_LEAST_1,
+        "pass1_dtype": OneOf(PASS1_DTYPE_NAMES),
     },
-    "demo": {"max_new_tokens": AT_LEAST_1},
-    "decompose": {"model": model_name},
+    "demo": {
+        "max_new_tokens": AT_LEAST_1,
+        "adapt": OneOf(("prompt", "cls", "loglik", "loglik-cls")),
+        "pass1_dtype": OneOf(PASS1_DTYPE_NAMES),
+    },
+    "decompose": {"model": model_name, "dtype": OneOf(SVD_DTYPES)},
+    "export": {"dtype": OneOf(EXPORT_DTYPE_NAMES)},
     "info": {"model": model_name},
 }
 

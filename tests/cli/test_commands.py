@@ -161,6 +161,9 @@ BAD_INPUTS = [
     ("chat", "--population", "1"),
     ("chat", "--generations", "0"),
     ("demo", "--max-new-tokens", "0"),
+    ("demo", "--adapt", "cem"),
+    ("eval", "--task", "gsm8k", "--pass1-dtype", "float8"),
+    ("decompose", "--dtype", "float16"),
     ("decompose", "--force", "true"),
     ("info", "false"),
     ("train", "--task", "gsm8k", "--iters", "0"),
@@ -192,7 +195,7 @@ def test_every_rule_names_an_option_of_its_command():
 
     commands = {
         name: getattr(app_module, f"{name}_command")
-        for name in ("eval", "chat", "demo", "decompose", "info")
+        for name in ("eval", "chat", "demo", "decompose", "info", "export")
     }
     assert set(RULES) <= set(commands)
     for name in RULES:
