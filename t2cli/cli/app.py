@@ -90,7 +90,7 @@ app.command("export")(checked("export", export_command))
 
 
 def main() -> None:
-    app()
+    app(prog_name="t2")
 
 
 if __name__ == "__main__":  # `python -m t2cli.cli.app`, e.g. under torchrun

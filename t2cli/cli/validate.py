@@ -76,7 +76,7 @@ def model_name(value: str) -> str:
     """A positional MODEL that is a flag's value (`t2 decompose --force true`) is refused, not loaded."""
     if value is not None and value.lower() in FLAG_WORDS and not Path(value).exists():
         raise typer.BadParameter(
-            f"{value!r} is not a model: flags take no value (write `--force`, not `--force {value}`)"
+            f"{value!r} is a flag's value, not a model: flags take no value (e.g. `--force`, not `--force {value}`)"
         )
     return value
 
