@@ -170,6 +170,7 @@ BAD_INPUTS = [
     ("train", "--task", "gsm8k", "--batch-size", "0"),
     ("train", "--task", "gsm8k", "--temperature", "-1"),
     ("export", "math", "--merged", "out", "--dtype", "int8"),
+    ("eval", "--task", "[/]"),  # user text in an error message is text, not rich markup
     ("evl",),
 ]
 
