@@ -103,6 +103,8 @@ def eval_command(
         fail("--lora and --expert are mutually exclusive: evaluate the LoRA baseline or an SVF expert")
     if adapt and (lora or expert):
         fail("--adapt chooses the experts itself: drop --expert / --lora")
+    if out is not None and out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file: give a directory for report.json and samples.jsonl")
     with user_errors():
         task_obj = get_task(task)
         with status(f"loading {model}…"):
@@ -193,6 +195,8 @@ def score_command(
     from t2cli.files import atomic_write_text
     from t2cli.scoring import score_predictions
 
+    if out is not None and out.is_dir():
+        fail(f"--out {out} is a directory: give a file name for the per-item JSONL")
     with user_errors():
         task_obj = get_task(task)
         started = time.perf_counter()

@@ -171,6 +171,8 @@ BAD_INPUTS = [
     ("train", "--task", "gsm8k", "--temperature", "-1"),
     ("export", "math", "--merged", "out", "--dtype", "int8"),
     ("eval", "--task", "[/]"),  # user text in an error message is text, not rich markup
+    ("eval", "--task", "gsm8k", "--out", __file__),  # a file where the report directory goes
+    ("score", "--task", "gsm8k", "--predictions", __file__, "--out", "/"),
     ("evl",),
 ]
 
