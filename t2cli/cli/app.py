@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -42,6 +43,9 @@ class OneLineErrors(TyperGroup):
             sys.exit(error.exit_code)
         except typer.Abort:
             typer.echo("aborted", err=True)
+            sys.exit(1)
+        except BrokenPipeError:  # `t2 … | head`: the reader left; nothing to report
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (the Python docs' recipe)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
 
