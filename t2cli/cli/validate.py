@@ -3,7 +3,7 @@
 `RULES` names, per command, the options (by parameter name) and what they accept; `checked` attaches
 each rule to its option's declaration when app.py registers the command. The parser then refuses a
 bad value before the command runs — before any model is loaded — with one line and exit 2:
-`error: Invalid value for '--limit': must be ≥ 1 (got 0)`. A new option gets its check by adding one
+`error: --limit must be ≥ 1 (got 0)`. A new option gets its check by adding one
 entry here; tests/cli/test_commands.py checks that every entry names an existing option.
 (`t2 train` validates its options in `TrainConfig`, which the library shares; they are not repeated.)
 """
