@@ -21,7 +21,7 @@ import typer
 from typer.models import ParameterInfo
 
 from t2cli.cli.export import EXPORT_DTYPE_NAMES
-from t2cli.defaults import PASS1_DTYPE_NAMES, SVD_DTYPES
+from t2cli.defaults import PASS1_DTYPE_NAMES, STORE_DTYPES, SVD_DTYPES
 
 
 @dataclass(frozen=True)
@@ -106,9 +106,16 @@ RULES: dict[str, dict[str, Callable[[Any], Any]]] = {
         "adapt": OneOf(("prompt", "cls", "loglik", "loglik-cls")),
         "pass1_dtype": OneOf(PASS1_DTYPE_NAMES),
     },
-    "decompose": {"model": model_name, "dtype": OneOf(SVD_DTYPES)},
+    "decompose": {"model": model_name, "svd_dtype": OneOf(SVD_DTYPES), "store_dtype": OneOf(STORE_DTYPES)},
     "export": {"dtype": OneOf(EXPORT_DTYPE_NAMES)},
-    "info": {"model": model_name},
+    "info": {
+        "model": model_name,
+        "batch_size": AT_LEAST_1,
+        "max_new_tokens": AT_LEAST_1,
+        "prompt_tokens": AT_LEAST_1,
+        "micro_batch": AT_LEAST_1,
+        "gpu_memory": POSITIVE,
+    },
 }
 
 
