@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from t2cli.cli import experts
+from t2cli.cli import experts, tasks
 from t2cli.cli.chat import chat_command
 from t2cli.cli.decompose import decompose_command
 from t2cli.cli.demo import demo_command
@@ -21,6 +21,7 @@ app = typer.Typer(
 )
 app.command("decompose")(decompose_command)
 app.add_typer(experts.app, name="experts")
+app.add_typer(tasks.app, name="tasks")
 app.command("mix")(mix_command)
 app.command("info")(info_command)
 app.command("demo")(demo_command)

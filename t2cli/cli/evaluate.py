@@ -12,6 +12,18 @@ from rich.table import Table
 from t2cli.cli.common import (
     PASS1_DTYPE_HELP,
     PASS1_TOKENS_HELP,
+    AnswerFieldOpt,
+    CheckerOpt,
+    DataOpt,
+    DomainOpt,
+    PromptFieldOpt,
+    SplitFieldOpt,
+    SystemOpt,
+    TargetFieldOpt,
+    TaskFileOpt,
+    TemplateOpt,
+    ValFractionOpt,
+    choose_task,
     console,
     fail,
     progress_bar,
@@ -24,7 +36,7 @@ from t2cli.tasks import TASKS, get_task
 if TYPE_CHECKING:
     from t2cli.evaluate import EvalReport
 
-TASK_HELP = f"Task: {', '.join(TASKS)}."
+TASK_HELP = f"Task: {', '.join(TASKS)}, or one added with `t2 tasks add`."
 
 
 def report_table(report: EvalReport) -> Table:
@@ -64,7 +76,18 @@ def dispatch_table(report: EvalReport) -> Table | None:
 
 
 def eval_command(
-    task: str = typer.Option(..., "--task", help=TASK_HELP),
+    task: str = typer.Option(None, "--task", help=TASK_HELP + " Or --task-file / --data."),
+    task_file: Path = TaskFileOpt,
+    data: str = DataOpt,
+    prompt_field: str = PromptFieldOpt,
+    template: str = TemplateOpt,
+    answer_field: str = AnswerFieldOpt,
+    checker: str = CheckerOpt,
+    target_field: str = TargetFieldOpt,
+    split_field: str = SplitFieldOpt,
+    val_fraction: float = ValFractionOpt,
+    domain: str = DomainOpt,
+    system: str = SystemOpt,
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded model name, local directory or Hub id."),
     split: str = typer.Option("test", help="Split to evaluate."),
     limit: int = typer.Option(None, help="Only the first N examples (a fixed, stated subset)."),
@@ -95,8 +118,12 @@ def eval_command(
         fail("--lora and --expert are mutually exclusive: evaluate the LoRA baseline or an SVF expert")
     if adapt and (lora or expert):
         fail("--adapt chooses the experts itself: drop --expert / --lora")
+    task_obj = choose_task(
+        task, task_file, data, prompt_field=prompt_field, template=template, answer_field=answer_field,
+        checker=checker, target_field=target_field, split_field=split_field, val_fraction=val_fraction,
+        domain=domain, system=system,
+    )
     with user_errors():
-        task_obj = get_task(task)
         with status(f"loading {model}…"):
             loaded = load_model(model)
         expert_name = None
@@ -141,7 +168,7 @@ def eval_command(
             stop=tuple(task_obj.stop),
             seed=seed,
         )
-        with progress_bar(f"{task} {split}") as update:
+        with progress_bar(f"{task_obj.name} {split}") as update:
             report = evaluate_with(
                 loaded,
                 task_obj,
@@ -152,7 +179,8 @@ def eval_command(
                 expert_name=expert_name,
                 progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"),
             )
-        out = out or Path("runs") / f"eval-{task}-{split}-{expert_name or 'base'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = out or Path("runs") / f"eval-{task_obj.name}-{split}-{expert_name or 'base'}-{stamp}"
         if lora:
             report.config["lora"] = str(lora.resolve())
         summary_path, samples_path = write_report(report, out)

@@ -16,7 +16,25 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from t2cli.cli.common import console, err_console, fail, progress_bar, user_errors
+from t2cli.cli.common import (
+    AnswerFieldOpt,
+    CheckerOpt,
+    DataOpt,
+    DomainOpt,
+    PromptFieldOpt,
+    SplitFieldOpt,
+    SystemOpt,
+    TargetFieldOpt,
+    TaskFileOpt,
+    TemplateOpt,
+    ValFractionOpt,
+    choose_task,
+    console,
+    err_console,
+    fail,
+    progress_bar,
+    user_errors,
+)
 from t2cli.defaults import DEFAULT_MODEL
 from t2cli.tasks import TASKS
 from t2cli.train.config import LORA_DEFAULTS, OBJECTIVES, TrainConfig
@@ -30,7 +48,19 @@ def _h(name: str) -> str:
 
 
 def train_command(
-    task: str = typer.Option(..., "--task", help=f"Task to train on: {', '.join(TASKS)}."),
+    task: str = typer.Option(None, "--task", help=f"Task to train on: {', '.join(TASKS)}, or one added with "
+                             "`t2 tasks add` (or use --task-file / --data)."),
+    task_file: Path = TaskFileOpt,
+    data: str = DataOpt,
+    prompt_field: str = PromptFieldOpt,
+    template: str = TemplateOpt,
+    answer_field: str = AnswerFieldOpt,
+    checker: str = CheckerOpt,
+    target_field: str = TargetFieldOpt,
+    split_field: str = SplitFieldOpt,
+    val_fraction: float = ValFractionOpt,
+    domain: str = DomainOpt,
+    system: str = SystemOpt,
     method: str = typer.Option("svf", "--method", help="svf: an SVF expert (the paper's method). lora: the "
                                "paper's LoRA baseline (rank 16, alpha 32, dropout 0.05, --objective sft) on the "
                                "same targets, data and budget, saved as a PEFT adapter in <run dir>/adapter."),
@@ -77,9 +107,14 @@ def train_command(
     lr = defaults["lr"] if lr is None else lr
     grad_clip = defaults["grad_clip"] if grad_clip is None else grad_clip
     objective = objective or ("sft" if method == "lora" else "rl")
+    task_obj = choose_task(
+        task, task_file, data, prompt_field=prompt_field, template=template, answer_field=answer_field,
+        checker=checker, target_field=target_field, split_field=split_field, val_fraction=val_fraction,
+        domain=domain, system=system,
+    )
     with user_errors():
         config = TrainConfig(
-            task=task, model=model, objective=objective,
+            task=task_obj.name, model=model, objective=objective,
             targets=[part.strip() for value in targets for part in value.split(",") if part.strip()],
             kl=kl, batch_size=batch_size, rollouts_per_prompt=rollouts_per_prompt, temperature=temperature,
             sft_iters=sft_iters, init_expert=init_expert, iters=iters, lr=lr, warmup_iters=warmup_iters,
@@ -93,7 +128,7 @@ def train_command(
             overwrite=overwrite,
         )
         if method == "lora":
-            _train_lora(config, resume)
+            _train_lora(config, resume, task_obj)
             return
         from t2cli.registry import Registry
         from t2cli.train import train
@@ -105,7 +140,7 @@ def train_command(
         with bar as update:
             renderer = EventRenderer(update, config.iters)
             try:
-                result = train(config, registry=reg, resume=resume, on_event=renderer)
+                result = train(config, task=task_obj, registry=reg, resume=resume, on_event=renderer)
             except KeyboardInterrupt:
                 every = f"every {config.checkpoint_every} iterations" if config.checkpoint_every else "at the end"
                 fail(f"interrupted at iteration {renderer.iteration}; checkpoints are written {every} to "
@@ -114,7 +149,7 @@ def train_command(
         console.print(result_table(result, config))
 
 
-def _train_lora(config: TrainConfig, resume: bool) -> None:
+def _train_lora(config: TrainConfig, resume: bool, task) -> None:
     from t2cli.train.lora import train_lora
 
     if resume:
@@ -123,7 +158,7 @@ def _train_lora(config: TrainConfig, resume: bool) -> None:
     with progress_bar(f"train {name} (LoRA)", total=config.iters) as update:
         renderer = EventRenderer(update, config.iters)
         try:
-            result = train_lora(config, on_event=renderer)
+            result = train_lora(config, task=task, on_event=renderer)
         except KeyboardInterrupt:
             fail(f"interrupted at iteration {renderer.iteration}; LoRA runs keep no checkpoint", code=130)
     table = run_table(

@@ -543,6 +543,7 @@ def _provenance(config: TrainConfig, task: Task, state: ckpt.RunState, source: s
             "seconds_per_iter": sum(times) / len(times) if times else None,
         },
         "data_source": source,
+        **({"task_spec": dict(task.spec)} if task.spec else {}),  # a task from a data file: how to rebuild it
         "world_size": world_size,
         "wall_time_s": round(wall_time, 2),
         "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
