@@ -26,8 +26,10 @@ def problem(rng: random.Random) -> tuple[str, int]:
     if kind == "mul":
         a, b = rng.randint(2, 9), rng.randint(2, 9)
         return f"{name} has {a} boxes with {b} {thing} in each box. How many {thing} are there in all?", a * b
-    return (f"{name} has {a} {thing}. {other} has {b} more {thing} than {name}. "
-            f"How many {thing} do they have together?", a + (a + b))
+    return (
+        f"{name} has {a} {thing}. {other} has {b} more {thing} than {name}. How many {thing} do they have together?",
+        a + (a + b),
+    )
 
 
 def main() -> None:

@@ -33,8 +33,10 @@ def list_command() -> None:
 
 @app.command("add")
 def add_command(
-    task_file: Path = typer.Argument(..., help="A TOML task file (keys: name, data, prompt_field or template, "
-                                     "answer_field, checker, domain, system, …)."),
+    task_file: Path = typer.Argument(
+        ...,
+        help="A TOML task file (keys: name, data, prompt_field or template, answer_field, checker, domain, system, …).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an added task of the same name."),
 ) -> None:
     """Check a task file (its data is read once) and keep it, so that `--task NAME` finds it."""
@@ -42,8 +44,11 @@ def add_command(
 
     with user_errors():
         spec, path = add_task_file(task_file, overwrite=overwrite)
-    console.print(f"added task {spec.task_name} (domain {spec.domain}, data {spec.data}) as {path}; "
-                  f"use it with --task {spec.task_name}", highlight=False)
+    console.print(
+        f"added task {spec.task_name} (domain {spec.domain}, data {spec.data}) as {path}; "
+        f"use it with --task {spec.task_name}",
+        highlight=False,
+    )
 
 
 @app.command("remove")
