@@ -228,3 +228,10 @@ def test_build_task_reads_rows_only_when_a_split_is_loaded(tmp_path) -> None:
         task.load("test")
     write_jsonl(tmp_path / "later.jsonl", ROWS)
     assert len(task.load("test")) == 20
+
+
+def test_a_hub_dataset_id_is_loaded_through_datasets_and_offline_is_one_clear_error() -> None:
+    task = data_task({"data": "someone/word-problems:main", "prompt_field": "q", "answer_field": "a"})
+    assert task.name == "someone-word-problems" and task.spec["data"] == "someone/word-problems:main"
+    with pytest.raises(MissingSplitError, match="Hub dataset someone/word-problems:main could not be loaded"):
+        task.load("train")  # the tests run with HF_HUB_OFFLINE=1
