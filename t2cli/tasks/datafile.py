@@ -157,10 +157,12 @@ class DataTaskSpec:
                 "'.', '+' and '-'"
             )
         if name in TASKS and TASKS[name].spec != spec.to_dict():
-            raise TaskSpecError(
-                f"{origin}: the task name {name!r} (from the data file's name) is taken by the task {name!r}: "
-                'rename the file, or write a task file with name = "..."'
+            fix = (
+                f"choose another {label('name')}"
+                if spec.name
+                else 'rename the file, or write a task file with name = "..."'
             )
+            raise TaskSpecError(f"{origin}: the task name {name!r} is taken by a registered task: {fix}")
         return spec
 
     @property
@@ -395,6 +397,11 @@ def read_task_file(path: str | Path) -> DataTaskSpec:
 
 def load_task_file(path: str | Path) -> Task:
     return build_task(read_task_file(path))
+
+
+def task_from_spec(spec: Mapping[str, Any], origin: str = "the task spec") -> Task:
+    """The task a `Task.spec` describes (an expert's ``provenance["task_spec"]``), rebuilt."""
+    return build_task(DataTaskSpec.from_mapping(spec, origin=origin))
 
 
 def data_task(settings: Mapping[str, Any]) -> Task:

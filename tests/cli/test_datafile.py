@@ -114,6 +114,10 @@ def test_train_data_registers_an_expert_with_its_domain_and_task(model_dir, tmp_
         "checker": "number",
         "domain": "arithmetic",
     }
+    from t2cli.tasks.datafile import task_from_spec
+
+    rebuilt = task_from_spec(spec)
+    assert rebuilt.name == "arithmetic" and rebuilt.domain == "arithmetic" and len(rebuilt.load("train")) == 48
     assert meta["provenance"]["metrics"]["train_examples"] == 48 and meta["provenance"]["metrics"]["val_examples"] == 2
     code, text = run("experts", "list", T2_REGISTRY=str(registry))
     assert code == 0 and "mine" in text and "arithmetic" in text, text

@@ -163,7 +163,7 @@ def test_bad_settings_give_one_clear_error(tmp_path, settings: dict, message: st
 
 def test_a_data_file_may_not_take_a_builtin_name_and_an_unknown_format_is_named(tmp_path) -> None:
     data = write_jsonl(tmp_path / "gsm8k.jsonl", ROWS)
-    with pytest.raises(TaskSpecError, match="taken by the task 'gsm8k'.*name ="):
+    with pytest.raises(TaskSpecError, match="task name .gsm8k. is taken by a registered task: rename the file.*name ="):
         data_task({"data": str(data), "prompt_field": "problem", "answer_field": "answer"})
     odd = tmp_path / "d.txt"
     odd.write_text("x")
