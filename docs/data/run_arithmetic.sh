@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A task from a data file, end to end on the default model (smollm2-135m), as in the README:
 # score a file t2 has never seen, train an expert on it, list it. The expert goes to a temporary
-# registry. Run from the repository root:  bash docs/data/run_arithmetic.sh > docs/data/run_arithmetic.log 2>&1
+# registry. Run from the repository root:  bash docs/data/run_arithmetic.sh > docs/data/run_arithmetic.txt 2>&1
 set -euo pipefail
 export OMP_NUM_THREADS=1
 export T2_REGISTRY="${T2_REGISTRY:-$(mktemp -d)}"
