@@ -15,6 +15,7 @@ app = typer.Typer(help="Tasks: the built-in benchmarks and your own, from data f
 @app.command("list")
 def list_command() -> None:
     """Every task `--task` accepts: the built-in ones and the task files added with `t2 tasks add`."""
+    from t2cli.errors import T2Error
     from t2cli.tasks import TASKS
     from t2cli.tasks.datafile import find_task_file, load_task_file, task_file_names
 
@@ -25,8 +26,11 @@ def list_command() -> None:
         table.add_row(task.name, task.domain, ", ".join(task.splits), "built-in", task.description)
     for name in task_file_names():
         path = find_task_file(name)
-        with user_errors():
+        try:
             task = load_task_file(path)
+        except T2Error as error:  # one broken file does not hide the others
+            table.add_row(name, "-", "-", str(path), f"[red]unusable:[/] {error}")
+            continue
         table.add_row(task.name, task.domain, ", ".join(task.splits), str(path), task.description)
     console.print(table)
 

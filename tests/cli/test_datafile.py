@@ -123,7 +123,7 @@ def test_train_data_registers_an_expert_with_its_domain_and_task(model_dir, tmp_
     assert code == 0 and "mine" in text and "arithmetic" in text, text
 
 
-def test_task_files_directly_or_added_by_name(model_dir, tmp_path):
+def test_task_files_directly_or_added_by_name(model_dir, tmp_path, isolated_home):
     code, text = run(
         "eval",
         "--task-file",
@@ -161,6 +161,11 @@ def test_task_files_directly_or_added_by_name(model_dir, tmp_path):
     assert json.loads((tmp_path / "b" / "report.json").read_text())["task"] == "arithmetic"
     code, text = run("tasks", "add", DOCS / "arithmetic.toml")
     assert code == 2 and "already added" in text
+    broken = isolated_home / "tasks" / "broken.toml"
+    broken.write_text('data = "gone.jsonl"\n')
+    code, text = run("tasks", "list")
+    assert code == 0 and "unusable" in text and "arithmetic" in text  # one broken file hides nothing
+    broken.unlink()
     code, text = run("tasks", "remove", "arithmetic")
     assert code == 0
     bad = tmp_path / "bad.toml"
