@@ -172,3 +172,47 @@ def test_task_files_directly_or_added_by_name(model_dir, tmp_path, isolated_home
     bad.write_text('data = "x.jsonl"\nprompt_feild = "problem"\nanswer_field = "answer"\n')
     code, text = run("tasks", "add", bad)
     assert code == 2 and "did you mean 'prompt_field'" in text
+
+
+def test_train_sft_on_a_data_file_learns_from_the_target_field(model_dir, tmp_path):
+    rows = [
+        {"q": f"What is {i} + 1?", "a": str(i + 1), "sol": f"{i} + 1 = {i + 1}. The answer is {i + 1}."}
+        for i in range(10)
+    ]
+    data = tmp_path / "sums.csv"
+    data.write_text("q,a,sol\n" + "".join(f'"{r["q"]}",{r["a"]},"{r["sol"]}"\n' for r in rows))
+    registry = tmp_path / "registry"
+    code, text = run(
+        "train",
+        "--data",
+        data,
+        "--prompt-field",
+        "q",
+        "--answer-field",
+        "a",
+        "--target-field",
+        "sol",
+        "--checker",
+        "number",
+        "--objective",
+        "sft",
+        "--model",
+        model_dir,
+        "--iters",
+        "1",
+        "--batch-size",
+        "2",
+        "--val-limit",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--name",
+        "sums-sft",
+        "--out",
+        tmp_path / "run",
+        T2_REGISTRY=str(registry),
+    )
+    assert code == 0, text
+    meta = json.loads((registry / "tiny-model" / "sums-sft" / "expert.json").read_text())
+    assert meta["provenance"]["objective"] == "sft" and meta["provenance"]["task_spec"]["target_field"] == "sol"
+    assert meta["domain"] == "other"  # no --domain given

@@ -235,3 +235,36 @@ def test_a_hub_dataset_id_is_loaded_through_datasets_and_offline_is_one_clear_er
     assert task.name == "someone-word-problems" and task.spec["data"] == "someone/word-problems:main"
     with pytest.raises(MissingSplitError, match="Hub dataset someone/word-problems:main could not be loaded"):
         task.load("train")  # the tests run with HF_HUB_OFFLINE=1
+
+
+def test_a_python_tests_file_checks_code_in_the_sandbox_like_mbpp(tmp_path) -> None:
+    rows = [
+        {
+            "text": "Add two numbers.",
+            "tests": ["assert add(1, 2) == 3", "assert add(0, 0) == 0"],
+            "code": "def add(a, b):\n    return a + b",
+        },
+        {
+            "text": "Double a number.",
+            "tests": "assert double(2) == 4\nassert double(-1) == -2",
+            "code": "def double(x):\n    return 2 * x",
+        },
+    ]
+    data = write_jsonl(tmp_path / "code.jsonl", rows)
+    task = data_task(
+        {
+            "data": str(data),
+            "prompt_field": "text",
+            "answer_field": "tests",
+            "target_field": "code",
+            "checker": "python-tests",
+            "domain": "code",
+        }
+    )
+    examples = task.load("test").examples
+    prompt = task.messages(examples[0])[-1]["content"]
+    assert prompt.startswith("Add two numbers.\n\nYour code should pass this test:\nassert add(1, 2) == 3\n")
+    references = [task.reference_output(e) for e in examples]
+    assert references[0].startswith("```python\ndef add")
+    assert task.check_many(references, examples) == [True, True]
+    assert task.check_many(references[::-1], examples) == [False, False]
