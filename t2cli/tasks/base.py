@@ -145,9 +145,8 @@ def _hub_unreachable_reason() -> str | None:
     counts as unreachable: `datasets` would otherwise spend ~20 s on retries."""
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE or any(
-        os.environ.get(name, "").lower() in _TRUE for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    ):
+    # The environment, read now: huggingface_hub's own flag is frozen when it is first imported.
+    if any(os.environ.get(name, "").lower() in _TRUE for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
         return "Hub offline mode is on (HF_HUB_OFFLINE)"
     url = urlparse(constants.ENDPOINT)
     host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
