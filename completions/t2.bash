@@ -5,7 +5,7 @@
 #   t2 compare --label-a --label-b
 #   t2 decompose --device --device-map --dtype --force --store-dtype --svd-dtype --targets -t
 #   t2 demo --adapt --device --dtype --max-new-tokens --model --pass1-dtype --prompt -m
-#   t2 eval --adapt --batch-size --cem-generations --data-dir --device --device-map --dtype --expert --json --limit --lora --max-new-tokens --model --out --pass1-dtype --pass1-tokens --sample --seed --shots --split --task --temperature --top-p -e -m
+#   t2 eval --adapt --answer-field --batch-size --cem-generations --checker --data --data-dir --device --device-map --domain --dtype --expert --json --limit --lora --max-new-tokens --model --out --pass1-dtype --pass1-tokens --prompt-field --sample --seed --shots --split --split-field --system --target-field --task --task-file --temperature --template --top-p --val-fraction -e -m
 #   t2 experts
 #   t2 experts export --model --registry -m
 #   t2 experts import --name --overwrite --registry
@@ -18,7 +18,11 @@
 #   t2 info --batch-size --checkpointing --device --dtype --expert --gpu-memory --json --keep --max-new-tokens --memory --micro-batch --prompt-tokens --targets -b -e -t
 #   t2 mix --domain --model --name --normalize --overwrite --per-layer --registry -m
 #   t2 score --data-dir --json --out --predictions --split --task -p
-#   t2 train --batch-size --checkpoint-every --checkpoint-minutes --data-dir --device --dtype --eval-every --generation-batch-size --grad-checkpointing --grad-clip --init-expert --iters --kl --lr --max-multiplier --max-new-tokens --max-prompt-tokens --max-reference-tokens --method --micro-batch --micro-batch-size --min-lr-ratio --model --name --objective --out --overwrite --patience --registry --resume --rollouts-per-prompt --seed --sft-iters --targets --task --temperature --train-limit --val-limit --warmup-iters --weight-decay -b -k -m -n -t
+#   t2 tasks
+#   t2 tasks add --overwrite
+#   t2 tasks list
+#   t2 tasks remove
+#   t2 train --answer-field --batch-size --checker --checkpoint-every --checkpoint-minutes --data --data-dir --device --domain --dtype --eval-every --generation-batch-size --grad-checkpointing --grad-clip --init-expert --iters --kl --lr --max-multiplier --max-new-tokens --max-prompt-tokens --max-reference-tokens --method --micro-batch --micro-batch-size --min-lr-ratio --model --name --objective --out --overwrite --patience --prompt-field --registry --resume --rollouts-per-prompt --seed --sft-iters --split-field --system --target-field --targets --task --task-file --temperature --template --train-limit --val-fraction --val-limit --warmup-iters --weight-decay -b -k -m -n -t
 _t2_completion() {
     local IFS=$'
 '

@@ -14,6 +14,18 @@ from t2cli.cli import common
 from t2cli.cli.common import (
     PASS1_DTYPE_HELP,
     PASS1_TOKENS_HELP,
+    AnswerFieldOpt,
+    CheckerOpt,
+    DataOpt,
+    DomainOpt,
+    PromptFieldOpt,
+    SplitFieldOpt,
+    SystemOpt,
+    TargetFieldOpt,
+    TaskFileOpt,
+    TemplateOpt,
+    ValFractionOpt,
+    choose_task,
     console,
     fail,
     progress_bar,
@@ -30,7 +42,7 @@ if TYPE_CHECKING:
     from t2cli.generation import Completion
     from t2cli.tasks.base import Task
 
-TASK_HELP = f"Task: {', '.join(TASKS)}."
+TASK_HELP = f"Task: {', '.join(TASKS)}, or one added with `t2 tasks add`."
 
 
 def report_table(report: EvalReport) -> Table:
@@ -85,7 +97,18 @@ def early_expert_check(model: str, expert: str | None, adapt: str | None) -> dic
 
 
 def eval_command(
-    task: str = typer.Option(..., "--task", help=TASK_HELP),
+    task: str = typer.Option(None, "--task", help=TASK_HELP + " Or --task-file / --data."),
+    task_file: Path = TaskFileOpt,
+    data: str = DataOpt,
+    prompt_field: str = PromptFieldOpt,
+    template: str = TemplateOpt,
+    answer_field: str = AnswerFieldOpt,
+    checker: str = CheckerOpt,
+    target_field: str = TargetFieldOpt,
+    split_field: str = SplitFieldOpt,
+    val_fraction: float = ValFractionOpt,
+    domain: str = DomainOpt,
+    system: str = SystemOpt,
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded model name, local directory or Hub id."),
     split: str = typer.Option("test", help="Split to evaluate."),
     limit: int = typer.Option(None, help="Only the first N examples (a fixed, stated subset)."),
@@ -123,10 +146,14 @@ def eval_command(
         fail("--lora and --expert are mutually exclusive: evaluate the LoRA baseline or an SVF expert")
     if adapt and (lora or expert):
         fail("--adapt chooses the experts itself: drop --expert / --lora")
+    task_obj = choose_task(
+        task, task_file, data, prompt_field=prompt_field, template=template, answer_field=answer_field,
+        checker=checker, target_field=target_field, split_field=split_field, val_fraction=val_fraction,
+        domain=domain, system=system,
+    )
     if out is not None and out.exists() and not out.is_dir():
         fail(f"--out {out} is a file: give a directory for report.json and samples.jsonl")
     with user_errors():
-        task_obj = get_task(task)
         used = early_expert_check(model, expert, adapt)  # from the files, before the model is loaded
         with status(f"loading {model}…"):
             loaded = load_model(model, dtype=dtype, device=device, device_map=device_map)
@@ -171,10 +198,11 @@ def eval_command(
             stop=tuple(task_obj.stop),
             seed=seed,
         )
-        out = out or Path("runs") / f"eval-{task}-{split}-{expert_name or 'base'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = out or Path("runs") / f"eval-{task_obj.name}-{split}-{expert_name or 'base'}-{stamp}"
         finished = FinishedAnswers(out)
         keep = {} if adapt else {"on_completions": finished.add}  # (two-pass runs: not yet)
-        with progress_bar(f"{task} {split}") as update:
+        with progress_bar(f"{task_obj.name} {split}") as update:
             try:
                 report = evaluate_with(
                     loaded,

@@ -18,7 +18,25 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from t2cli.cli.common import console, err_console, fail, progress_bar, user_errors
+from t2cli.cli.common import (
+    AnswerFieldOpt,
+    CheckerOpt,
+    DataOpt,
+    DomainOpt,
+    PromptFieldOpt,
+    SplitFieldOpt,
+    SystemOpt,
+    TargetFieldOpt,
+    TaskFileOpt,
+    TemplateOpt,
+    ValFractionOpt,
+    choose_task,
+    console,
+    err_console,
+    fail,
+    progress_bar,
+    user_errors,
+)
 from t2cli.tasks import TASKS
 from t2cli.train.config import DTYPES, METHODS, OBJECTIVES, TrainConfig
 
@@ -36,7 +54,22 @@ def _d(name: str):
 
 
 def train_command(
-    task: str = typer.Option(..., "--task", help=f"Task to train on: {', '.join(TASKS)}."),
+    task: str = typer.Option(
+        None,
+        "--task",
+        help=f"Task to train on: {', '.join(TASKS)}, or one added with `t2 tasks add` (or use --task-file / --data).",
+    ),
+    task_file: Path = TaskFileOpt,
+    data: str = DataOpt,
+    prompt_field: str = PromptFieldOpt,
+    template: str = TemplateOpt,
+    answer_field: str = AnswerFieldOpt,
+    checker: str = CheckerOpt,
+    target_field: str = TargetFieldOpt,
+    split_field: str = SplitFieldOpt,
+    val_fraction: float = ValFractionOpt,
+    domain: str = DomainOpt,
+    system: str = SystemOpt,
     method: str = typer.Option(_d("method"), "--method", help=f"{' | '.join(METHODS)}. " + _h("method")),
     model: str = typer.Option(_d("model"), "--model", "-m", help=_h("model")),
     objective: str = typer.Option(_d("objective"), "--objective", help=f"{' | '.join(OBJECTIVES)}. " + _h("objective")),
@@ -92,9 +125,23 @@ def train_command(
     --eval-every 10 --lr 5e-2`; RL with short answers, e.g. `--iters 20 -b 8 -k 1 --max-new-tokens 64`.
     The seconds per iteration of the shipped experts are in their recipes (`t2 experts show NAME`).
     """
+    task_obj = choose_task(
+        task,
+        task_file,
+        data,
+        prompt_field=prompt_field,
+        template=template,
+        answer_field=answer_field,
+        checker=checker,
+        target_field=target_field,
+        split_field=split_field,
+        val_fraction=val_fraction,
+        domain=domain,
+        system=system,
+    )
     with user_errors():
         config = TrainConfig(
-            task=task,
+            task=task_obj.name,
             method=method,
             model=model,
             objective=objective,
@@ -144,7 +191,7 @@ def train_command(
         with bar as update:
             renderer = EventRenderer(update, config.iters)
             try:
-                result = train(config, registry=reg, resume=resume, on_event=renderer)
+                result = train(config, task=task_obj, registry=reg, resume=resume, on_event=renderer)
             except KeyboardInterrupt:
                 fail(interrupted_message(config, renderer), code=130)
     if result.path is not None:  # rank 0 of a distributed run, or a plain run

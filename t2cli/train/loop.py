@@ -482,6 +482,7 @@ def provenance(
             "seconds_per_iter": sum(times) / len(times) if times else None,
         },
         "data_source": source,
+        **({"task_spec": dict(task.spec)} if task.spec else {}),  # a task from a data file: how to rebuild it
         "world_size": world_size,
         "wall_time_s": round(wall_time, 2),
         "command": config.command,
