@@ -260,17 +260,22 @@ def stage_train(args) -> dict:
         z = {name: 2 * torch.sigmoid(value) for name, value in p.items()}  # uniform at p = 0
         if args.stage == "rl":
             batch = tokenizer(prompts, return_tensors="pt", padding=True).to(loaded.device)
-            current = {name: value.detach() for name, value in z.items()}
-            adapter.apply(ExpertVector(current, "in-training", loaded.name, loaded.fingerprint, store.targets))
-            with torch.no_grad():  # rollouts with the dense composed weights, at the base model's speed
-                out = loaded.model.generate(
-                    **batch,
-                    max_new_tokens=args.new_tokens,
-                    min_new_tokens=args.new_tokens,
-                    do_sample=True,
-                    pad_token_id=tokenizer.pad_token_id,
+            adapter.apply(
+                ExpertVector(
+                    {k: v.detach() for k, v in z.items()}, "bench", loaded.name, loaded.fingerprint, store.targets
                 )
-            adapter.revert()
+            )
+            try:
+                with torch.no_grad():
+                    out = loaded.model.generate(
+                        **batch,
+                        max_new_tokens=args.new_tokens,
+                        min_new_tokens=args.new_tokens,
+                        do_sample=True,
+                        pad_token_id=tokenizer.pad_token_id,
+                    )
+            finally:
+                adapter.revert()
             width = batch["input_ids"].shape[1]
             samples = []
             for row in range(len(prompts)):
@@ -283,10 +288,11 @@ def stage_train(args) -> dict:
         with factorised(loaded, store, factors=adapter.factors) as adapted:
             for start in range(0, len(samples), micro):  # gradient accumulation over micro-batches
                 part = samples[start : start + micro]
-                adapted.set_z({name: 2 * torch.sigmoid(value) for name, value in p.items()})  # a fresh graph
+                z = {name: 2 * torch.sigmoid(value) for name, value in p.items()}  # a fresh graph each time
 
-                def forward(samples, *, base: bool = False):
-                    return completion_logits(loaded.model, samples)
+                def forward(batch, *, base=False, z=z):  # the training loop's Forward (t2cli.train.svf)
+                    adapted.set_z(None if base else z)
+                    return completion_logits(loaded.model, batch)
 
                 if args.stage == "rl":
                     loss, _ = pg_loss(forward, part, kl_coef=0.0)
