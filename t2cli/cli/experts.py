@@ -15,7 +15,7 @@ from t2cli.cli.common import console, err_console, fail, open_registry, registry
 from t2cli.defaults import DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from t2cli.registry import RegistryEntry
+    from t2cli.registry import Registry, RegistryEntry
 
 app = typer.Typer(help="List, inspect, import, export and share expert vectors.", no_args_is_help=True)
 
@@ -34,6 +34,20 @@ def entry_json(entry: RegistryEntry) -> dict:
         "error": entry.error,
         "meta": entry.meta,
     }
+
+
+def checked(registry: Registry, entry: RegistryEntry) -> RegistryEntry:
+    """The entry, marked broken if its tensors fail the checks too (hash, dtype, finite, sums)."""
+    from dataclasses import replace
+
+    from t2cli.errors import ExpertError
+
+    if entry.error is None:
+        try:
+            registry.load(entry.name, entry.base_model)
+        except ExpertError as error:
+            return replace(entry, meta={}, error=str(error))
+    return entry
 
 
 def print_json(document: object) -> None:
@@ -81,7 +95,8 @@ def list_command(
 ) -> None:
     """List registered experts (user registry first, then the shipped registry/); broken ones are marked."""
     with user_errors():
-        entries = open_registry(registry).list(registry_key(model) if model else None)
+        reg = open_registry(registry)
+        entries = [checked(reg, entry) for entry in reg.list(registry_key(model) if model else None)]
     if as_json:
         print_json([entry_json(entry) for entry in entries])
         return
