@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from t2cli.cli import common
 from t2cli.cli.common import (
     PASS1_DTYPE_HELP,
     PASS1_TOKENS_HELP,
@@ -93,6 +94,9 @@ def eval_command(
     cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
     pass1_tokens: int = typer.Option(None, help=PASS1_TOKENS_HELP),
     pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
+    dtype: str = common.dtype_option(),
+    device: str = common.device_option(),
+    device_map: str = common.device_map_option(),
     data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data (extra splits)."),
     out: Path = typer.Option(None, "--out", help="Write report.json + samples.jsonl here (default runs/eval-…)."),
     batch_size: int = typer.Option(16, help="Prompts per generation batch."),
@@ -115,7 +119,7 @@ def eval_command(
         task_obj = get_task(task)
         used = early_expert_check(model, expert, adapt)  # from the files, before the model is loaded
         with status(f"loading {model}…"):
-            loaded = load_model(model)
+            loaded = load_model(model, dtype=dtype, device=device, device_map=device_map)
         expert_name = None
         if lora:
             from t2cli.train.lora import load_lora
