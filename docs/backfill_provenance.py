@@ -64,20 +64,26 @@ def eval_command(name: str, report: dict, out: Path, data_dir: Path | None) -> l
     return command
 
 
+def without_out(command: list[str]) -> list[str]:
+    at = command.index("--out")
+    return command[:at] + command[at + 2 :]
+
+
 def samples(directory: Path) -> list[dict]:
     return [json.loads(line) for line in (directory / "samples.jsonl").read_text().splitlines() if line.strip()]
 
 
-def verify(work: Path) -> None:
+def verify(work: Path, only: str = "") -> None:
     work.mkdir(parents=True, exist_ok=True)
     heldout = work / "data-mbpp-heldout"
     subprocess.run([sys.executable, str(ROOT / "docs" / "mbpp_heldout.py"), str(heldout)], check=True)
     env = os.environ | {"T2_REGISTRY": tempfile.mkdtemp(prefix="empty-registry-"), "PYTHONPATH": str(ROOT)}
     log_path = work / "verification.json"
     log = json.loads(log_path.read_text()) if log_path.exists() else {}
+    commands: dict[str, list[str]] = {}
     for name in reports():
         report = json.loads((RESULTS / name / "report.json").read_text())
-        if not uses_experts(report) or name in log:
+        if not uses_experts(report) or name in log or not name.startswith(only):
             continue
         if name in SKIP:
             log[name] = {"verified": False, "reason": SKIP[name]}
@@ -87,7 +93,13 @@ def verify(work: Path) -> None:
         out = work / name.replace("/", "--")
         command = eval_command(name, report, out, data_dir)
         started = time.perf_counter()
-        run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        same = next((done for done, c in commands.items() if without_out(c) == without_out(command)), None)
+        if same:  # the same first items with the same settings (e.g. a longer subset of one split): reuse
+            out = work / same
+            run = subprocess.CompletedProcess(command, 0)
+        else:
+            run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        commands[out.name] = command
         entry = {"command": " ".join(command[1:]).replace(str(ROOT) + "/", ""), "seconds": 0.0}
         entry["seconds"] = round(time.perf_counter() - started, 1)
         if run.returncode != 0:
@@ -176,7 +188,7 @@ def stamp(work: Path) -> None:
 if __name__ == "__main__":
     step, work = sys.argv[1], Path(sys.argv[2])
     if step == "verify":
-        verify(work)
+        verify(work, *sys.argv[3:4])
     elif step == "stamp":
         stamp(work)
     else:
