@@ -7,7 +7,10 @@ data, generation settings and strategy) and every output must equal the committe
     OMP_NUM_THREADS=1 .venv/bin/python docs/backfill_provenance.py verify runs/backfill
     .venv/bin/python docs/backfill_provenance.py stamp runs/backfill
 
-`verify` writes runs/backfill/verification.json (and one eval directory per report); `stamp`
+`verify` writes runs/backfill/verification.json (and one eval directory per report; a third
+argument, e.g. `svf/`, restricts it to reports under that folder and can run beside another
+verify with its own work folder, e.g. runs/backfill-svf); `stamp` merges every runs/backfill*/
+log into docs/results/provenance-verification.json, then
 writes the provenance of every base-model and LoRA report (the base fingerprint only: a LoRA
 adapter is not a registered expert) and of every report that verified, and lists the ones that
 did not. A report in HISTORICAL is not re-run: it is stamped with the experts of the registry
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -116,6 +120,11 @@ def verify(work: Path, only: str = "") -> None:
     log_path.write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
 
 
+def shown(command: str) -> str:
+    """The logged command as a user would type it (`t2 eval …`, without the scratch --out)."""
+    return re.sub(r" --out \S+", "", command.replace("-m t2cli.cli.app ", "t2 "))
+
+
 def historical_experts(commit: str, base: str) -> dict[str, str]:
     """{name: tensors sha256} of the shipped registry as it was at `commit`."""
     listing = subprocess.run(
@@ -135,7 +144,10 @@ def stamp(work: Path) -> None:
     from t2cli.models import load_model
     from t2cli.registry import Registry
 
-    log = json.loads((work / "verification.json").read_text())
+    log = {}
+    for path in sorted(work.parent.glob(f"{work.name}*/verification.json")):  # e.g. runs/backfill, runs/backfill-svf
+        log |= json.loads(path.read_text())
+    (RESULTS / "provenance-verification.json").write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
     shipped = ROOT / "registry"
     registry = Registry(roots=[shipped], write_root=shipped)
     models: dict = {}
@@ -148,6 +160,9 @@ def stamp(work: Path) -> None:
         if report["model"] not in models:
             models[report["model"]] = load_model(report["model"])
         loaded = models[report["model"]]
+        made_for = {e.meta["base_fingerprint"] for e in registry.list(loaded.name) if e.error is None}
+        if made_for - {loaded.fingerprint}:
+            raise SystemExit(f"the registered experts were made for {made_for}, not {loaded.fingerprint}")
         pool = {e.name: e.meta["tensors_sha256"] for e in registry.list(loaded.name) if e.error is None}
         if not uses_experts(report):
             how = "base model only" if not report.get("expert") else "LoRA adapter (not a registered expert)"
@@ -172,11 +187,12 @@ def stamp(work: Path) -> None:
             record = provenance(loaded, used)
             record["backfilled"] = {
                 "verified": True,
-                "how": f"`{log[name]['command']}` with today's registry/ gave outputs identical to this "
+                "how": f"`{shown(log[name]['command'])}` with today's registry/ gave outputs identical to this "
                 f"report's first {ITEMS} samples ({log[name]['identical_outputs']})",
             }
         else:
-            unverified.append(f"{name}: {log.get(name, {}).get('reason') or log.get(name)}")
+            why = log[name].get("reason") or f"outputs differ: {log[name]}" if name in log else "not re-run (time)"
+            unverified.append(f"{name}: {why}")
             continue
         report["provenance"] = record
         path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
