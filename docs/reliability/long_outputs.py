@@ -35,6 +35,5 @@ for name, output in CASES.items():
     extract_s = time.perf_counter() - start
     start = time.perf_counter()
     correct = MBPP.check(output, EXAMPLE)
-    print(
-        f"{name} ({len(output):,} chars): extraction {extract_s:.2f} s, scored in {time.perf_counter() - start:.2f} s, correct={correct}"
-    )
+    scored_s = time.perf_counter() - start
+    print(f"{name} ({len(output):,} chars): extraction {extract_s:.2f} s, scored in {scored_s:.2f} s, ok={correct}")
