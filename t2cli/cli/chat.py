@@ -2,7 +2,7 @@
 
 Each turn shows which expert pass 1 chose and how long each pass took. Reads stdin, so it also
 runs non-interactively: `printf 'What is 2+3?\\n/quit\\n' | t2 chat --adapt loglik`.
-Commands: /quit (or end of input), /reset (forget the conversation).
+Slash commands (/help, /experts, /expert NAME|auto, /clear, /quit): t2cli/cli/chat_session.py.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
+from rich.text import Text
 
 from t2cli.cli import common
+from t2cli.cli.chat_session import ChatSession
 from t2cli.cli.common import (
     PASS1_DTYPE_HELP,
     PASS1_TOKENS_HELP,
     console,
-    err_console,
     progress_bar,
     status,
     user_errors,
@@ -165,9 +166,9 @@ def chat_command(
     if interactive:
         console.print(
             f"[dim]{loaded.name}, --adapt {adapt} (pass-1 set-up {adaptive.setup_s:.2f} s). "
-            "/reset forgets the conversation, /quit exits.[/]"
+            "/help lists the commands, /quit exits; Ctrl-C stops an answer.[/]"
         )
-    messages: list[dict[str, str]] = []
+    session = ChatSession(adaptive, generation, history)
     while True:
         try:
             line = console.input("[bold green]you>[/] ") if interactive else sys.stdin.readline()
@@ -175,30 +176,10 @@ def chat_command(
             break
         if not interactive and line == "":
             break  # end of piped input
-        line = line.strip()
-        if not line:
-            continue
-        if line in ("/quit", "/exit"):
+        if not interactive and line.strip():
+            console.print("[bold green]you>[/]", Text(line.strip()))  # the user's text, literally
+        if not session.handle(line):
             break
-        if line == "/reset":
-            messages = []
-            console.print("[dim]conversation cleared[/]")
-            continue
-        messages = (messages if history else []) + [{"role": "user", "content": line}]
-        with user_errors():
-            answer = adaptive.generate(messages, generation)
-        messages.append({"role": "assistant", "content": answer.text})
-        decision = answer.decision
-        chosen = f"{decision.expert_name} ({decision.label})" if decision.expert else "base model (other)"
-        if not interactive:
-            console.print(f"[bold green]you>[/] {line}")
-        console.print(f"[bold cyan]t2>[/] {answer.text.strip()}", highlight=False)
-        err_console.print(
-            f"[dim]expert: {chosen} · pass 1 {answer.pass1_s:.2f} s · pass 2 {answer.pass2_s:.2f} s "
-            f"(switching weights {answer.switch_s:.2f} s) · "
-            f"{answer.num_new_tokens} tokens[/]",
-            highlight=False,
-        )
 
 
 def adaptive_evaluator(

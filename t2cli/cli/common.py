@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from t2cli.cli.output import console_width
 from t2cli.defaults import PASS1_DTYPE_NAMES
 from t2cli.errors import T2Error
 
@@ -35,14 +37,14 @@ PASS1_DTYPE_HELP = (
     "(docs/RESULTS.md §6). Default: the shared model as loaded."
 )
 
-console = Console()
+console = Console(width=console_width())
 err_console = Console(stderr=True)
 PLAIN_PROGRESS_EVERY_S = 60.0  # without a terminal: a progress line per step, or at least this often
 
 
 def fail(message: str, code: int = 2) -> None:
     """Print one clear error line and exit."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # text, not markup
     raise typer.Exit(code)
 
 

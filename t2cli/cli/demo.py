@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from t2cli.cli import common
@@ -97,7 +98,7 @@ def demo_command(
             experts.append(mix(domain, weights, name="demo-mixture", domain="other"))
         adapter = DenseAdapter(loaded, store)
         base_answer, base_probs = _answer(loaded, prompt, max_new_tokens)
-        console.print(f"[bold]prompt:[/] {prompt}\n[bold]base:[/] {base_answer}")
+        console.print(f"[bold]prompt:[/] {escape(prompt)}\n[bold]base:[/] {escape(base_answer)}")
         table = Table(title="What each expert changes")
         for column in ("expert", "domain", "matrices", "mean ‖ΔW‖/‖W‖", "max ‖ΔW‖/‖W‖", "KL(next token)", "answer"):
             table.add_column(column, overflow="fold")
@@ -113,7 +114,7 @@ def demo_command(
                 f"{sum(change.values()) / len(change):.2e}",
                 f"{max(change.values()):.2e}",
                 f"{kl:.3g}",
-                answer,
+                escape(answer),
             )
         adapter.revert()
         restored = all(torch.equal(m.weight, adapter.originals[n]) for n, m in adapter.modules.items())
@@ -159,6 +160,6 @@ def _self_adaptive(
             answer.decision.expert_name or "base",
             f"{answer.pass1_s:.2f}",
             f"{answer.pass2_s:.2f}",
-            answer.text,
+            escape(answer.text),
         )
     console.print(table)

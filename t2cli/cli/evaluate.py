@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,12 +20,15 @@ from t2cli.cli.common import (
     status,
     user_errors,
 )
+from t2cli.cli.output import JSON_HELP, print_json
 from t2cli.defaults import DEFAULT_MODEL
 from t2cli.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
     from t2cli.evaluate import EvalReport
     from t2cli.expert import ExpertVector
+    from t2cli.generation import Completion
+    from t2cli.tasks.base import Task
 
 TASK_HELP = f"Task: {', '.join(TASKS)}."
 
@@ -105,8 +109,12 @@ def eval_command(
     temperature: float = typer.Option(1.0, help="Sampling temperature (with --sample)."),
     top_p: float = typer.Option(1.0, help="Nucleus sampling p (with --sample)."),
     seed: int = typer.Option(0, help="Random seed for sampling."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Generate answers for a task split (optionally with an expert) and score them."""
+    """Generate answers for a task split (optionally with an expert) and score them.
+
+    Answers are written to OUT/predictions.partial.jsonl as each batch finishes: Ctrl-C keeps them,
+    scored, in OUT/samples.jsonl."""
     from t2cli.evaluate import evaluate, provenance, write_report
     from t2cli.generation import GenerationConfig
     from t2cli.models import load_model
@@ -115,6 +123,8 @@ def eval_command(
         fail("--lora and --expert are mutually exclusive: evaluate the LoRA baseline or an SVF expert")
     if adapt and (lora or expert):
         fail("--adapt chooses the experts itself: drop --expert / --lora")
+    if out is not None and out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file: give a directory for report.json and samples.jsonl")
     with user_errors():
         task_obj = get_task(task)
         used = early_expert_check(model, expert, adapt)  # from the files, before the model is loaded
@@ -161,24 +171,34 @@ def eval_command(
             stop=tuple(task_obj.stop),
             seed=seed,
         )
-        with progress_bar(f"{task} {split}") as update:
-            report = evaluate_with(
-                loaded,
-                task_obj,
-                split=split,
-                limit=limit,
-                data_dir=data_dir,
-                generation=config,
-                expert_name=expert_name,
-                progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"),
-            )
         out = out or Path("runs") / f"eval-{task}-{split}-{expert_name or 'base'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        finished = FinishedAnswers(out)
+        keep = {} if adapt else {"on_completions": finished.add}  # (two-pass runs: not yet)
+        with progress_bar(f"{task} {split}") as update:
+            try:
+                report = evaluate_with(
+                    loaded,
+                    task_obj,
+                    split=split,
+                    limit=limit,
+                    data_dir=data_dir,
+                    generation=config,
+                    expert_name=expert_name,
+                    progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"),
+                    **keep,
+                )
+            except KeyboardInterrupt:
+                fail(finished.keep_interrupted(task_obj), code=130)
         cem = report.config.get("dispatch", {}).get("cem")
         hashes = {name: vector.tensors_sha256 for name, vector in used.items()}
         report.provenance = provenance(loaded, hashes, mixture=cem["weights"] if cem else None)
         if lora:
             report.config["lora"] = str(lora.resolve())
         summary_path, samples_path = write_report(report, out)
+        finished.path.unlink(missing_ok=True)  # report.json + samples.jsonl hold them now
+    if json_output:
+        print_json({**report.summary(), "report_path": str(summary_path), "samples_path": str(samples_path)})
+        return
     console.print(report_table(report))
     if (routing := dispatch_table(report)) is not None:
         console.print(routing)
@@ -190,15 +210,32 @@ def score_command(
     predictions: Path = typer.Option(..., "--predictions", "-p", help='JSONL with {"id": …, "output": …} per line.'),
     split: str = typer.Option("test", help="Split the ids belong to."),
     data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data."),
+    out: Path = typer.Option(None, "--out", help='Write per-item results here: JSONL, {"id", "extracted", '
+                             '"correct"} per scored prediction.'),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Score given outputs with the task's checkers (no model needed)."""
+    from t2cli.files import atomic_write_text
     from t2cli.scoring import score_predictions
 
+    if out is not None and out.is_dir():
+        fail(f"--out {out} is a directory: give a file name for the per-item JSONL")
     with user_errors():
         task_obj = get_task(task)
         started = time.perf_counter()
         report = score_predictions(task_obj, predictions, split=split, data_dir=data_dir)
         elapsed = time.perf_counter() - started
+        if out is not None:
+            rows = "".join(json.dumps(vars(row), ensure_ascii=False) + "\n" for row in report.rows)
+            try:
+                atomic_write_text(out, rows)
+            except OSError as error:
+                fail(f"cannot write --out {out}: {error.strerror or error}")
+    if json_output:
+        summary = {k: v for k, v in report.to_dict().items() if k != "rows"}
+        print_json({**summary, "split": split, "predictions": str(predictions), "time_s": round(elapsed, 2),
+                    "out": str(out) if out else None})
+        return
     table = Table(title=f"{task} / {split} — {predictions}")
     for column in ("accuracy", "correct / scored", "split examples without prediction", "time"):
         table.add_column(column)
@@ -209,6 +246,46 @@ def score_command(
         f"{elapsed:.1f} s",
     )
     console.print(table)
+    if out is not None:
+        console.print(f"per-item results: {out}")
+
+
+class FinishedAnswers:
+    """The answers of a running evaluation, appended to OUT/predictions.partial.jsonl batch by batch
+    (`t2 score`'s {"id", "output"} format): what Ctrl-C must not lose."""
+
+    def __init__(self, directory: Path):
+        self.path = directory / "predictions.partial.jsonl"
+        self.examples: list[dict] = []
+        self.outputs: list[str] = []
+
+    def add(self, examples: list[dict], completions: list[Completion]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a" if self.examples else "w", encoding="utf-8") as f:
+            for example, completion in zip(examples, completions):
+                f.write(json.dumps({"id": example["id"], "output": completion.text}, ensure_ascii=False) + "\n")
+        self.examples += examples
+        self.outputs += [completion.text for completion in completions]
+
+    def keep_interrupted(self, task: Task) -> str:
+        """Score what finished into samples.jsonl beside the answers; the line to tell the user."""
+        if not self.examples:
+            return "interrupted before the first batch finished: no answers to keep"
+        from t2cli.files import atomic_write_text
+        from t2cli.scoring import score_outputs
+
+        try:
+            scored = score_outputs(task, self.examples, self.outputs)
+        except KeyboardInterrupt:
+            return f"interrupted: {len(self.examples)} finished answers kept (unscored) in {self.path}"
+        samples = self.path.parent / "samples.jsonl"
+        atomic_write_text(samples, "".join(
+            json.dumps({"id": row.id, "output": output, "extracted": row.extracted, "correct": row.correct},
+                       ensure_ascii=False) + "\n"
+            for row, output in zip(scored.rows, self.outputs)
+        ))
+        return (f"interrupted: the {scored.n} finished answers are kept ({scored.correct} correct) in {samples} "
+                f"and {self.path}")
 
 
 def compare_command(
