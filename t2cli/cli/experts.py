@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +11,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from t2cli.cli.common import console, err_console, fail, open_registry, registry_key, user_errors
+from t2cli.cli.output import JSON_HELP, print_json
 from t2cli.defaults import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -21,7 +21,7 @@ app = typer.Typer(help="List, inspect, import, export and share expert vectors."
 
 ModelKey = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model the experts belong to.")
 RegistryDir = typer.Option(None, "--registry", help="Registry to write to (default: $T2_REGISTRY or T2_HOME/registry).")
-JsonOutput = typer.Option(False, "--json", help="Print one JSON document on stdout and nothing else.")
+JsonOutput = typer.Option(False, "--json", help=JSON_HELP)
 
 
 def entry_json(entry: RegistryEntry) -> dict:
@@ -48,10 +48,6 @@ def checked(registry: Registry, entry: RegistryEntry) -> RegistryEntry:
         except ExpertError as error:
             return replace(entry, meta={}, error=str(error))
     return entry
-
-
-def print_json(document: object) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
 def _metrics(entry: RegistryEntry) -> str:
