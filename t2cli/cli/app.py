@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from t2cli.cli import experts
+from t2cli.cli import experts, tasks
 from t2cli.cli.chat import chat_command
 from t2cli.cli.decompose import decompose_command
 from t2cli.cli.demo import demo_command
@@ -91,6 +91,7 @@ def _options(
 
 app.command("decompose")(checked("decompose", decompose_command))
 app.add_typer(experts.app, name="experts")
+app.add_typer(tasks.app, name="tasks")
 app.command("mix")(checked("mix", mix_command))
 app.command("info")(checked("info", info_command))
 app.command("demo")(checked("demo", demo_command))

@@ -12,16 +12,32 @@ from rich.table import Table
 
 from t2cli.cli import common
 from t2cli.cli.common import (
+    EXPERTS_HELP,
     PASS1_DTYPE_HELP,
     PASS1_TOKENS_HELP,
+    AnswerFieldOpt,
+    CheckerOpt,
+    DataOpt,
+    DomainOpt,
+    PromptFieldOpt,
+    SplitFieldOpt,
+    SystemOpt,
+    TargetFieldOpt,
+    TaskFileOpt,
+    TemplateOpt,
+    ValFractionOpt,
+    choose_task,
     console,
+    expert_names,
     fail,
     progress_bar,
+    show_choice,
     status,
     user_errors,
 )
 from t2cli.cli.output import JSON_HELP, print_json
 from t2cli.defaults import DEFAULT_MODEL
+from t2cli.strategies import strategy_names
 from t2cli.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
@@ -30,7 +46,7 @@ if TYPE_CHECKING:
     from t2cli.generation import Completion
     from t2cli.tasks.base import Task
 
-TASK_HELP = f"Task: {', '.join(TASKS)}."
+TASK_HELP = f"Task: {', '.join(TASKS)}, or one added with `t2 tasks add`."
 
 
 def report_table(report: EvalReport) -> Table:
@@ -60,40 +76,63 @@ def dispatch_table(report: EvalReport) -> Table | None:
         table.add_column(column)
     for label, counts in sorted(dispatch["by_label"].items(), key=lambda item: -item[1]["n"]):
         mark = " ✓" if label == dispatch["task_domain"] else ""
-        table.add_row(f"{label}{mark}", str(counts["n"]), f"{counts['n'] / report.n:.0%}",
-                      f"{counts['correct']} / {counts['n']}")
+        table.add_row(
+            f"{label}{mark}", str(counts["n"]), f"{counts['n'] / report.n:.0%}", f"{counts['correct']} / {counts['n']}"
+        )
     ratio = dispatch["pass1_over_pass2"]
-    table.caption = (f"pass 1 {dispatch['pass1_s']:.1f} s · pass 2 {dispatch['pass2_s']:.1f} s · pass 1 / pass 2 = "
-                     + (f"{ratio:.1%}" if ratio is not None else "-")
-                     + (f" · pass-1 set-up, once: {setup:.1f} s" if (setup := dispatch.get("pass1_setup_s")) else ""))
+    table.caption = (
+        f"pass 1 {dispatch['pass1_s']:.1f} s · pass 2 {dispatch['pass2_s']:.1f} s · pass 1 / pass 2 = "
+        + (f"{ratio:.1%}" if ratio is not None else "-")
+        + (f" · pass-1 set-up, once: {setup:.1f} s" if (setup := dispatch.get("pass1_setup_s")) else "")
+    )
     return table
 
 
-def early_expert_check(model: str, expert: str | None, adapt: str | None) -> dict[str, ExpertVector]:
+def early_expert_check(
+    model: str, expert: str | None, adapt: str | None, experts: list[str] | None = None
+) -> dict[str, ExpertVector]:
     """The experts a run will use, each checked from its files (milliseconds): --expert NAME, or
-    for --adapt the registered experts pass 1 chooses from (fixed:NAME: that one)."""
+    for --adapt the experts pass 1 chooses from (`t2cli.adaptive.strategy_experts`)."""
     from t2cli.cli.common import registry_key
     from t2cli.registry import Registry
 
     registry, base = Registry(), registry_key(model)
     if expert:
         return {expert: registry.load(expert, base)}
-    if not adapt or adapt == "none":
+    if not adapt:
         return {}
-    names = [adapt.removeprefix("fixed:")] if adapt.startswith("fixed:") else [e.name for e in registry.list(base)]
-    return {name: registry.load(name, base) for name in names}
+    from t2cli.adaptive import strategy_experts
+
+    return {vector.name: vector for vector in strategy_experts(registry, base, adapt, experts)}
 
 
 def eval_command(
-    task: str = typer.Option(..., "--task", help=TASK_HELP),
+    task: str = typer.Option(None, "--task", help=TASK_HELP + " Or --task-file / --data."),
+    task_file: Path = TaskFileOpt,
+    data: str = DataOpt,
+    prompt_field: str = PromptFieldOpt,
+    template: str = TemplateOpt,
+    answer_field: str = AnswerFieldOpt,
+    checker: str = CheckerOpt,
+    target_field: str = TargetFieldOpt,
+    split_field: str = SplitFieldOpt,
+    val_fraction: float = ValFractionOpt,
+    domain: str = DomainOpt,
+    system: str = SystemOpt,
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded model name, local directory or Hub id."),
     split: str = typer.Option("test", help="Split to evaluate."),
     limit: int = typer.Option(None, help="Only the first N examples (a fixed, stated subset)."),
     expert: str = typer.Option(None, "--expert", "-e", help="Apply this registered expert (pass 2 only)."),
-    lora: Path = typer.Option(None, "--lora", help="Evaluate with this PEFT LoRA adapter directory (the baseline; "
-                              "from `t2 train --method lora`) on the base model."),
-    adapt: str = typer.Option(None, "--adapt", help="Two-pass inference: prompt, cls, loglik, loglik-cls, cem, "
-                              "none or fixed:NAME (pass 1 picks the expert per prompt)."),
+    lora: Path = typer.Option(
+        None,
+        "--lora",
+        help="Evaluate with this PEFT LoRA adapter directory (the baseline; "
+        "from `t2 train --method lora`) on the base model.",
+    ),
+    adapt: str = typer.Option(
+        None, "--adapt", help=f"Two-pass inference: {', '.join(strategy_names())} (pass 1 picks the expert per prompt)."
+    ),
+    experts: str = typer.Option(None, "--experts", help=f"--adapt: {EXPERTS_HELP}"),
     shots: str = typer.Option(None, "--shots", help="cem: N shots of the split (not scored) or a JSONL file."),
     cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
     pass1_tokens: int = typer.Option(None, help=PASS1_TOKENS_HELP),
@@ -122,12 +161,18 @@ def eval_command(
     if lora and expert:
         fail("--lora and --expert are mutually exclusive: evaluate the LoRA baseline or an SVF expert")
     if adapt and (lora or expert):
-        fail("--adapt chooses the experts itself: drop --expert / --lora")
+        fail("--adapt chooses the experts itself: drop --expert / --lora (or name them with --experts)")
+    if experts and not adapt:
+        fail("--experts chooses what --adapt routes over: add --adapt STRATEGY, or use --expert NAME for one expert")
+    task_obj = choose_task(
+        task, task_file, data, prompt_field=prompt_field, template=template, answer_field=answer_field,
+        checker=checker, target_field=target_field, split_field=split_field, val_fraction=val_fraction,
+        domain=domain, system=system,
+    )
     if out is not None and out.exists() and not out.is_dir():
         fail(f"--out {out} is a file: give a directory for report.json and samples.jsonl")
     with user_errors():
-        task_obj = get_task(task)
-        used = early_expert_check(model, expert, adapt)  # from the files, before the model is loaded
+        used = early_expert_check(model, expert, adapt, expert_names(experts))  # before the model is loaded
         with status(f"loading {model}…"):
             loaded = load_model(model, dtype=dtype, device=device, device_map=device_map)
         expert_name = None
@@ -146,21 +191,24 @@ def eval_command(
             expert_name = vector.name
         evaluate_with = evaluate  # --adapt: the same loop, answered in two passes
         if adapt:
-            from t2cli.cli.chat import adaptive_evaluator
+            from t2cli.adaptive import adaptive_evaluator
+            from t2cli.cem import CEMConfig
 
-            evaluate_with = adaptive_evaluator(
-                loaded,
-                task_obj,
-                adapt,
-                shots,
-                split,
-                data_dir,
-                seed,
-                cem_generations,
-                max_new_tokens,
-                pass1_tokens,
-                pass1_dtype,
-            )
+            with status(f"pass-1 set-up ({adapt})…"):
+                evaluate_with = adaptive_evaluator(
+                    loaded,
+                    task_obj,
+                    adapt,
+                    shots=shots,
+                    split=split,
+                    data_dir=data_dir,
+                    seed=seed,
+                    experts=expert_names(experts),
+                    cem_config=CEMConfig(generations=cem_generations, seed=seed, max_new_tokens=max_new_tokens),
+                    request_tokens=pass1_tokens,
+                    pass1_dtype=pass1_dtype,
+                )
+            show_choice(evaluate_with.model)
             expert_name = f"adapt-{adapt.replace(':', '-')}"
         config = GenerationConfig(
             max_new_tokens=max_new_tokens or task_obj.max_new_tokens,
@@ -171,10 +219,11 @@ def eval_command(
             stop=tuple(task_obj.stop),
             seed=seed,
         )
-        out = out or Path("runs") / f"eval-{task}-{split}-{expert_name or 'base'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = out or Path("runs") / f"eval-{task_obj.name}-{split}-{expert_name or 'base'}-{stamp}"
         finished = FinishedAnswers(out)
         keep = {} if adapt else {"on_completions": finished.add}  # (two-pass runs: not yet)
-        with progress_bar(f"{task} {split}") as update:
+        with progress_bar(f"{task_obj.name} {split}") as update:
             try:
                 report = evaluate_with(
                     loaded,
@@ -306,5 +355,7 @@ def compare_command(
     table.add_row(result.b, f"{result.b_accuracy:.2%}", str(result.b_correct), str(result.only_b))
     console.print(table)
     verdict = "a difference this large is rare by chance" if result.p_value < 0.05 else "within chance"
-    console.print(f"both correct: {result.both} · McNemar exact two-sided p = {result.p_value:.3g} ({verdict} "
-                  f"at 0.05)", highlight=False)
+    console.print(
+        f"both correct: {result.both} · McNemar exact two-sided p = {result.p_value:.3g} ({verdict} at 0.05)",
+        highlight=False,
+    )
