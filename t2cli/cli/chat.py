@@ -97,7 +97,7 @@ def open_adaptive(
                 shots=shots,
                 cem_config=cem_config or CEMConfig(),
                 cache_size=cache_size,
-                cem_progress=lambda done, total, best: update(done, total, f"best shot accuracy {best:.2f}"),
+                cem_progress=lambda done, total, best: update(done, total, f"best fitness {best:.3f}"),
             )
     return AdaptiveModel(
         loaded,
@@ -151,7 +151,13 @@ def chat_command(
         )
         if adaptive.cem is not None:
             weights = ", ".join(f"{name} {alpha:.3f}" for name, alpha in adaptive.cem.weights.items())
-            console.print(f"cem on {len(shot_examples)} shots: accuracy {adaptive.cem.accuracy:.2f}; α: {weights}")
+            found = adaptive.cem
+            fitness = "; ".join(
+                f"{label} {value:.3f}"
+                for label, value in (("accuracy", found.accuracy), ("log-likelihood", found.loglik))
+                if value is not None
+            )
+            console.print(f"cem on {len(shot_examples)} shots: {fitness}; α: {weights}")
             if save_mixture:
                 adaptive.cem.expert.name = save_mixture
                 entry = adaptive.registry.add(adaptive.cem.expert)
@@ -209,6 +215,7 @@ def adaptive_evaluator(
     max_new_tokens: int | None = None,
     request_tokens: int | None = None,
     pass1_dtype: str | None = None,
+    cem_fitness: str | None = None,
 ) -> Callable[..., EvalReport]:
     """For `t2 eval --adapt`: a drop-in for `t2cli.evaluate.evaluate` that answers in two passes.
 
@@ -222,7 +229,9 @@ def adaptive_evaluator(
         if not shots:
             raise DispatchError("--adapt cem needs --shots N (examples of the split, then not evaluated) or FILE")
         shot_examples, _ = load_shots(shots, task, split, data_dir, seed)
-    config = CEMConfig(generations=cem_generations, seed=seed, max_new_tokens=max_new_tokens)
+    config = CEMConfig(
+        generations=cem_generations, seed=seed, max_new_tokens=max_new_tokens, fitness=cem_fitness or CEMConfig.fitness
+    )
     adaptive = open_adaptive(
         loaded, adapt, task, shot_examples, config, request_tokens=request_tokens, pass1_dtype=pass1_dtype
     )
@@ -230,7 +239,12 @@ def adaptive_evaluator(
     def run(loaded: LoadedModel, task: Task, expert_name: str | None = None, **options) -> EvalReport:
         report = evaluate_adaptive(adaptive, task, exclude=shot_examples, **options)
         if adaptive.cem is not None:
-            report.config["dispatch"]["cem"]["generations"] = len(adaptive.cem.history)
+            report.config["dispatch"]["cem"] |= {
+                "generations": len(adaptive.cem.history),
+                "fitness": config.fitness,
+                "shots": len(shot_examples),
+                "shot_loglik": adaptive.cem.loglik,
+            }
         return report
 
     return run

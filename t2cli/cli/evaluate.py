@@ -75,6 +75,8 @@ def eval_command(
                               "none or fixed:NAME (pass 1 picks the expert per prompt)."),
     shots: str = typer.Option(None, "--shots", help="cem: N shots of the split (not scored) or a JSONL file."),
     cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
+    cem_fitness: str = typer.Option(None, help="cem: score candidates by accuracy+loglik (shot accuracy, ties broken "
+                                    "by the answers' log-likelihood; default), accuracy, or loglik (no generation)."),
     pass1_tokens: int = typer.Option(None, help=PASS1_TOKENS_HELP),
     pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
     data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data (extra splits)."),
@@ -130,6 +132,7 @@ def eval_command(
                 max_new_tokens,
                 pass1_tokens,
                 pass1_dtype,
+                cem_fitness,
             )
             expert_name = f"adapt-{adapt.replace(':', '-')}"
         config = GenerationConfig(
