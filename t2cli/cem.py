@@ -14,7 +14,7 @@ Global α (one per expert) or per-matrix α; seeded, so the same inputs give the
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -77,7 +77,8 @@ class CEMResult:
     experts: list[str]
     modules: list[str]
     history: list[dict]  # per generation: best/mean fitness, mean α
-    evaluations: int
+    evaluations: int  # candidates scored
+    reused: int = 0  # of which scores came from the caller's memo (`cem_search(scores=...)`)
 
     @property
     def weights(self) -> dict[str, float]:
@@ -123,17 +124,25 @@ def shot_fitness(
     shots: Sequence[dict],
     config: GenerationConfig,
     fitness: str = "accuracy+loglik",
+    known: Mapping[str, float] | None = None,
 ) -> Fitness:
     """Score the model as it stands on the shots: greedy answers are generated only when the
-    fitness uses accuracy, reference log-likelihoods computed only when it uses them."""
+    fitness uses accuracy, reference log-likelihoods computed only when it uses them, and
+    neither when `known` (scores of these weights on these shots) already holds it."""
+    scores = dict(known or {})
     prompts = [chat_prompt(loaded.tokenizer, task.messages(example)) for example in shots]
-    accuracy = loglik = None
-    if fitness != "loglik":
+    if fitness != "loglik" and "accuracy" not in scores:
         outputs = [c.text for c in generate(loaded, prompts, config)]
-        accuracy = sum(task.check_many(outputs, shots)) / len(shots)
-    if fitness != "accuracy":
+        scores["accuracy"] = sum(task.check_many(outputs, shots)) / len(shots)
+    if fitness != "accuracy" and "loglik" not in scores:
         answers = [task.reference_output(example) for example in shots]
-        loglik = reference_loglik(loaded, prompts, answers, batch_size=config.batch_size)
+        scores["loglik"] = reference_loglik(loaded, prompts, answers, batch_size=config.batch_size)
+    return make_fitness(fitness, scores)
+
+
+def make_fitness(fitness: str, scores: Mapping[str, float]) -> Fitness:
+    """The `fitness` of a candidate whose shot scores ("accuracy", "loglik") are `scores`."""
+    accuracy, loglik = scores.get("accuracy"), scores.get("loglik")
     key = {"accuracy+loglik": (accuracy, loglik), "accuracy": (accuracy,), "loglik": (loglik,)}[fitness]
     return Fitness(key, accuracy, loglik)
 
@@ -183,6 +192,7 @@ def cem_search(
     config: CEMConfig = CEMConfig(),
     name: str | None = None,
     progress: CEMProgress | None = None,
+    scores: MutableMapping[bytes, dict[str, float]] | None = None,
 ) -> CEMResult:
     """Cross-entropy-method search of α for z' = Σ αₖ zₖ on labelled shots (SPEC §3c).
 
@@ -190,6 +200,10 @@ def cem_search(
     best α so far, re-evaluated); every member is scored on all the shots by `config.fitness`
     (see the module docstring); the elite fraction sets the next mean and std. Seeded: the same inputs and seed
     give the same α. The model is left with its base weights.
+
+    `scores`, when given, memoises shot scores by α (the caller keeps one per set of shots and
+    experts): a candidate already scored there — the best so far, re-sampled in every generation,
+    or the first generation of another search with the same seed — is not evaluated again.
     """
     if not experts:
         raise DispatchError("CEM needs at least one domain expert in the registry")
@@ -209,7 +223,7 @@ def cem_search(
     )
     best: tuple[Fitness, torch.Tensor] | None = None
     history: list[dict] = []
-    evaluations, stale = 0, 0
+    evaluations, reused, stale = 0, 0, 0
     try:
         for generation in range(config.generations):
             population = (mean + std * torch.randn((config.population, *shape), generator=generator)).clamp(0, 1)
@@ -217,10 +231,22 @@ def cem_search(
                 population[0] = best[1]  # the best so far is always re-evaluated
             fitness = []
             for member, alphas in enumerate(population):
+                memo_key = alphas.numpy().tobytes()
+                known = scores.get(memo_key, {}) if scores is not None else {}
+                evaluations += 1
+                if all(part in known for part in config.fitness.split("+")):
+                    fitness.append(make_fitness(config.fitness, known))
+                    reused += 1
+                    continue
                 vector = mixture(experts, alphas, modules, f"cem-{generation}-{member}")
                 switch.adapter.load_weights(switch.adapter.compose(vector), f"cem:{generation}:{member}")
-                fitness.append(shot_fitness(loaded, task, shots, generation_config, config.fitness))
-                evaluations += 1
+                fitness.append(shot_fitness(loaded, task, shots, generation_config, config.fitness, known))
+                if scores is not None:
+                    scores[memo_key] = {
+                        k: v
+                        for k, v in (("accuracy", fitness[-1].accuracy), ("loglik", fitness[-1].loglik))
+                        if v is not None
+                    }
             # stable: among equal keys the earlier member (the best so far, at 0) stays first
             order = sorted(range(len(population)), key=lambda i: fitness[i].key, reverse=True)
             improved = best is None or fitness[order[0]].key > best[0].key
@@ -269,4 +295,4 @@ def cem_search(
             "elite_ratio": config.elite_ratio,
         },
     }
-    return CEMResult(vector, alphas, accuracy, loglik, expert_names, modules, history, evaluations)
+    return CEMResult(vector, alphas, accuracy, loglik, expert_names, modules, history, evaluations, reused)

@@ -156,3 +156,29 @@ def test_batched_reference_loglik_matches_one_at_a_time(llama):
 def test_unknown_fitness_is_a_clear_error():
     with pytest.raises(DispatchError, match="accuracy\\+loglik"):
         CEMConfig(fitness="reward")
+
+
+def test_memoised_scores_give_the_same_search_and_skip_known_candidates(llama, setup, monkeypatch):
+    import t2cli.cem as cem
+
+    _, registry, switch = setup
+    experts = list(load_domain_experts(registry, llama.name).values())
+    config = CEMConfig(population=4, generations=3, seed=5, stop_at_perfect=False)
+    plain = cem_search(llama, switch, experts, TOY, SHOTS, config)
+    memo: dict = {}
+    memoised = cem_search(llama, switch, experts, TOY, SHOTS, config, scores=memo)
+    assert torch.equal(plain.alphas, memoised.alphas) and plain.history == memoised.history
+    # at least the best so far, re-sampled in generations 2 and 3 (clamping to [0, 1] makes more repeats)
+    assert plain.reused == 0 and memoised.reused >= 2
+    assert len(memo) == 12 - memoised.reused and all(set(v) == {"accuracy", "loglik"} for v in memo.values())
+    calls = {"generate": 0}
+    real_generate = cem.generate
+
+    def counting_generate(*args, **kwargs):
+        calls["generate"] += 1
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(cem, "generate", counting_generate)
+    other = CEMConfig(population=4, generations=1, seed=5, stop_at_perfect=False, fitness="accuracy")
+    again = cem_search(llama, switch, experts, TOY, SHOTS, other, scores=memo)
+    assert calls["generate"] == 0 and again.reused == 4  # the same seed samples the same first generation
