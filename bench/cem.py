@@ -8,13 +8,15 @@ mixture, greedy, the task's generation limit. Recorded per cell: α, shot fitnes
 time and number of candidates, dev accuracy and every item's correctness, the experts' tensor
 sha256 (from their expert.json), the model fingerprint.
 
-    PYTHONPATH=. python bench/cem.py [--cells SPEC ...] [--dev-limit 100] [--out bench/results/cem.jsonl]
+    PYTHONPATH=. python bench/cem.py [--cells SPEC ...] [--dev-limit 50] [--out bench/results/cem.jsonl]
     PYTHONPATH=. python bench/cem.py --summary   # the table, base and loglik-cls beside it
 
 A cell SPEC is FITNESS:SHOTS:SEEDS:POPULATION:GENERATIONS[:per-matrix], e.g. loglik:32:0,1,2:16:6.
 Cells run in the order given; one JSON line per finished (cell, seed) is appended to --out and a
-rerun skips what is there (resumable). --summary reads --out and the committed base / loglik-cls
-reports (docs/results/) for the same dev items, and writes bench/results/cem.json.
+rerun skips what is there (resumable). A second worker may write to STEM-NAME.jsonl beside --out
+(`--out bench/results/cem-2.jsonl`): the runs and --summary read both. --summary reads them and
+the committed base / loglik-cls reports (docs/results/) for the same dev items, and writes
+bench/results/cem.json.
 """
 
 from __future__ import annotations
@@ -30,22 +32,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = (0, 1, 2)
-# In priority order (an interrupted run still holds whole rows first). For one (shots, seed) the
-# searches share a memo of shot scores: the same seed samples the same first generation, so e.g.
-# `accuracy` after `accuracy+loglik` re-scores only what differs.
+# In priority order, so that an interrupted run still holds whole rows (every cell: 6 candidates × 2
+# generations). For one (shots, seed) the searches of one process share a memo of shot scores: the
+# same seed samples the same first generation, so `accuracy` after `accuracy+loglik` re-scores only
+# what differs.
 DEFAULT_CELLS = (
-    *(
-        cell
-        for seed in SEEDS
-        for cell in (
-            f"accuracy+loglik:10:{seed}:6:2",
-            f"accuracy:10:{seed}:6:2",
-            f"loglik:10:{seed}:6:3",
-            f"loglik:32:{seed}:6:3",
-        )
-    ),
-    *(cell for seed in SEEDS for cell in (f"accuracy+loglik:32:{seed}:6:2", f"accuracy:32:{seed}:6:2")),
-    *(f"loglik:10:{seed}:6:3:per-matrix" for seed in SEEDS),
+    *(f"accuracy+loglik:10:{seed}:6:2" for seed in SEEDS),
+    *(f"loglik:10:{seed}:6:2" for seed in SEEDS),
+    *(f"loglik:32:{seed}:6:2" for seed in SEEDS),
+    *(f"accuracy:10:{seed}:6:2" for seed in SEEDS),
+    *(f"loglik:10:{seed}:6:2:per-matrix" for seed in SEEDS),
+    *(f"accuracy+loglik:32:{seed}:6:2" for seed in SEEDS),
+    *(f"accuracy:32:{seed}:6:2" for seed in SEEDS),
 )
 BASELINES = {
     "base": ROOT / "docs/results/base/arc-challenge-dev",
@@ -74,9 +72,9 @@ def cell_key(cell: dict, seed: int) -> str:
 
 
 def read_lines(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The results in `path` and in its siblings STEM-*.jsonl (other workers' files)."""
+    files = [path, *sorted(path.parent.glob(f"{path.stem}-*{path.suffix}"))]
+    return [json.loads(line) for file in files if file.is_file() for line in file.read_text().splitlines() if line]
 
 
 def run(args: argparse.Namespace) -> None:
@@ -126,6 +124,8 @@ def run(args: argparse.Namespace) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for cell, seed in todo:
         key = cell_key(cell, seed)
+        if key in {line["cell"] for line in read_lines(args.out)}:  # another worker did it meanwhile
+            continue
         shots, _ = split_shots(train, cell["shots"], seed)
         config = CEMConfig(
             population=cell["population"],
@@ -227,7 +227,7 @@ def summary(args: argparse.Namespace) -> None:
         raise SystemExit(f"no results in {args.out}: run the bench first")
     from t2cli.tasks import get_task
 
-    n = lines[0]["dev_n"]
+    n = min(line["dev_n"] for line in lines)  # cells that answered more items count their first n
     ids = [example["id"] for example in get_task("arc-challenge").load("dev").examples[:n]]
     baselines = {name: baseline(path, ids) for name, path in BASELINES.items()}
     groups: dict[str, list[dict]] = {}
@@ -236,7 +236,7 @@ def summary(args: argparse.Namespace) -> None:
     rows = []
     base_items = baselines["base"]["dev_items"]
     for group, members in groups.items():
-        accuracies = [m["dev_correct"] / m["dev_n"] for m in members]
+        accuracies = [m["dev_items"][:n].count("1") / n for m in members]
         rows.append(
             {
                 "cell": group,
@@ -248,7 +248,8 @@ def summary(args: argparse.Namespace) -> None:
                 "search_s": [m["search_s"] for m in members],
                 "search_cpu_s": [m["search_cpu_s"] for m in members],
                 "evaluations": [m["evaluations"] for m in members],
-                "p_vs_base": [paired_p(m["dev_items"], base_items) for m in members],
+                "dev_correct": [m["dev_items"][:n].count("1") for m in members],
+                "p_vs_base": [paired_p(m["dev_items"][:n], base_items) for m in members],
             }
         )
     result = {
@@ -286,7 +287,7 @@ def main() -> None:
     parser.add_argument(
         "--cells", nargs="+", default=list(DEFAULT_CELLS), help="FITNESS:SHOTS:SEEDS:POP:GENS[:per-matrix]"
     )
-    parser.add_argument("--dev-limit", type=int, default=100, help="first N items of ARC-Challenge dev")
+    parser.add_argument("--dev-limit", type=int, default=50, help="first N items of ARC-Challenge dev")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument(
         "--shot-tokens",
