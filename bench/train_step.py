@@ -13,7 +13,8 @@ measurement runs in a FRESH subprocess, so its peak RSS (`resource.getrusage` ru
 
 SVF: z = sigmoid(p) per singular value of the MLP matrices, loss through t2's factorised forward,
 lr 2e-3, clip 1e-3 (the paper). LoRA: rank 16 / alpha 32 / dropout 0.05 on the same matrices, lr 2e-4,
-clip 1.0 (t2cli.train.lora). Both use t2's `pg_loss` with λ = 0.
+clip 1.0 (t2cli.train.config.METHOD_DEFAULTS). Both are the training loop's own methods
+(t2cli.train.svf / lora) and use its `pg_loss` with λ = 0.
 
     python bench/train_step.py [--model smollm2-135m] [--batch 8] [--new-tokens 64] [--repeats 3]
     python bench/train_step.py --model path/to/tiny-hf-dir --batch 2 --new-tokens 8   # a quick check
@@ -47,8 +48,8 @@ def max_rss_mb() -> float:
 def rollout_batch(loaded, task, batch: int, new_tokens: int):
     """The iteration-0 batch of the training loop, its prompts and the generation settings."""
     from t2cli.generation import GenerationConfig
-    from t2cli.train.rl import batch_indices
-    from t2cli.train.sft import prompt_text
+    from t2cli.train.objective import prompt_text
+    from t2cli.train.schedule import batch_indices
 
     examples = task.load("train").examples
     chosen = [examples[i] for i in batch_indices(0, 0, len(examples), batch)]
@@ -58,7 +59,7 @@ def rollout_batch(loaded, task, batch: int, new_tokens: int):
 
 def rollouts(loaded, task, examples, prompts, generation) -> list:
     from t2cli.generation import generate
-    from t2cli.train.sft import Sample
+    from t2cli.train.objective import Sample
 
     completions = generate(loaded, prompts, generation)
     rewards = [float(r) for r in task.reward([c.text for c in completions], examples)]
@@ -69,74 +70,56 @@ def rollouts(loaded, task, examples, prompts, generation) -> list:
 
 
 class Arm:
-    """A method's trainable parameters, optimiser, update step and rollout context."""
+    """A training method of the loop (t2cli.train.svf / lora) with its optimiser: the update step and
+    the rollout context, exactly as `t2 train` runs them."""
 
     def __init__(self, method: str, loaded):
-        from t2cli.train.rl import InMemoryStore, z_of
+        from t2cli.registry import Registry
+        from t2cli.train.config import TrainConfig
+        from t2cli.train.distributed import Processes
 
-        self.method, self.loaded = method, loaded
+        self.config = TrainConfig(task="bench", method=method, objective="sft" if method == "lora" else "rl")
         if method == "svf":
-            from t2cli.adapt import DenseAdapter
-            from t2cli.svd_store import decompose
+            from t2cli.train.svf import SVFMethod
 
-            store = decompose(loaded, ["mlp"])
-            self.adapter = DenseAdapter(loaded, store)
-            self.store = InMemoryStore(store, self.adapter.factors)
-            generator = torch.Generator().manual_seed(0)
-            self.p = {m: (0.1 + 0.01 * torch.randn(r, generator=generator)).requires_grad_()
-                      for m, r in sorted(store.ranks.items())}
-            self.params = list(self.p.values())
-            self.z = lambda: z_of(self.p, 1.0)
-            lr, self.clip = 2e-3, 1e-3
+            self.method = SVFMethod(loaded, self.config, Processes(), Registry(), domain="other", start_from=None)
         else:
-            from t2cli.train.lora import LORA_DEFAULTS, attach_lora
+            from t2cli.train.lora import LoraMethod
 
-            torch.manual_seed(0)
-            self.peft_model = attach_lora(loaded, ["mlp"])
-            self.params = [p for p in self.peft_model.parameters() if p.requires_grad]
-            lr, self.clip = LORA_DEFAULTS["lr"], LORA_DEFAULTS["grad_clip"]
-        self.optimizer = torch.optim.AdamW(self.params, lr=lr)
+            torch.manual_seed(0)  # LoRA's initial A
+            self.method = LoraMethod(loaded, self.config, domain="other")
+        self.params = list(self.method.parameters.values())
+        self.optimizer = torch.optim.AdamW(self.params, lr=self.config.lr)
 
     @property
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.params)
+        return self.method.num_parameters
 
     def update(self, samples, micro_batch: int) -> None:
-        from t2cli.adapt import factorised
-        from t2cli.train.lora import _NoZ, _set_dropout
         from t2cli.train.rl import pg_loss
 
-        model = self.loaded.model
         samples = [s for s in samples if s.completion_ids]  # as the loop: an empty answer has no loss
-        if self.method == "svf":
-            with factorised(self.loaded, self.store) as adapted:
-                for start in range(0, len(samples), micro_batch):
-                    loss, _ = pg_loss(model, samples[start : start + micro_batch], adapted, self.z(), 0.0)
-                    (loss / len(samples)).backward()
-        else:
-            _set_dropout(self.peft_model, True)
+        with self.method.loss_model() as forward:
             for start in range(0, len(samples), micro_batch):
-                loss, _ = pg_loss(model, samples[start : start + micro_batch], _NoZ(), {}, 0.0)
+                loss, _ = pg_loss(forward, samples[start : start + micro_batch], 0.0)
                 (loss / len(samples)).backward()
-            _set_dropout(self.peft_model, False)
-        torch.nn.utils.clip_grad_norm_(self.params, self.clip)
+        torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     def rollouts(self, task, examples, prompts, generation) -> list:
-        if self.method == "svf":
-            from t2cli.train.rl import applied
-
-            with torch.no_grad(), applied(self.adapter, self.z()):  # compose dense W', generate, revert
-                return rollouts(self.loaded, task, examples, prompts, generation)
-        with torch.no_grad():
+        with torch.no_grad(), self.method.generation_weights():  # SVF: compose dense W', generate, revert
             return rollouts(self.loaded, task, examples, prompts, generation)
+
+    @property
+    def loaded(self):
+        return self.method.loaded
 
 
 def run_arm(args) -> dict:
     from t2cli.models import load_model
     from t2cli.tasks import get_task
-    from t2cli.train.sft import Sample
+    from t2cli.train.objective import Sample
 
     loaded = load_model(args.model, device="cpu")
     task = get_task(args.task)
@@ -157,8 +140,11 @@ def run_arm(args) -> dict:
         samples = arm.rollouts(task, examples, prompts, generation)
         rollout_s = time.perf_counter() - started
         arm.update(samples, args.micro_batch)
-        result |= {"rollout_s": rollout_s, "iteration_s": time.perf_counter() - started,
-                   "completion_tokens": sum(len(s.completion_ids) for s in samples)}
+        result |= {
+            "rollout_s": rollout_s,
+            "iteration_s": time.perf_counter() - started,
+            "completion_tokens": sum(len(s.completion_ids) for s in samples),
+        }
     result["peak_rss_mb"] = max_rss_mb()
     if torch.cuda.is_available():
         result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -170,10 +156,30 @@ def run_arm(args) -> dict:
 
 def child(args, arm: str, phase: str, rollouts_file: Path, workdir: Path) -> dict:
     out = workdir / f"{arm}-{phase}.json"
-    command = [sys.executable, __file__, "--arm", arm, "--phase", phase, "--rollouts", str(rollouts_file),
-               "--result", str(out), "--model", args.model, "--task", args.task, "--batch", str(args.batch),
-               "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats),
-               "--micro-batch", str(args.micro_batch)]
+    command = [
+        sys.executable,
+        __file__,
+        "--arm",
+        arm,
+        "--phase",
+        phase,
+        "--rollouts",
+        str(rollouts_file),
+        "--result",
+        str(out),
+        "--model",
+        args.model,
+        "--task",
+        args.task,
+        "--batch",
+        str(args.batch),
+        "--new-tokens",
+        str(args.new_tokens),
+        "--repeats",
+        str(args.repeats),
+        "--micro-batch",
+        str(args.micro_batch),
+    ]
     subprocess.run(command, check=True)
     return json.loads(out.read_text())
 
@@ -235,8 +241,7 @@ def main() -> None:
             "rss_after_load_mb": update["rss_after_load_mb"],
             "peak_rss_update_mb": update["peak_rss_mb"],
             "peak_rss_iteration_mb": iteration["peak_rss_mb"],
-            **({"cuda_max_allocated_mb": update["cuda_max_allocated_mb"]} if "cuda_max_allocated_mb" in update
-               else {}),
+            **({"cuda_max_allocated_mb": update["cuda_max_allocated_mb"]} if "cuda_max_allocated_mb" in update else {}),
         }
 
     arms = {arm: summary(arm) for arm in ARMS}
@@ -247,18 +252,26 @@ def main() -> None:
         "new_tokens": args.new_tokens,
         "micro_batch": args.micro_batch,
         "repeats": args.repeats,
-        "shared_rollouts": {"completion_tokens": sum(len(s.completion_ids) for s in shared),
-                            "mean_reward": sum(s.reward for s in shared) / len(shared),
-                            "base_generation_s": base_rollout_s},
-        "machine": {"threads": torch.get_num_threads(), "platform": platform.platform(), "torch": torch.__version__,
-                    "device": "cpu"},
+        "shared_rollouts": {
+            "completion_tokens": sum(len(s.completion_ids) for s in shared),
+            "mean_reward": sum(s.reward for s in shared) / len(shared),
+            "base_generation_s": base_rollout_s,
+        },
+        "machine": {
+            "threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "device": "cpu",
+        },
         "arms": arms,
         "raw": results,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
-    table = Table(title=f"one RL iteration: SVF vs LoRA r=16 — {args.model}, {args.task}, batch {args.batch}, "
-                        f"≤{args.new_tokens} new tokens")
+    table = Table(
+        title=f"one RL iteration: SVF vs LoRA r=16 — {args.model}, {args.task}, batch {args.batch}, "
+        f"≤{args.new_tokens} new tokens"
+    )
     for column in ("measure", "SVF", "LoRA", "LoRA / SVF"):
         table.add_column(column)
 

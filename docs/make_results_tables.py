@@ -2,6 +2,10 @@
 there is read from a file a command in this repository wrote.
 
     .venv/bin/python docs/make_results_tables.py
+    .venv/bin/python docs/make_results_tables.py --check   # exit 1 if a report's experts changed since
+
+`--check` compares every committed report.json with the shipped registry/ (t2cli.results): a row
+whose expert was replaced after it was measured, or a report without provenance, fails it.
 """
 
 from __future__ import annotations
@@ -105,11 +109,32 @@ def paired() -> None:
         if report(RESULTS / a) is None or report(RESULTS / b) is None:
             continue
         c = compare(load_run(RESULTS / a, a.split("/")[0]), load_run(RESULTS / b, b.split("/")[0]))
-        print(f"| {c.task} ({c.n}) | {c.a} | {c.b} | {c.a_correct} | {c.b_correct} | {c.only_a} | {c.only_b} "
-              f"| {c.p_value:.2g} |")
+        print(
+            f"| {c.task} ({c.n}) | {c.a} | {c.b} | {c.a_correct} | {c.b_correct} | {c.only_a} | {c.only_b} "
+            f"| {c.p_value:.2g} |"
+        )
+
+
+def check() -> int:
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from t2cli.registry import Registry
+    from t2cli.results import check_reports
+
+    shipped = ROOT / "registry"
+    findings = check_reports(RESULTS, Registry(roots=[shipped], write_root=shipped))
+    for finding in findings:
+        print(f"stale: {finding.report.relative_to(ROOT)}: {finding.problem}")
+    print(f"{len(list(RESULTS.rglob('report.json')))} reports checked against registry/, {len(findings)} finding(s)")
+    return 1 if findings else 0
 
 
 if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--check"]:
+        raise SystemExit(check())
     training()
     print()
     paired()

@@ -4,8 +4,8 @@ Each extractor is a tiny function ``text -> str | None`` (None = nothing extract
 counts as wrong); each checker compares an extracted answer with the reference. Tasks
 (`t2cli.tasks`) chain them, so training and scoring can never disagree.
 
-Code is never executed here in-process: `CheckProgram` wraps a candidate and its tests into one
-Python program that `t2cli.sandbox` runs in a separate, limited process.
+Code is never executed here in-process: `CheckProgram` pairs a candidate with its tests, and
+`t2cli.sandbox` runs the two in separate, limited processes.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import ast
 import math
 import random
 import re
-import secrets
 import textwrap
 import warnings
 from collections.abc import Sequence
@@ -401,6 +400,9 @@ def math_equal(pred: str | None, ref: str | None, rel_tol: float = 1e-6) -> bool
 # Code
 # --------------------------------------------------------------------------------------------
 
+MAX_EXAMINED_CHARS = 200_000  # of a model output: far beyond any generation budget, bounds the work
+MAX_CODE_LINES = 2_000  # of an unfenced answer, from its first line of code
+PARSE_BUDGET_CHARS = 2_000_000  # total text parsed while looking for the parsable prefix of one answer
 _FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _PYTHON_LANGS = {"", "python", "py", "python3", "py3"}
 _CODE_START = re.compile(r"^(?:async\s+def |def |class |import |from \S+ import |@\w|[A-Za-z_]\w*\s*=[^=])")
@@ -415,6 +417,17 @@ def defines_function(code: str, name: str) -> bool:
     return re.search(rf"^(?:async\s+)?def\s+{re.escape(name)}\s*\(", code, re.MULTILINE) is not None
 
 
+def _parse_error(code: str) -> SyntaxError | ValueError | None:
+    """Why ``code`` does not parse (None when it does); silent about invalid escape sequences."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            ast.parse(code)
+        except (SyntaxError, ValueError) as exc:
+            return exc
+    return None
+
+
 def _parse(code: str) -> ast.Module | None:
     """The AST of ``code``, or None; silent about the model's invalid escape sequences."""
     with warnings.catch_warnings():
@@ -426,13 +439,24 @@ def _parse(code: str) -> ast.Module | None:
 
 
 def _parsable_prefix(lines: list[str]) -> str | None:
-    """The longest prefix of ``lines`` that parses as Python (prose after the code is dropped)."""
-    for end in range(len(lines), 0, -1):
+    """The longest prefix of ``lines`` that parses as Python (prose after the code is dropped).
+
+    Guided by the parser: when a prefix fails at line k, the next candidate ends at line k (a
+    longer one still holds the line the parser could not read), or one line earlier when k is the
+    last. Prose after code fails on its first line, so this takes a few parses, not one per line;
+    the parses stop (None) after ``PARSE_BUDGET_CHARS`` characters in total.
+    """
+    end, budget = len(lines), PARSE_BUDGET_CHARS
+    while end > 0:
         chunk = "\n".join(lines[:end]).rstrip()
-        if not chunk:
-            break
-        if _parse(chunk) is not None:
+        budget -= len(chunk)
+        if not chunk or budget < 0:
+            return None
+        error = _parse_error(chunk)
+        if error is None:
             return chunk + "\n"
+        line = getattr(error, "lineno", None)
+        end = min(end - 1, line) if isinstance(line, int) and line >= 1 else end - 1
     return None
 
 
@@ -448,8 +472,11 @@ def extract_code(text: str, entry_point: str | None = None) -> str | None:
     'def f(x):\\n    return x\\n'
     >>> extract_code("def f(x):\\n    return x\\nThis returns x."), extract_code("No code.")
     ('def f(x):\\n    return x\\n', None)
+
+    Only the first ``MAX_EXAMINED_CHARS`` characters, and ``MAX_CODE_LINES`` lines of unfenced
+    code, are examined, so the time taken is bounded whatever the output.
     """
-    text = (text or "").replace("\r\n", "\n")
+    text = (text or "")[:MAX_EXAMINED_CHARS].replace("\r\n", "\n")
     blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(text) if body.strip()]
     if blocks:
         python = [body for lang, body in blocks if lang in _PYTHON_LANGS] or [body for _, body in blocks]
@@ -472,7 +499,7 @@ def extract_code(text: str, entry_point: str | None = None) -> str | None:
         return "\n".join(body).rstrip() + "\n"
     for start, line in enumerate(lines):
         if _CODE_START.match(line):
-            return _parsable_prefix(lines[start:])
+            return _parsable_prefix(lines[start : start + MAX_CODE_LINES])
     return None
 
 
@@ -514,66 +541,34 @@ def as_function_body(code: str) -> str:
     return code if first[:1] in (" ", "\t") else textwrap.indent(code, "    ")
 
 
-# The harness runs the candidate and its tests in one namespace whose __name__ is not "__main__"
-# (so `if __name__ == "__main__":` demos do not run, as in HumanEval/EvalPlus), swallows their
-# output, turns any exit (sys.exit, exit(), quit()) into a failure, and prints a per-program token
-# last: a run passes only if it exits 0 AND printed the token.
-_HARNESS = """\
-import contextlib as _contextlib
-import io as _io
-import os as _os
-import sys as _sys
-
-_source = {source!r}
-_tests = {tests!r}
-
-
-class _Sink(_io.TextIOBase):
-    def writable(self):
-        return True
-
-    def write(self, text):
-        return len(text)
-
-
-def _t2_run():
-    namespace = {{"__name__": "t2_solution", "__builtins__": __builtins__}}
-    with _contextlib.redirect_stdout(_Sink()):
-        exec(compile(_source, "<solution>", "exec"), namespace)
-        exec(compile(_tests, "<tests>", "exec"), namespace)
-
-
-try:
-    _t2_run()
-except SystemExit as exc:
-    _sys.stderr.write("solution called exit(%r)\\n" % (exc.code,))
-    _os._exit(3)
-_sys.stdout.flush()
-_sys.stdout.write("\\n{token}\\n")
-_sys.stdout.flush()
-"""
-
-
 @dataclass(frozen=True)
 class CheckProgram:
-    """One sandbox program: candidate + tests. It passes iff it exits 0 and prints ``token``."""
+    """A candidate ``solution`` (untrusted) and the checks that decide it (trusted).
 
-    source: str
-    token: str
-
-    def passed(self, returncode_ok: bool, stdout: str) -> bool:
-        return returncode_ok and self.token in stdout
-
-
-def check_program(solution: str, tests: str) -> CheckProgram:
-    """Wrap ``solution`` (untrusted code) and ``tests`` (trusted code run in the same namespace
-    after it; raise to fail) into one program for the sandbox.
-
-    >>> "check(f)" in check_program("def f(): return 1", "def check(g): assert g() == 1\\ncheck(f)").source
-    True
+    The sandbox runs them in two processes (`t2cli.sandbox.run_check`): ``setup`` then ``tests``
+    run in the checker process, where the names in ``remote``, and any name the tests use without
+    defining it, are the solution's objects, called across a pipe that carries plain values only.
+    A check passes iff the checker says every test passed; nothing the solution does in its own
+    process (printing, exiting, patching builtins, returning objects with a custom ``__eq__``) can
+    make that happen.
     """
-    token = f"T2-TESTS-PASSED-{secrets.token_hex(8)}"
-    return CheckProgram(_HARNESS.format(source=solution, tests=tests, token=token), token)
+
+    solution: str
+    tests: str
+    setup: str = ""
+    remote: tuple[str, ...] = ()
+
+    def checks(self) -> dict[str, object]:
+        return {"setup": self.setup, "tests": self.tests, "remote": list(self.remote)}
+
+
+def check_program(solution: str, tests: str, *, setup: str = "", remote: Sequence[str] = ()) -> CheckProgram:
+    """Pair ``solution`` (untrusted code) with ``tests`` (trusted code; raise to fail).
+
+    >>> check_program("def f(): return 1", "assert f() == 1", remote=["f"]).remote
+    ('f',)
+    """
+    return CheckProgram(solution, tests, setup, tuple(remote))
 
 
 def run_check_programs(
@@ -584,14 +579,14 @@ def run_check_programs(
     max_workers: int | None = None,
 ) -> list[bool]:
     """Run programs in the sandbox in parallel; None entries (nothing extracted) are False."""
-    from t2cli.sandbox import SandboxLimits, run_python_many
+    from t2cli.sandbox import SandboxLimits, run_check_many
 
     todo = [(i, p) for i, p in enumerate(programs) if p is not None]
     results = [False] * len(programs)
     if not todo:
         return results
     limits = SandboxLimits(wall_time_s=wall_time_s, cpu_time_s=wall_time_s, memory_mb=memory_mb)
-    outcomes = run_python_many([p.source for _, p in todo], limits=limits, max_workers=max_workers)
-    for (i, program), outcome in zip(todo, outcomes):
-        results[i] = program.passed(outcome.passed, outcome.stdout)
+    outcomes = run_check_many([(p.solution, p.checks()) for _, p in todo], limits=limits, max_workers=max_workers)
+    for (i, _), outcome in zip(todo, outcomes):
+        results[i] = outcome.passed
     return results

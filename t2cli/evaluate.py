@@ -2,12 +2,17 @@
 
 The same `Task.check_many` scores RL rewards, `t2 score` and this loop, so training, scoring
 and evaluation cannot disagree. A report is a JSON summary plus one JSONL row per sample.
+
+Every report carries its provenance: the base model's weight fingerprint and, for each expert the
+run used, the SHA-256 of its tensor file (and the mixture weights when it mixed them), so a
+report whose experts have since changed can be found (`t2cli.results.check_reports`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,9 +39,25 @@ class EvalReport:
     tokens_per_s: float
     config: dict
     samples: list[dict] = field(default_factory=list, repr=False)
+    provenance: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "samples"}
+
+
+def provenance(
+    loaded: LoadedModel, experts: Mapping[str, str] | None = None, mixture: Mapping[str, float] | None = None
+) -> dict:
+    """What a report needs to stay checkable: {base_model, base_fingerprint, experts: {name: tensors
+    sha256}} (+ mixture: {name: α} when the experts were mixed)."""
+    record = {
+        "base_model": loaded.name,
+        "base_fingerprint": loaded.fingerprint,
+        "experts": dict(sorted((experts or {}).items())),
+    }
+    if mixture:
+        record["mixture"] = {name: float(alpha) for name, alpha in sorted(mixture.items())}
+    return record
 
 
 def evaluate(
@@ -48,8 +69,11 @@ def evaluate(
     generation: GenerationConfig | None = None,
     expert_name: str | None = None,
     progress: GenerationProgress | None = None,
+    experts: Mapping[str, str] | None = None,
 ) -> EvalReport:
-    """Greedy answers for the first `limit` examples of `split`, scored by the task's checker."""
+    """Greedy answers for the first `limit` examples of `split`, scored by the task's checker.
+
+    `experts` ({name: tensors sha256}) names what is applied to `loaded`, for the provenance."""
     started = time.perf_counter()
     data = task.load(split, data_dir)
     examples = data.examples[:limit] if limit else data.examples
@@ -82,6 +106,7 @@ def evaluate(
         tokens_per_s=round(new_tokens / generation_s, 2) if generation_s else 0.0,
         config={"limit": limit, "data_source": data.source, **asdict(generation)},
         samples=samples,
+        provenance=provenance(loaded, experts),
     )
 
 

@@ -47,6 +47,7 @@ class ExpertVector:
     domain: str = "other"
     parameterisation: dict = field(default_factory=lambda: {"kind": "sigmoid", "max_multiplier": 1.0})
     provenance: dict = field(default_factory=dict)
+    tensors_sha256: str | None = field(default=None, compare=False)  # of the file it was loaded from
 
     # ------------------------------------------------------------------ constructors
 
@@ -117,28 +118,13 @@ class ExpertVector:
 
     @classmethod
     def load(cls, directory: str | Path) -> ExpertVector:
-        """Read and check an expert directory; every problem is one ExpertError naming its cause."""
+        """Read and check an expert directory from its files alone (no model needed, milliseconds):
+        every problem is one ExpertError naming its cause. Call it before loading a model."""
         directory = Path(directory)
-        meta_path, tensors_path = directory / META_FILE, directory / TENSORS_FILE
-        for path in (meta_path, tensors_path):
-            if not path.is_file():
-                raise ExpertError(f"{path} is missing: an expert directory holds {META_FILE} and {TENSORS_FILE}")
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ExpertError(f"{meta_path} is not valid JSON (truncated or corrupt): {error}") from error
-        if not isinstance(meta, dict):
-            raise ExpertError(f"{meta_path} must hold a JSON object")
-        version = meta.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ExpertError(
-                f"{meta_path} has format version {version!r}; this t2 reads version {FORMAT_VERSION} "
-                "(upgrade t2 or re-export the expert)"
-            )
-        required = ("name", "base_model", "base_fingerprint", "targets", "tensors_sha256")
-        absent = [key for key in required if key not in meta]
-        if absent:
-            raise ExpertError(f"{meta_path} lacks required field(s): {', '.join(absent)}")
+        tensors_path = directory / TENSORS_FILE
+        meta = read_metadata(directory)
+        if not tensors_path.is_file():
+            raise ExpertError(f"{tensors_path} is missing: an expert directory holds {META_FILE} and {TENSORS_FILE}")
         payload = tensors_path.read_bytes()
         if hashlib.sha256(payload).hexdigest() != meta["tensors_sha256"]:
             raise ExpertError(f"{tensors_path} does not match the hash in {META_FILE} (truncated, corrupt or replaced)")
@@ -149,6 +135,10 @@ class ExpertVector:
         for module, tensor in z.items():
             if tensor.ndim != 1:
                 raise ExpertError(f"{tensors_path}: {module} must be a 1-D vector, has shape {tuple(tensor.shape)}")
+            if not tensor.is_floating_point():
+                raise ExpertError(f"{tensors_path}: {module} holds {tensor.dtype} values; z vectors are floats")
+        if not z:
+            raise ExpertError(f"{tensors_path} holds no z vectors")
         expert = cls(
             z={k: v.to(torch.float32) for k, v in z.items()},
             name=meta["name"],
@@ -158,15 +148,69 @@ class ExpertVector:
             domain=meta.get("domain", "other"),
             parameterisation=meta.get("parameterisation", {}),
             provenance=meta.get("provenance", {}),
+            tensors_sha256=meta["tensors_sha256"],
         )
         _check_finite(expert.z, expert.name)
         return expert
 
 
+# --------------------------------------------------------------------------- metadata
+
+_REQUIRED = {"name": str, "base_model": str, "base_fingerprint": str, "targets": list, "tensors_sha256": str}
+_OPTIONAL = {"domain": str, "parameterisation": dict, "provenance": dict, "num_parameters": int}
+_PROVENANCE = {"metrics": dict, "hyperparameters": dict, "recipe": dict}
+
+
+def read_metadata(directory: str | Path) -> dict:
+    """expert.json, checked field by field (types included); raises one ExpertError naming the field."""
+    meta_path = Path(directory) / META_FILE
+    if not meta_path.is_file():
+        raise ExpertError(f"{meta_path} is missing: an expert directory holds {META_FILE} and {TENSORS_FILE}")
+    try:
+        meta = json.loads(meta_path.read_bytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ExpertError(f"{meta_path} is not valid JSON (truncated, corrupt or not UTF-8): {error}") from error
+    except OSError as error:
+        raise ExpertError(f"{meta_path} cannot be read: {error.strerror or error}") from error
+    if not isinstance(meta, dict):
+        raise ExpertError(f"{meta_path} must hold a JSON object")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ExpertError(
+            f"{meta_path} has format version {version!r}; this t2 reads version {FORMAT_VERSION} "
+            "(upgrade t2 or re-export the expert)"
+        )
+    absent = [key for key in _REQUIRED if key not in meta]
+    if absent:
+        raise ExpertError(f"{meta_path} lacks required field(s): {', '.join(absent)}")
+    for fields, where in ((_REQUIRED | _OPTIONAL, meta), (_PROVENANCE, meta.get("provenance", {}))):
+        for key, kind in fields.items():
+            value = where.get(key)
+            if key in where and (not isinstance(value, kind) or isinstance(value, bool)):
+                label = key if where is meta else f"provenance.{key}"
+                raise ExpertError(
+                    f"{meta_path}: field {label!r} must be a JSON {_JSON_NAMES[kind]}, not {type(value).__name__}"
+                )
+    if not meta["targets"] or not all(isinstance(target, str) for target in meta["targets"]):
+        raise ExpertError(f"{meta_path}: field 'targets' must be a non-empty list of strings")
+    return meta
+
+
+_JSON_NAMES = {str: "string", list: "list", dict: "object", int: "integer"}
+
+
 def _check_finite(z: Mapping[str, torch.Tensor], name: str) -> None:
+    """Finite values and a positive sum per matrix: the composed weights divide by Σ(σ ⊙ z)."""
     for module, tensor in z.items():
+        if not tensor.is_floating_point():
+            raise ExpertError(f"expert {name!r}: {module} holds {tensor.dtype} values; z vectors are floats")
         if not torch.isfinite(tensor).all():
             raise ExpertError(f"expert {name!r}: {module} contains NaN or inf values")
+        if not tensor.sum() > 0:
+            raise ExpertError(
+                f"expert {name!r}: {module} sums to {float(tensor.sum()):g}; a z vector needs a positive sum "
+                "(an all-zero z would make every composed weight NaN)"
+            )
 
 
 # --------------------------------------------------------------------------- mixing

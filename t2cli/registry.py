@@ -4,24 +4,37 @@ Layout of every registry root: `<root>/<base-model>/<name>/{expert.safetensors, 
 Roots are searched in order — the user registry (`$T2_REGISTRY`, else `T2_HOME/registry`) first,
 then the `registry/` the project ships — and new experts are written to the user registry.
 Shipped experts are read-only here; to replace one, register a new name.
+
+Writes are exclusive and atomic per expert. A writer holds `<base>/.<name>.lock` (an OS file lock,
+released if the process dies), writes the complete new expert into a hidden staging directory
+beside the target, then renames it into place; an overwrite first renames the old directory aside
+(`.<name>.old`) and deletes it only once the new one is in place. Whoever next takes the lock
+finishes or rolls back what a killed writer left, so a reader sees the old expert or the new one,
+never a mix, and a losing writer gets one RegistryError.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from t2cli.errors import ExpertError, RegistryError
-from t2cli.expert import META_FILE, TENSORS_FILE, ExpertVector
-from t2cli.models import t2_home
+from filelock import FileLock, Timeout
 
-SHIPPED_REGISTRY = Path(__file__).resolve().parents[1] / "registry"
+from t2cli.errors import ExpertError, RegistryError
+from t2cli.expert import META_FILE, TENSORS_FILE, ExpertVector, read_metadata
+from t2cli.files import current_umask
+from t2cli.models import t2_home
+from t2cli.resources import shipped_registry
+
+SHIPPED_REGISTRY = shipped_registry()
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+LOCK_TIMEOUT_S = 30.0  # how long a writer waits for another writer of the same expert
 
 
 def user_registry() -> Path:
@@ -42,7 +55,8 @@ class RegistryEntry:
     base_model: str
     path: Path
     shipped: bool
-    meta: dict
+    meta: dict = field(repr=False)
+    error: str | None = None  # why the entry cannot be used (then `meta` is empty)
 
     @property
     def domain(self) -> str:
@@ -50,7 +64,10 @@ class RegistryEntry:
 
 
 class Registry:
-    def __init__(self, roots: list[Path] | None = None, write_root: Path | None = None):
+    def __init__(
+        self, roots: list[Path] | None = None, write_root: Path | None = None, lock_timeout: float | None = None
+    ):
+        self.lock_timeout = LOCK_TIMEOUT_S if lock_timeout is None else lock_timeout
         self.write_root = Path(write_root) if write_root else user_registry()
         default_roots = [self.write_root, SHIPPED_REGISTRY]
         self.roots = [Path(root) for root in (roots if roots is not None else default_roots)]
@@ -61,20 +78,25 @@ class Registry:
 
     def list(self, base_model: str | None = None) -> list[RegistryEntry]:
         """Experts in every root (first root wins on a name clash), sorted by base and name."""
+        """Experts in every root (first root wins on a name clash), sorted by base and name.
+
+        An entry whose expert.json is unreadable or malformed is listed with `error` set and empty
+        `meta`, so one broken expert does not hide the others."""
+        self._recover_leftovers(base_model)
         seen: dict[tuple[str, str], RegistryEntry] = {}
         for root in self.roots:
             if not root.is_dir():
                 continue
             for meta_path in sorted(root.glob(f"*/*/{META_FILE}")):
                 base, name = meta_path.parent.parent.name, meta_path.parent.name
-                if base_model is not None and base != base_model or (base, name) in seen:
+                if name.startswith(".") or base_model is not None and base != base_model or (base, name) in seen:
                     continue
                 try:
-                    meta = json.loads(meta_path.read_text())
-                except (OSError, json.JSONDecodeError):
-                    meta = {"error": "unreadable expert.json"}
+                    meta, error = read_metadata(meta_path.parent), None
+                except ExpertError as problem:
+                    meta, error = {}, str(problem)
                 shipped = root.resolve() == SHIPPED_REGISTRY.resolve() and root != self.write_root
-                seen[(base, name)] = RegistryEntry(name, base, meta_path.parent, shipped, meta)
+                seen[(base, name)] = RegistryEntry(name, base, meta_path.parent, shipped, meta, error)
         return sorted(seen.values(), key=lambda entry: (entry.base_model, entry.name))
 
     def find(self, name: str, base_model: str) -> RegistryEntry:
@@ -87,31 +109,90 @@ class Registry:
         )
 
     def load(self, name: str, base_model: str) -> ExpertVector:
-        return ExpertVector.load(self.find(name, base_model).path)
+        """Find and fully check an expert from its files (no model needed): call it before loading a
+        model, so a bad expert is reported in milliseconds. Raises RegistryError or ExpertError."""
+        entry = self.find(name, base_model)
+        if not self._in_write_root(entry):
+            return ExpertVector.load(entry.path)
+        with self._locked(base_model, name):  # never read half of an overwrite
+            return ExpertVector.load(self.find(name, base_model).path)
 
     # ------------------------------------------------------------------ writing
 
     def add(self, expert: ExpertVector, overwrite: bool = False) -> RegistryEntry:
-        """Save an expert into the write root under its base model and name."""
+        """Save an expert into the write root under its base model and name, replacing the whole
+        directory at once (see the module docstring)."""
         check_name(expert.name)
-        target = self.write_root / expert.base_model / expert.name
-        if (target / META_FILE).exists() and not overwrite:
-            raise RegistryError(
-                f"an expert named {expert.name!r} already exists for {expert.base_model} at {target}; "
-                "choose another --name or pass --overwrite"
-            )
-        expert.save(target)
+        with self._locked(expert.base_model, expert.name):
+            target = self.write_root / expert.base_model / expert.name
+            if target.exists() and not overwrite:
+                raise RegistryError(
+                    f"an expert named {expert.name!r} already exists for {expert.base_model} at {target}; "
+                    "choose another --name or pass --overwrite"
+                )
+            staging = Path(tempfile.mkdtemp(prefix=f".{expert.name}.new-", dir=target.parent))
+            try:
+                expert.save(staging)
+                os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700
+                if target.exists():
+                    aside = _aside(target)
+                    os.rename(target, aside)
+                    os.rename(staging, target)
+                    shutil.rmtree(aside)
+                else:
+                    os.rename(staging, target)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         return self.find(expert.name, expert.base_model)
 
     def remove(self, name: str, base_model: str) -> Path:
         entry = self.find(name, base_model)
-        if entry.path.parent.parent.resolve() != self.write_root.resolve():
+        if not self._in_write_root(entry):
             raise RegistryError(
                 f"{name!r} lives in the read-only registry {entry.path.parent.parent}; "
                 "only experts in the user registry can be removed"
             )
-        shutil.rmtree(entry.path)
+        with self._locked(base_model, name):
+            trash = Path(tempfile.mkdtemp(prefix=f".{name}.del-", dir=entry.path.parent))
+            os.rename(entry.path, trash / name)
+            shutil.rmtree(trash)
         return entry.path
+
+    # ------------------------------------------------------------------ locking and recovery
+
+    def _in_write_root(self, entry: RegistryEntry) -> bool:
+        return entry.path.parent.parent.resolve() == self.write_root.resolve()
+
+    @contextmanager
+    def _locked(self, base_model: str, name: str) -> Iterator[None]:
+        """Hold the expert's lock, after finishing or undoing whatever a killed writer left."""
+        folder = self.write_root / base_model
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(folder / f".{name}.lock", timeout=self.lock_timeout)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise RegistryError(
+                f"expert {name!r} for {base_model} is being written by another t2 process "
+                f"(lock {lock.lock_file} held for {self.lock_timeout:g} s); retry when it has finished"
+            ) from None
+        try:
+            _recover(folder / name)
+            yield
+        finally:
+            lock.release()
+
+    def _recover_leftovers(self, base_model: str | None) -> None:
+        """Finish what a killed writer left in the write root (only when something is left)."""
+        folders = [self.write_root / base_model] if base_model else self.write_root.glob("*")
+        for folder in folders:
+            for leftover in Path(folder).glob(".*.old") if Path(folder).is_dir() else ():
+                name = leftover.name[1 : -len(".old")]
+                try:
+                    with self._locked(folder.name, name):
+                        pass
+                except (OSError, RegistryError):
+                    continue  # a read-only registry, or a writer at work: it recovers itself
 
     def import_dir(self, source: str | Path, name: str | None = None, overwrite: bool = False) -> RegistryEntry:
         """Validate an expert directory and copy it in (optionally renamed)."""
@@ -197,6 +278,26 @@ class Registry:
                 except ExpertError as error:
                     raise RegistryError(f"{repo_id}: {error}") from error
             return [self.add(expert, overwrite=overwrite) for expert in experts]
+
+
+def _aside(target: Path) -> Path:
+    return target.parent / f".{target.name}.old"
+
+
+def _recover(target: Path) -> None:
+    """Under the expert's lock: roll an interrupted write forward or back.
+
+    `.<name>.old` without `<name>`: killed between the two renames of an overwrite, so the old
+    expert goes back. `.<name>.old` beside `<name>`: the new one is in place, so the old goes.
+    Staging and removal directories of killed writers are deleted."""
+    aside = _aside(target)
+    if aside.exists():
+        if target.exists():
+            shutil.rmtree(aside)
+        else:
+            os.rename(aside, target)
+    for stale in [*target.parent.glob(f".{target.name}.new-*"), *target.parent.glob(f".{target.name}.del-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def model_card(repo_id: str, base_model: str, entries: list[RegistryEntry]) -> str:

@@ -1,15 +1,23 @@
 """Run untrusted, model-generated Python programs (MBPP / HumanEval style scoring) safely.
 
-A program "passes" iff it exits with status 0 within the limits; callers append the test asserts to it.
+Two entry points:
+
+- `run_python`: a program "passes" iff it exits with status 0 within the limits;
+- `run_check`: a *solution* (untrusted) and its *checks* (trusted tests) run in two processes of one
+  sandbox; it passes iff the checker process reports, over a pipe only it holds, that every test
+  passed. The solution's functions are called from the tests across a pipe that carries plain
+  values, so nothing the solution does in its own process decides the verdict (see
+  ``t2cli/harness/box.py`` and ``t2cli/harness/wire.py``). This is what code tasks use.
 
 The program is hostile until proven otherwise, so no single mechanism is trusted. Layers, outermost first:
 
-1. Evaluator side: a separate interpreter (``-S -s -B``: standard library only), an explicit minimal
+1. Evaluator side: a separate interpreter started on ``t2cli/harness/box.py`` by path (``-I -S -B``:
+   standard library only, it never imports t2cli), an explicit minimal
    environment, stdin from /dev/null, the program handed over as an unlinked file, a fresh ``mkdtemp``
    working directory deleted afterwards, a new session whose process group is SIGKILLed on wall-time
    timeout *and* after a normal exit, and stdout/stderr captured in anonymous files capped by
    RLIMIT_FSIZE (not pipes), so printing gigabytes or leaving a grandchild behind cannot exhaust or hang us.
-2. Kernel, configured by a trusted prelude in the child before the program runs (best-effort where a
+2. Kernel, configured by ``box.py`` in the child before the program runs (best-effort where a
    kernel lacks a feature, except the uid drop, which is mandatory for a root evaluator):
    - rlimits: address space, CPU seconds, file size, open files, processes, no core dumps;
    - namespaces: network + IPC + mount + PID for root; user + network + PID for non-root where allowed.
@@ -34,6 +42,7 @@ used modules are imported before the uid drop, so they work even where the other
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -43,19 +52,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
-__all__ = ["SandboxLimits", "SandboxResult", "run_python", "run_python_many"]
+__all__ = ["SandboxLimits", "SandboxResult", "run_check", "run_check_many", "run_python", "run_python_many"]
 
 _SANDBOX_ID = 65534  # uid/gid "nobody": what a root evaluator drops to
 _MAX_FILE_BYTES = 16 * 1024 * 1024  # RLIMIT_FSIZE: largest file (and captured stream) the program can write
 _DISK_MB = 64  # size of the private tmpfs working directory (root only)
 _EXTRA_PROCS = 64  # processes/threads the program may add on top of what its uid already runs
 _MAX_OPEN_FILES = 64
-_SETUP_FAILED = 125  # exit status of the prelude when it could not establish the sandbox
+_SETUP_FAILED = 125  # exit status of the child when it could not establish the sandbox
+_PASS = b"PASS"  # the checker's verdict when every test passed
+_MAX_VERDICT_BYTES = 4096
 _PRELOAD = (
     "abc array bisect calendar cmath collections collections.abc contextlib copy dataclasses datetime "
     "decimal difflib enum fractions functools hashlib heapq io itertools json math numbers operator pprint "
@@ -92,220 +103,7 @@ class SandboxResult:
     wall_time_s: float
 
 
-# The trusted prelude, run by the child interpreter as `-c`. It reads its configuration from argv[1],
-# builds the sandbox (namespaces -> Landlock -> rlimits -> uid drop -> audit hook) and then executes
-# program.py as __main__. Everything that may fail on a given kernel is best-effort except the uid drop.
-_PRELUDE = r"""
-import json, os, signal, sys
-cfg = json.loads(sys.argv[1])
-box = cfg["box"]
-with os.fdopen(cfg["src_fd"], "rb") as f:  # an unlinked file: nothing else can swap the program
-    src = f.read().decode("utf-8")
-for m in cfg["preload"]:
-    try:
-        __import__(m)
-    except Exception:
-        pass
-import ctypes, resource
-libc = ctypes.CDLL(None, use_errno=True)
-L = ctypes.c_long
-roots = sorted({os.path.realpath(p) for p in sys.path + [os.path.dirname(os.__file__)] if p and os.path.exists(p)}
-               | {p for p in ("/lib", "/lib64", "/usr/lib", "/usr/lib64", "/usr/share/zoneinfo") if os.path.isdir(p)})
-files = [p for p in ("/dev/null", "/dev/urandom", "/etc/localtime", "/etc/ld.so.cache") if os.path.exists(p)]
-root = os.geteuid() == 0
-uid, gid = (cfg["uid"], cfg["gid"]) if root else (os.getuid(), os.getgid())
-
-def tasks_of(u):
-    n = 0
-    for p in os.listdir("/proc"):
-        try:
-            if p.isdigit() and os.stat("/proc/" + p).st_uid == u:
-                n += len(os.listdir("/proc/%s/task" % p))
-        except OSError:
-            pass
-    return n
-
-def expose(paths):
-    # The stdlib may sit below a directory "nobody" cannot traverse (pyenv in /root). Cover the first such
-    # ancestor with an empty world-traversable tmpfs (hiding the rest of it, e.g. all of /root) and
-    # bind-mount only the stdlib directories back in.
-    blocked = {}
-    for p in paths:
-        parts = p.split("/")
-        for i in range(2, len(parts)):
-            a = "/".join(parts[:i])
-            if not os.stat(a).st_mode & 0o001:
-                blocked.setdefault(a, []).append(p)
-                break
-    for a, ps in blocked.items():
-        if box == a or box.startswith(a + "/"):
-            continue
-        ps = [p for p in ps if not any(p.startswith(q + "/") for q in ps)]
-        fds = [os.open(p, os.O_PATH | os.O_CLOEXEC) for p in ps]
-        if libc.mount(b"tmpfs", a.encode(), b"tmpfs", L(2 | 4 | 8), b"mode=0755,size=1m") == 0:
-            for p, fd in zip(ps, fds):
-                os.makedirs(p, exist_ok=True)
-                libc.mount(b"/proc/self/fd/%d" % fd, p.encode(), None, L(4096 | 16384), None)  # BIND | REC
-        for fd in fds:
-            os.close(fd)
-
-def relay():
-    # We are alone in a new PID namespace: fork its init (C1), which forks the process that runs the
-    # program (C2). When C1 exits the kernel kills and reaps everything left in the namespace, including
-    # processes that escaped the process group with setsid(). This process stays outside, waits, and
-    # dies the way the program did (C1 sends the raw wait status through a pipe).
-    r, w = os.pipe()
-    if os.fork() == 0:
-        os.close(r)
-        child = os.fork()
-        if child == 0:
-            os.close(w)
-            return
-        os.write(w, os.waitpid(child, 0)[1].to_bytes(4, "little"))
-        os._exit(0)
-    os.close(w)
-    data = os.read(r, 4)
-    os.wait()
-    st = int.from_bytes(data, "little") if len(data) == 4 else 9
-    if os.WIFSIGNALED(st):
-        if os.WTERMSIG(st) not in (signal.SIGKILL, signal.SIGSTOP):
-            signal.signal(os.WTERMSIG(st), signal.SIG_DFL)
-        os.kill(os.getpid(), os.WTERMSIG(st))
-    os._exit(os.WEXITSTATUS(st) if os.WIFEXITED(st) else 1)
-
-NEWNS, NEWIPC, NEWUSER, NEWPID, NEWNET = 0x20000, 0x08000000, 0x10000000, 0x20000000, 0x40000000
-nproc = tasks_of(uid) + cfg["extra_procs"]
-# Root must not enter a user namespace: uid 65534 would be unmapped there and the drop would fail.
-for flags in ((NEWNS | NEWNET | NEWIPC | NEWPID,) if root else (NEWUSER | NEWNET | NEWPID, NEWUSER | NEWNET)):
-    if libc.unshare(L(flags)) == 0:
-        break
-else:
-    flags = 0
-# Never propagate our mounts to the host: only mount anything once "/" is private (MS_REC|MS_PRIVATE).
-if flags & NEWNS and libc.mount(b"none", b"/", None, L(16384 | 262144), None) == 0:
-    try:
-        expose([p for p in roots if os.path.isdir(p)])
-    except OSError:
-        pass
-    opts = "size=%dm,nr_inodes=4096,mode=0700,uid=%d,gid=%d" % (cfg["disk_mb"], uid, gid)
-    libc.mount(b"tmpfs", box.encode(), b"tmpfs", L(2 | 4), opts.encode())  # NOSUID | NODEV
-with open(os.path.join(box, "program.py"), "w", encoding="utf-8") as f:  # for tracebacks
-    f.write(src)
-if flags & NEWPID:
-    relay()
-
-def landlock():
-    sc = libc.syscall
-    sc.restype = L
-    abi = sc(L(444), None, L(0), L(1))
-    if abi < 1:
-        return 0
-    fs = (1 << {1: 13, 2: 14, 3: 15, 4: 15}.get(abi, 16)) - 1
-    attr = (ctypes.c_uint64 * 3)(fs, 3 if abi >= 4 else 0, 3 if abi >= 6 else 0)
-    rfd = sc(L(444), ctypes.byref(attr), L(8 if abi < 4 else 16 if abi < 6 else 24), L(0))
-    if rfd < 0:
-        return 0
-
-    class Beneath(ctypes.Structure):
-        _pack_ = 1
-        _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
-
-    def allow(path, access):
-        try:
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        except OSError:
-            return
-        if not os.path.isdir(path):
-            access &= 1 | 2 | 4 | 1 << 14 | 1 << 15  # rights that apply to files
-        sc(L(445), L(rfd), L(1), ctypes.byref(Beneath(access & fs, fd)), L(0))
-        os.close(fd)
-
-    allow(box, fs & ~1)  # everything but execute
-    for p in roots:
-        allow(p, 4 | 8)  # READ_FILE | READ_DIR
-    for p in files:
-        allow(p, 4 | (2 if p == "/dev/null" else 0))
-    if libc.prctl(L(38), L(1), L(0), L(0), L(0)) != 0 or sc(L(446), L(rfd), L(0)) != 0:  # NO_NEW_PRIVS
-        return 0
-    return abi
-
-try:
-    landlock()
-except Exception:
-    pass
-try:
-    mem = cfg["memory_mb"] * 1024 * 1024
-    cpu = cfg["cpu_s"]
-    for res, lim in ((resource.RLIMIT_AS, (mem, mem)), (resource.RLIMIT_CPU, (cpu, cpu + 1)),
-                     (resource.RLIMIT_FSIZE, (cfg["fsize"],) * 2), (resource.RLIMIT_NOFILE, (cfg["nofile"],) * 2),
-                     (resource.RLIMIT_CORE, (0, 0)), (resource.RLIMIT_NPROC, (nproc, nproc))):
-        resource.setrlimit(res, lim)
-    if root:
-        os.setgroups([])
-        os.setresgid(gid, gid, gid)
-        os.setresuid(uid, uid, uid)
-        if os.getresuid() != (uid,) * 3 or os.getresgid() != (gid,) * 3 or os.getgroups():
-            raise OSError("privilege drop did not stick")
-    libc.prctl(L(1), L(9))  # PR_SET_PDEATHSIG = SIGKILL (the uid change above reset it)
-    os.chdir(box)
-except BaseException as e:
-    sys.stderr.write("t2-sandbox: setup failed: %r\n" % (e,))
-    os._exit(cfg["setup_failed"])
-
-def make_hook(box, readable):
-    import os
-    realpath, fsdecode, isdir = os.path.realpath, os.fsdecode, os.path.isdir
-    wflags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    banned = frozenset("os.system os.exec os.posix_spawn os.posix_spawnp os.spawn os.fork os.forkpty "
-                       "os.kill os.killpg subprocess.Popen pty.spawn gc.get_objects gc.get_referrers "
-                       "gc.get_referents sys._current_frames".split())
-    banned_imports = frozenset("ctypes _ctypes _posixsubprocess _xxsubinterpreters _testcapi _testinternalcapi".split())
-    path_args = {"os.remove": (0,), "os.rmdir": (0,), "os.rename": (0, 1), "os.link": (0, 1), "os.symlink": (1,),
-                 "os.mkdir": (0,), "os.chmod": (0,), "os.chown": (0,), "os.truncate": (0,), "os.utime": (0,),
-                 "os.setxattr": (0,), "os.removexattr": (0,), "shutil.rmtree": (0,)}
-    reads = {"os.listdir", "os.scandir"}
-
-    def under(path, prefixes):
-        if path is None or isinstance(path, int):
-            return True  # operations on already-open descriptors were checked when they were opened
-        p = realpath(fsdecode(path))
-        return any(p == r or p.startswith(r.rstrip("/") + "/") for r in prefixes)
-
-    def hook(event, args):
-        if event in banned or event.startswith(("socket.", "ctypes.")):
-            raise PermissionError("sandbox: %s is not allowed" % event)
-        if event == "import" and args[0].partition(".")[0] in banned_imports:
-            raise PermissionError("sandbox: importing %s is not allowed" % args[0])
-        if event == "object.__setattr__" and len(args) > 1 and args[1] == "__code__":
-            raise PermissionError("sandbox: replacing __code__ is not allowed")
-        if event == "open":
-            path, mode, flags = args
-            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool((flags or 0) & wflags)
-            if not under(path, box if writing else box + readable):
-                raise PermissionError("sandbox: open(%r) outside the sandbox" % (path,))
-            if not isinstance(path, int) and isdir(path) and not under(path, box):
-                raise PermissionError("sandbox: directory descriptors outside the sandbox are not allowed")
-        elif event in path_args:
-            if not all(under(args[i], box) for i in path_args[event] if i < len(args)):
-                raise PermissionError("sandbox: %s outside the sandbox" % event)
-        elif event in reads and args and not under(args[0], box + readable):
-            raise PermissionError("sandbox: %s outside the sandbox" % event)
-
-    return hook
-
-for m in [m for m in sys.modules if m.partition(".")[0] in ("ctypes", "_ctypes", "subprocess", "_posixsubprocess")]:
-    del sys.modules[m]
-code = compile(src, "program.py", "exec")
-import builtins
-builtins.exit = builtins.quit = sys.exit  # normally installed by the site module, which -S skips
-main = type(sys)("__main__")
-main.__file__ = "program.py"
-sys.modules["__main__"], sys.argv = main, ["program.py"]
-if cfg["audit"]:
-    sys.addaudithook(make_hook((box,), tuple(roots + files)))
-del cfg, src, libc, ctypes, resource, make_hook, landlock, tasks_of, expose, relay
-exec(code, main.__dict__)
-"""
+_CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "harness", "box.py")  # the sandboxed side
 
 
 def _kill_group(pgid: int) -> None:
@@ -339,12 +137,22 @@ def _remove_tree(path: str) -> None:
 
 
 def _start(
-    program: BinaryIO, box: str, limits: SandboxLimits, out: BinaryIO, err: BinaryIO, audit_hook: bool
+    program: BinaryIO,
+    box: str,
+    limits: SandboxLimits,
+    out: BinaryIO,
+    err: BinaryIO,
+    audit_hook: bool,
+    check: tuple[BinaryIO, int] | None,
 ) -> subprocess.Popen:
-    """Start the prelude in its own session; it receives the program as an inherited, unlinked file."""
+    """Start the child in its own session; it receives the program as an inherited, unlinked file
+    (and, for a check, the tests' file and the write end of the verdict pipe)."""
     cfg = {
+        "mode": "check" if check else "program",
         "box": os.path.realpath(box),
         "src_fd": program.fileno(),
+        "spec_fd": check[0].fileno() if check else -1,
+        "verdict_fd": check[1] if check else -1,
         "preload": _PRELOAD,
         "uid": _SANDBOX_ID,
         "gid": _SANDBOX_ID,
@@ -367,17 +175,33 @@ def _start(
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONIOENCODING": "utf-8",
     }
+    fds = (program.fileno(), check[0].fileno(), check[1]) if check else (program.fileno(),)
     return subprocess.Popen(
-        [sys.executable, "-S", "-s", "-B", "-c", _PRELUDE, json.dumps(cfg)],
+        [sys.executable, "-I", "-S", "-B", _CHILD, json.dumps(cfg)],
         stdin=subprocess.DEVNULL,
         stdout=out,
         stderr=err,
         cwd=box,
         env=env,
         close_fds=True,
-        pass_fds=(program.fileno(),),
+        pass_fds=fds,
         start_new_session=True,
     )
+
+
+def _read_verdict(fd: int) -> bytes:
+    """What the checker wrote to the verdict pipe (everything that could write to it has exited)."""
+    os.set_blocking(fd, False)
+    chunks = []
+    while sum(map(len, chunks)) < _MAX_VERDICT_BYTES:
+        try:
+            chunk = os.read(fd, _MAX_VERDICT_BYTES)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _wait(proc: subprocess.Popen, deadline: float) -> tuple[int, bool]:
@@ -400,22 +224,41 @@ def _wait(proc: subprocess.Popen, deadline: float) -> tuple[int, bool]:
     return returncode, timed_out
 
 
-def _run(program: str, limits: SandboxLimits, audit_hook: bool = True) -> SandboxResult:
-    """Run one program; ``audit_hook=False`` exists only so tests can check the kernel layers alone."""
+def _run(program: str, limits: SandboxLimits, audit_hook: bool = True, check: str | None = None) -> SandboxResult:
+    """Run one program, or with ``check`` (the tests as JSON) one solution under its checker.
+
+    ``audit_hook=False`` exists only so tests can check the kernel layers alone.
+    """
     start = time.monotonic()
     box = tempfile.mkdtemp(prefix="t2-sandbox-")
+    verdict = b""
     try:
         if os.geteuid() == 0:
             os.chown(box, _SANDBOX_ID, _SANDBOX_ID)
-        with tempfile.TemporaryFile() as src, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with contextlib.ExitStack() as stack:
+            src, out, err = (stack.enter_context(tempfile.TemporaryFile()) for _ in range(3))
             src.write(program.encode("utf-8", errors="replace"))
             src.seek(0)
+            channel = None
+            if check is not None:
+                spec = stack.enter_context(tempfile.TemporaryFile())
+                spec.write(check.encode("utf-8"))
+                spec.seek(0)
+                read_end, write_end = os.pipe()
+                stack.callback(os.close, read_end)
+                channel = (spec, write_end)
             try:
-                proc = _start(src, box, limits, out, err, audit_hook)
+                try:
+                    proc = _start(src, box, limits, out, err, audit_hook, channel)
+                finally:
+                    if channel is not None:
+                        os.close(write_end)  # from now on only the checker holds the write end
             except OSError as e:
                 elapsed = time.monotonic() - start
                 return SandboxResult(False, "error", None, "", f"sandbox: cannot start: {e}", elapsed)
             returncode, timed_out = _wait(proc, start + limits.wall_time_s)
+            if channel is not None:
+                verdict = _read_verdict(read_end)
             stdout, stderr = _read_capped(out, limits.max_output_bytes), _read_capped(err, limits.max_output_bytes)
     finally:
         _remove_tree(box)
@@ -423,6 +266,8 @@ def _run(program: str, limits: SandboxLimits, audit_hook: bool = True) -> Sandbo
         status = "timeout"
     elif returncode == _SETUP_FAILED and stderr.startswith("t2-sandbox: setup failed"):
         status = "error"
+    elif check is not None:
+        status = "passed" if returncode == 0 and verdict == _PASS else "failed"
     else:
         status = "passed" if returncode == 0 else "failed"
     return SandboxResult(status == "passed", status, returncode, stdout, stderr, time.monotonic() - start)
@@ -452,3 +297,38 @@ def run_python_many(
     workers = min(max_workers or os.cpu_count() or 1, len(programs))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="t2-sandbox") as pool:
         return list(pool.map(lambda p: run_python(p, limits), programs))
+
+
+def run_check(solution: str, checks: Mapping[str, Any], limits: SandboxLimits | None = None) -> SandboxResult:
+    """Run ``solution`` (untrusted) in one sandboxed process and ``checks`` (trusted) in another.
+
+    ``checks`` holds ``setup`` and ``tests`` (Python source run in the checker process, where the
+    names of ``remote`` and any other name the tests use but do not define are the solution's
+    functions, called across a pipe) and ``remote`` (a list of names). The result passes iff the
+    checker reports that every test passed, over a pipe only the checker holds; what any process
+    prints has no say.
+    """
+    if not isinstance(solution, str):
+        raise TypeError(f"solution must be str, got {type(solution).__name__}")
+    if limits is not None and not isinstance(limits, SandboxLimits):
+        raise TypeError(f"limits must be SandboxLimits or None, got {type(limits).__name__}")
+    spec = {
+        "setup": str(checks.get("setup", "")),
+        "tests": str(checks["tests"]),
+        "remote": list(checks.get("remote", ())),
+    }
+    return _run(solution, limits or SandboxLimits(), check=json.dumps(spec))
+
+
+def run_check_many(
+    items: Sequence[tuple[str, Mapping[str, Any]]], limits: SandboxLimits | None = None, max_workers: int | None = None
+) -> list[SandboxResult]:
+    """`run_check` on several (solution, checks) pairs in parallel; order is preserved."""
+    items = list(items)
+    if max_workers is not None and max_workers < 1:
+        raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+    if not items:
+        return []
+    workers = min(max_workers or os.cpu_count() or 1, len(items))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="t2-check") as pool:
+        return list(pool.map(lambda item: run_check(item[0], item[1], limits), items))

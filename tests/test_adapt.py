@@ -167,3 +167,110 @@ def test_factorised_per_row_experts(llama):
     assert torch.allclose(mixed[0], only_a[0], atol=1e-5)
     assert torch.allclose(mixed[1], only_b[1], atol=1e-5)
     assert not torch.allclose(only_a[0], only_b[0], atol=1e-4)
+
+
+# --------------------------------------------------------------------------- half precision
+
+
+def half_llama(tokenizer, dtype):
+    from tests.conftest import tiny_llama
+
+    loaded = tiny_llama(tokenizer)
+    loaded.model.to(dtype)
+    return loaded
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_uniform_is_exact_and_revert_is_bit_exact(tokenizer, dtype):
+    loaded = half_llama(tokenizer, dtype)
+    store = decompose(loaded, ["mlp"])  # stored in the model's dtype, σ in float32
+    assert store.dtype == str(dtype).removeprefix("torch.")
+    adapter = DenseAdapter(loaded, store)
+    batch = inputs(loaded)
+    with torch.no_grad():
+        base = loaded.model(**batch).logits
+        adapter.apply(ExpertVector.uniform(store.ranks, "u", loaded.name, loaded.fingerprint, store.targets))
+        assert all(torch.equal(m.weight, adapter.originals[n]) for n, m in adapter.modules.items())
+        assert torch.equal(loaded.model(**batch).logits, base)
+        adapter.apply(random_expert(loaded, store))
+        assert not torch.equal(loaded.model(**batch).logits, base)
+        adapter.revert()
+        assert torch.equal(loaded.model(**batch).logits, base)
+
+
+@pytest.mark.parametrize("dtype, tolerance", [(torch.bfloat16, 2e-2), (torch.float16, 3e-3)])
+def test_half_precision_factorised_equals_dense_within_dtype_tolerance(tokenizer, dtype, tolerance):
+    """Both round differently (dense: W' rounded once; factorised: x·Vᵀ, ·s, ·U each rounded), so they
+    agree to the dtype's precision: bfloat16 has 8 significant bits (2⁻⁸ ≈ 4e-3 per rounding)."""
+    loaded = half_llama(tokenizer, dtype)
+    store = decompose(loaded, ["mlp"])
+    adapter = DenseAdapter(loaded, store)
+    expert = random_expert(loaded, store)
+    batch = inputs(loaded)
+    with torch.no_grad():
+        adapter.apply(expert)
+        dense = loaded.model(**batch).logits.float()
+        adapter.revert()
+        with factorised(loaded, store, factors=adapter.factors) as svf:
+            svf.set_z(expert.z)
+            fact = loaded.model(**batch).logits.float()
+    rel = float((fact - dense).norm() / dense.norm())
+    assert rel <= tolerance, rel
+    assert rel > 0  # really two different computations
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_training_step_gives_float32_gradients(tokenizer, dtype):
+    loaded = half_llama(tokenizer, dtype)
+    store = decompose(loaded, ["mlp"])
+    p = {n: torch.zeros(r, requires_grad=True) for n, r in store.ranks.items()}
+    optimiser = torch.optim.Adam(p.values(), lr=1e-2)
+    batch = inputs(loaded)
+    with factorised(loaded, store) as svf:
+        svf.set_z({n: 2 * torch.sigmoid(v) for n, v in p.items()})
+        logits = loaded.model(**batch).logits.float()
+        loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1), batch["input_ids"][:, 1:].flatten())
+        loss.backward()
+    assert all(
+        v.grad is not None and v.grad.dtype == torch.float32 and torch.isfinite(v.grad).all() for v in p.values()
+    )
+    assert any(v.grad.abs().max() > 0 for v in p.values())
+    optimiser.step()
+    assert any(v.abs().max() > 0 for v in p.values())
+
+
+@pytest.mark.parametrize("keep", ["device", "cpu", "files"])
+@pytest.mark.parametrize(
+    "stored, loaded_as", [("float32", "bfloat16"), ("bfloat16", "bfloat16"), ("float32", "float32")]
+)
+def test_keep_modes_revert_bit_exact(tokenizer, tmp_path, keep, stored, loaded_as):
+    from t2cli.models import load_model
+    from tests.conftest import tiny_llama
+
+    source = tiny_llama(tokenizer)
+    source.model.to(getattr(torch, stored)).save_pretrained(tmp_path / "m", max_shard_size="30KB")
+    source.tokenizer.save_pretrained(tmp_path / "m")
+    loaded = load_model(str(tmp_path / "m"), dtype=loaded_as, device="cpu")
+    assert loaded.dtype == getattr(torch, loaded_as)
+    store = decompose(loaded, ["mlp"])
+    adapter = DenseAdapter(loaded, store, keep=keep)
+    assert adapter.keep == keep and (adapter.originals[store.modules[0]] is None) == (keep == "files")
+    before = {n: m.weight.clone() for n, m in adapter.modules.items()}
+    expert = random_expert(loaded, store)
+    adapter.apply(expert)
+    applied = {n: m.weight.clone() for n, m in adapter.modules.items()}
+    assert min(adapter.weight_change().values()) > 0
+    adapter.apply(random_expert(loaded, store, seed=5))
+    adapter.apply(expert)  # composed from the originals (read back from the files with keep=files)
+    assert all(torch.equal(m.weight, applied[n]) for n, m in adapter.modules.items())
+    adapter.revert()
+    assert all(torch.equal(m.weight, before[n]) for n, m in adapter.modules.items())
+
+
+def test_keep_mode_is_checked_and_files_needs_a_directory(llama):
+    store = decompose(llama, ["mlp"])
+    with pytest.raises(ExpertError, match="keep must be one of"):
+        DenseAdapter(llama, store, keep="gpu")
+    with pytest.raises(ExpertError, match="needs a model loaded from a directory"):
+        DenseAdapter(llama, store, keep="files")
+    assert DenseAdapter(llama, store).keep == "device"  # auto on a CPU

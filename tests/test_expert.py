@@ -72,6 +72,69 @@ def nan_tensors(d):
     (d / META_FILE).write_text(json.dumps(meta))
 
 
+def edit_meta(**changes):
+    def damage(d):
+        meta = json.loads((d / META_FILE).read_text())
+        for key, value in changes.items():
+            meta[key] = value
+        (d / META_FILE).write_text(json.dumps(meta))
+
+    return damage
+
+
+def non_utf8_json(d):
+    (d / META_FILE).write_bytes((d / META_FILE).read_bytes().replace(b'"tiny"', b'"ti\xffny"'))
+
+
+def tensors_with_hash(tensors):
+    """Replace the tensor file (and its hash), so only the value checks can catch it."""
+
+    def damage(d):
+        import hashlib
+
+        from safetensors.torch import save
+
+        payload = save(tensors)
+        (d / TENSORS_FILE).write_bytes(payload)
+        meta = json.loads((d / META_FILE).read_text())
+        meta["tensors_sha256"] = hashlib.sha256(payload).hexdigest()
+        (d / META_FILE).write_text(json.dumps(meta))
+
+    return damage
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (non_utf8_json, "not valid JSON"),
+        (edit_meta(targets=5), "'targets' must be a JSON list"),
+        (edit_meta(targets=[]), "non-empty list of strings"),
+        (edit_meta(base_fingerprint=123), "'base_fingerprint' must be a JSON string"),
+        (edit_meta(provenance="trained"), "'provenance' must be a JSON object"),
+        (edit_meta(provenance={"metrics": "good"}), "'provenance.metrics' must be a JSON object"),
+        (edit_meta(domain=["math"]), "'domain' must be a JSON string"),
+        (edit_meta(num_parameters="7"), "'num_parameters' must be a JSON integer"),
+        (tensors_with_hash({n: torch.zeros(r) for n, r in RANKS.items()}), "positive sum"),
+        (tensors_with_hash({n: -torch.ones(r) for n, r in RANKS.items()}), "positive sum"),
+        (tensors_with_hash({n: torch.ones(r, dtype=torch.int64) for n, r in RANKS.items()}), "int64 values"),
+        (tensors_with_hash({}), "no z vectors"),
+    ],
+)
+def test_malformed_metadata_and_values_give_one_clear_error(tmp_path, damage, message):
+    make().save(tmp_path / "e")
+    damage(tmp_path / "e")
+    with pytest.raises(ExpertError, match=message) as info:
+        ExpertVector.load(tmp_path / "e")
+    assert "\n" not in str(info.value)
+
+
+def test_save_refuses_an_all_zero_z(tmp_path):
+    expert = make()
+    expert.z["layers.0.mlp.up_proj"] = torch.zeros(4)
+    with pytest.raises(ExpertError, match="positive sum"):
+        expert.save(tmp_path / "e")
+
+
 @pytest.mark.parametrize(
     "damage, message",
     [

@@ -1,7 +1,13 @@
+import multiprocessing
+import os
+import shutil
+import signal
+import time
+
 import pytest
 import torch
 
-from t2cli.errors import RegistryError
+from t2cli.errors import ExpertError, RegistryError
 from t2cli.expert import ExpertVector
 from t2cli.registry import Registry, model_card
 
@@ -116,3 +122,122 @@ def test_pull_refuses_a_corrupt_expert(registry, tmp_path):
 def test_model_card_lists_metrics(registry):
     entry = registry.list()[0]
     assert "reasoning" in model_card("me/x", "tiny", [entry])
+
+
+# --------------------------------------------------------------------------- broken metadata
+
+
+def test_a_broken_entry_is_listed_with_its_error_and_hides_nothing(registry):
+    registry.add(make("math"))
+    registry.add(make("code", domain="code"))
+    meta_path = registry.write_root / "tiny" / "code" / "expert.json"
+    meta_path.write_text(meta_path.read_text().replace('"targets": [\n    "mlp"\n  ]', '"targets": 5'))
+    entries = {entry.name: entry for entry in registry.list("tiny")}
+    assert "'targets' must be a JSON list" in entries["code"].error and entries["code"].meta == {}
+    assert entries["math"].error is None and registry.load("math", "tiny").name == "math"
+    with pytest.raises(ExpertError, match="'targets'"):
+        registry.load("code", "tiny")
+
+
+# --------------------------------------------------------------------------- concurrent and killed writers
+
+
+def constant(name, value, size=4):
+    return ExpertVector({"m.up": torch.full((size,), value)}, name, "tiny", "a" * 32, ["mlp"])
+
+
+def _register(root, value, barrier, results):
+    barrier.wait()
+    try:
+        Registry(roots=[root], write_root=root).add(constant("same", value))
+        results.put(("ok", value))
+    except (RegistryError, ExpertError) as error:
+        results.put(("lost", str(error)))
+
+
+def test_two_writers_of_one_name_one_wins_the_other_gets_one_clear_error(tmp_path):
+    context = multiprocessing.get_context("fork")
+    registry = Registry(roots=[tmp_path], write_root=tmp_path)
+    for _ in range(3):
+        barrier, results = context.Barrier(2), context.Queue()
+        workers = [context.Process(target=_register, args=(tmp_path, v, barrier, results)) for v in (0.25, 0.75)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(30)
+        outcomes = sorted(results.get(timeout=5) for _ in workers)
+        assert [kind for kind, _ in outcomes] == ["lost", "ok"]
+        assert "already exists" in outcomes[0][1] and "\n" not in outcomes[0][1]
+        assert torch.equal(registry.load("same", "tiny").z["m.up"], torch.full((4,), outcomes[1][1]))
+        registry.remove("same", "tiny")
+
+
+def _overwrite_forever(root, value):
+    registry = Registry(roots=[root], write_root=root)
+    while True:
+        registry.add(constant("same", value, size=200_000), overwrite=True)
+
+
+def test_a_reader_sees_the_old_or_the_new_expert_and_kill_9_loses_neither(tmp_path):
+    context = multiprocessing.get_context("fork")
+    registry = Registry(roots=[tmp_path], write_root=tmp_path)
+    registry.add(constant("same", 0.5, size=200_000))
+    for trial in range(3):
+        writers = [context.Process(target=_overwrite_forever, args=(tmp_path, v)) for v in (0.25, 0.75)]
+        for writer in writers:
+            writer.start()
+        deadline = time.monotonic() + 0.3 + 0.2 * trial
+        while time.monotonic() < deadline:  # concurrent reads: always one whole expert
+            assert registry.load("same", "tiny").z["m.up"].unique().numel() == 1
+        for writer in writers:
+            os.kill(writer.pid, signal.SIGKILL)
+            writer.join()
+        value = registry.load("same", "tiny").z["m.up"].unique()
+        assert value.numel() == 1 and float(value) in (0.25, 0.5, 0.75)
+    assert sorted(p.name for p in (tmp_path / "tiny").iterdir()) == [".same.lock", "same"]
+
+
+@pytest.mark.parametrize("state", ["old-aside-only", "old-aside-and-new", "staging-left"])
+def test_what_a_killed_writer_left_is_rolled_back_or_forward_on_next_access(tmp_path, state):
+    registry = Registry(roots=[tmp_path], write_root=tmp_path)
+    registry.add(constant("same", 0.5))
+    folder = tmp_path / "tiny"
+    if state == "old-aside-only":  # killed between "old aside" and "new in"
+        os.rename(folder / "same", folder / ".same.old")
+    elif state == "old-aside-and-new":  # killed while deleting the old one
+        shutil.copytree(folder / "same", folder / ".same.old")
+        constant("same", 0.75).save(folder / "new")
+        shutil.rmtree(folder / "same")
+        os.rename(folder / "new", folder / "same")
+        (folder / ".same.old" / "expert.json").unlink()
+    else:  # killed while writing the new one
+        (folder / ".same.new-x").mkdir()
+        (folder / ".same.new-x" / "expert.safetensors").write_bytes(b"half")
+    expected = 0.75 if state == "old-aside-and-new" else 0.5
+    assert [e.name for e in registry.list("tiny")] == ["same"]
+    assert float(registry.load("same", "tiny").z["m.up"][0]) == expected
+    assert sorted(p.name for p in folder.iterdir()) == [".same.lock", "same"]
+
+
+def test_a_writer_waiting_past_the_timeout_gets_one_clear_error(tmp_path):
+    from filelock import FileLock
+
+    context = multiprocessing.get_context("fork")
+    (tmp_path / "tiny").mkdir()
+    ready, done = context.Event(), context.Event()
+
+    def hold():
+        with FileLock(tmp_path / "tiny" / ".same.lock"):
+            ready.set()
+            done.wait(30)
+
+    holder = context.Process(target=hold)
+    holder.start()
+    try:
+        ready.wait(30)
+        with pytest.raises(RegistryError, match="being written by another t2 process") as info:
+            Registry(roots=[tmp_path], write_root=tmp_path, lock_timeout=0.2).add(constant("same", 0.5))
+        assert "\n" not in str(info.value)
+    finally:
+        done.set()
+        holder.join()

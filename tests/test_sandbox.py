@@ -103,9 +103,10 @@ def _live_processes() -> dict[int, tuple[int, bytes]]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def private_tempdir():
+def private_tempdir(tmp_path_factory):
     """Sandboxes started by these tests live under a directory of their own, so a process carrying it in
     its argv is ours (the sandbox may be in use by other evaluations on the same machine)."""
+    tmp_path_factory.getbasetemp()  # pytest's own temporary root stays outside (it outlives this module)
     d = tempfile.mkdtemp(prefix="t2-test-run-")
     os.chmod(d, 0o755)  # the sandbox uid must be able to traverse to its working directory
     with pytest.MonkeyPatch.context() as mp:
@@ -172,6 +173,14 @@ def test_incorrect_programs_fail(program):
 )
 def test_exit_and_main_behave_like_a_script(program, passed):
     assert run_python(program).passed is passed
+
+
+def test_child_imports_neither_t2_nor_heavy_packages():
+    """The sandboxed side is started by file path with the standard library only (fast start-up)."""
+    program = "import sys\nprint(sorted(m for m in sys.modules if m.split('.')[0] in ('t2cli', 'torch', 'numpy')))"
+    r = run_python(program)
+    assert r.passed and r.stdout == "[]\n", r
+    assert r.wall_time_s < 5
 
 
 def test_common_stdlib_is_available():
@@ -466,13 +475,14 @@ def test_huge_output_is_truncated(machine_unharmed):
 
 
 def test_run_python_many_is_parallel_and_ordered(machine_unharmed):
-    programs = [f"import time\ntime.sleep(0.8)\nprint({i})\nassert {i} % 2 == 0" for i in range(4)]
+    programs = [f"import time\ntime.sleep(2)\nprint({i})\nassert {i} % 2 == 0" for i in range(4)]
     start = time.monotonic()
     results = run_python_many(programs, SandboxLimits(wall_time_s=10), max_workers=2)
     elapsed = time.monotonic() - start
     assert [r.stdout for r in results] == ["0\n", "1\n", "2\n", "3\n"]
     assert [r.passed for r in results] == [True, False, True, False]
-    assert elapsed < 3.0  # 4 x 0.8 s sequentially; two at a time takes about 1.8 s
+    # 4 x 2 s of sleep: at least 8 s one at a time, about 4 s two at a time (start-up grows with load)
+    assert elapsed < 6.5
     assert [r.stdout for r in run_python_many(["print(1)", "print(2)"])] == ["1\n", "2\n"]
     assert run_python_many([]) == []
 
@@ -509,3 +519,227 @@ def test_unremovable_leftovers_are_still_cleaned_up(run, machine_unharmed):
 def test_sandbox_dir_is_private(run):
     r = run("import os, stat\nprint(oct(stat.S_IMODE(os.stat('.').st_mode)))")
     assert r.passed and r.stdout.strip() == oct(stat.S_IRWXU)
+
+
+# --- checker integrity: a pass must be earned -----------------------------------------------------------
+# No cheat below holds a real solution. With the single-process harness this replaced (the tests and the
+# pass marker shared a process, a namespace and a source file with the solution), every class passed on
+# every task: the marker and equality cheats on all three, the patched compile/exec on all three, the
+# patched json.loads/enumerate on mbpp-plus ("every-fd" is new: it targets the verdict pipe).
+
+MBPP_ADD = {
+    "id": "1",
+    "text": "Add two numbers.",
+    "code": "def add(a, b):\n    return a + b\n",
+    "test_list": ["assert add(1, 2) == 3", "assert add(2, 2) == 4", "assert add(-1, 1) == 0"],
+    "test_setup_code": "",
+    "entry_point": "add",
+}
+HUMANEVAL_ADD = {
+    "id": "HumanEval/0",
+    "entry_point": "add",
+    "prompt": 'def add(a: int, b: int) -> int:\n    """Add two numbers."""\n',
+    "canonical_solution": "    return a + b\n",
+    "test": "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(5, 7) == 12\n",
+}
+PLUS_ADD = {
+    "id": "Mbpp/9999",
+    "task_number": 9999,
+    "entry_point": "add",
+    "atol": 0.0,
+    "canonical_solution": "def add(a, b):\n    return a + b\n",
+    "base_input": [[1, 2], [3, 4]],
+    "plus_input": [[10**20, 1], [-5, 5]],
+    "text": "Add two numbers.",
+    "example_test": "assert add(1, 2) == 3",
+}
+HONEST = "def add(a, b):\n    return a + b\n"
+_MARKER = r"T2-TESTS-PASSED-[0-9a-f]+"
+CHEATS = {
+    # the verdict: read the pass marker (from program.py, from the frames' code) or write a verdict
+    "marker": {
+        "program.py": f"""
+import os, re
+def add(a, b):
+    return 0
+found = re.findall(r"{_MARKER}", open("program.py").read())
+if found:
+    os.write(1, ("\\n" + found[-1] + "\\n").encode())
+os._exit(0)
+""",
+        "frames": f"""
+import os, re, sys
+def add(a, b):
+    return 0
+def consts(code):
+    for c in code.co_consts:
+        if isinstance(c, str):
+            yield c
+        elif hasattr(c, "co_consts"):
+            yield from consts(c)
+f, found = sys._getframe(), []
+while f is not None:
+    for c in consts(f.f_code):
+        found += re.findall(r"{_MARKER}", c)
+    f = f.f_back
+if found:
+    os.write(1, ("\\n" + found[-1] + "\\n").encode())
+os._exit(0)
+""",
+        "every-fd": """
+import os
+def add(a, b):
+    return 0
+for fd in range(0, 256):
+    for word in (b"PASS", b"\\nPASS\\n"):
+        try:
+            os.write(fd, word)
+        except OSError:
+            pass
+os._exit(0)
+""",
+    },
+    # the comparison: results that claim to equal anything
+    "equality": {
+        base: f"""
+class Liar({base}):
+    def __eq__(self, other):
+        return True
+    def __ne__(self, other):
+        return False
+    __hash__ = {base}.__hash__
+def add(a, b):
+    return Liar()
+"""
+        for base in ("str", "int", "tuple", "float", "object")
+    },
+    # the checker's code: patch what it uses, in the solution's own process
+    "patching": {
+        "json.loads": "import json\njson.loads = lambda s, *a, **k: []\ndef add(a, b):\n    return 0\n",
+        "enumerate": "import builtins\nbuiltins.enumerate = lambda it, start=0: iter(())\n"
+        "def add(a, b):\n    return 0\n",
+        "compile": "import builtins\n_compile = builtins.compile\n"
+        "builtins.compile = lambda src, name, mode, *a, **k: _compile('pass', name, mode)\n"
+        "def add(a, b):\n    return 0\n",
+        "exec": "import builtins\nbuiltins.exec = lambda *a, **k: None\ndef add(a, b):\n    return 0\n",
+    },
+}
+
+
+def _code_tasks():
+    from t2cli.tasks.humaneval import HUMANEVAL
+    from t2cli.tasks.mbpp import MBPP, MBPP_PLUS
+
+    return {"mbpp": (MBPP, MBPP_ADD), "humaneval": (HUMANEVAL, HUMANEVAL_ADD), "mbpp-plus": (MBPP_PLUS, PLUS_ADD)}
+
+
+@pytest.mark.parametrize("task_name", ["mbpp", "humaneval", "mbpp-plus"])
+@pytest.mark.parametrize("cheat_class", sorted(CHEATS))
+def test_a_pass_must_be_earned(cheat_class, task_name):
+    task, example = _code_tasks()[task_name]
+    cheats = CHEATS[cheat_class]
+    outputs = [f"```python\n{code}\n```" for code in cheats.values()] + [f"```python\n{HONEST}```"]
+    verdicts = task.check_many(outputs, [example] * len(outputs), max_workers=2)
+    assert dict(zip(list(cheats) + ["honest"], verdicts)) == {**dict.fromkeys(cheats, False), "honest": True}
+
+
+def test_correct_programs_that_print_a_lot_pass():
+    """The verdict does not travel with the output, so no amount of output can push it out of view."""
+    loud = {
+        "print": "def add(a, b):\n    print('x' * 70_000)\n    return a + b\n",
+        "fd 1": "import os\ndef add(a, b):\n    os.write(1, b'x' * 70_000)\n    return a + b\n",
+        "stderr": "import sys\ndef add(a, b):\n    sys.stderr.write('x' * 70_000)\n    return a + b\n",
+    }
+    for task_name, (task, example) in _code_tasks().items():
+        outputs = [f"```python\n{code}```" for code in loud.values()]
+        assert task.check_many(outputs, [example] * len(outputs), max_workers=2) == [True] * 3, task_name
+
+
+def test_the_solution_process_never_holds_the_tests():
+    """The expected answers cannot be read: not from files, descriptors, frames or the checker's /proc."""
+    from t2cli.sandbox import run_check
+
+    snoop = """
+import gc, os, sys
+seen = []
+for fd in range(3, 64):
+    try:
+        seen.append(os.pread(fd, 1 << 20, 0))
+    except OSError:
+        pass
+for path in os.listdir("."):
+    try:
+        seen.append(open(path, "rb").read())
+    except OSError:
+        pass
+for pid in (os.getppid(), os.getpid()):
+    for name in ("cmdline", "environ", "mem"):
+        try:
+            seen.append(open("/proc/%d/%s" % (pid, name), "rb").read(1 << 20))
+        except (OSError, ValueError):
+            pass
+f = sys._getframe()
+while f is not None:
+    seen.append(repr(f.f_globals).encode() + repr(f.f_locals).encode())
+    f = f.f_back
+sys.stderr.write(repr(seen))
+def add(a, b):
+    return a + b
+"""
+    secret = "assert add(40, 2) == 42  # T2-SECRET-EXPECTED"
+    r = run_check(snoop, {"tests": secret, "remote": ["add"]})
+    assert r.passed, r.stderr
+    assert "T2-SECRET-EXPECTED" not in r.stderr
+
+
+def test_checker_survives_hostile_solutions(machine_unharmed):
+    """The hostile suite's worst cases, as solutions under a checker: contained, and never a pass."""
+    from t2cli.sandbox import run_check_many
+
+    hostile = [
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n",
+        "x = [bytearray(1 << 20) for _ in range(10_000)]\n",
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n",
+        "import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)\n",
+        "import subprocess\nsubprocess.Popen(['sleep', '1000'], start_new_session=True)\n",
+        "def add(a, b):\n    while True:\n        pass\n",
+        "import shutil\nshutil.rmtree('/tmp', ignore_errors=True)\n",
+    ]
+    checks = {"tests": "assert add(1, 2) == 3", "remote": ["add"]}
+    results = run_check_many([(h, checks) for h in hostile], HOSTILE, max_workers=2)
+    for r in results:
+        assert_rejected(r)
+
+
+@pytest.mark.skipif(not KERNEL_ONLY_OK, reason="kernel-only checks need Landlock ABI >= 6")
+def test_checker_is_out_of_reach_without_the_audit_hook():
+    """With only the kernel layers: the solution cannot signal the checker or reach its verdict pipe."""
+    reach = """
+import os, signal
+def add(a, b):
+    return 0
+ppid = os.getppid()
+for fd in range(0, 256):
+    try:
+        os.write(fd, b"PASS")
+    except OSError:
+        pass
+try:
+    for name in os.listdir("/proc/%d/fd" % ppid):
+        try:
+            fd = os.open("/proc/%d/fd/%s" % (ppid, name), os.O_WRONLY)
+            os.write(fd, b"PASS")
+        except OSError:
+            pass
+except OSError:
+    pass
+try:
+    os.kill(ppid, signal.SIGSTOP)
+    print("signalled", file=__import__("sys").stderr)
+except OSError:
+    pass
+"""
+    checks = json.dumps({"setup": "", "tests": "assert add(1, 2) == 3", "remote": ["add"]})
+    r = sandbox._run(reach, HOSTILE, audit_hook=False, check=checks)
+    assert not r.passed and r.status == "failed", r
+    assert "signalled" not in r.stderr

@@ -1,10 +1,12 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from t2cli.errors import SVDStoreError, TargetError
-from t2cli.svd_store import decompose, open_store, select_targets, targets_key
+from t2cli.models import WeightFiles
+from t2cli.svd_store import decompose, file_source, open_store, select_targets, targets_key
 
 
 def test_presets_select_mlp_and_attention(tiny_model):
@@ -63,10 +65,81 @@ def test_decompose_resumes_after_interruption(llama):
 
 
 def test_float64_store(llama):
-    store = decompose(llama, ["mlp"], dtype="float64")
+    store = decompose(llama, ["mlp"], svd_dtype="float64", store_dtype="float64")
     assert store.factors(store.modules[0]).U.dtype == torch.float64
-    with pytest.raises(SVDStoreError, match="--dtype"):
-        decompose(llama, ["mlp"], dtype="float16")
+    assert store.path.name.endswith("-float64")  # the historical name of a float64 store
+    with pytest.raises(SVDStoreError, match="--svd-dtype"):
+        decompose(llama, ["mlp"], svd_dtype="float16")
+    with pytest.raises(SVDStoreError, match="--store-dtype"):
+        decompose(llama, ["mlp"], store_dtype="int8")
+
+
+def test_store_dtype_defaults_to_the_model_dtype_and_sigma_stays_float32(tokenizer):
+    from tests.conftest import tiny_llama
+
+    loaded = tiny_llama(tokenizer)
+    loaded.model.to(torch.bfloat16)
+    store = decompose(loaded, ["mlp"])
+    factors = store.factors(store.modules[0])
+    assert store.dtype == "bfloat16" and factors.U.dtype == factors.Vh.dtype == torch.bfloat16
+    assert factors.S.dtype == torch.float32
+    # computed in float32 from the bfloat16 weight, then rounded: the factors of the float32 SVD
+    weight = loaded.model.get_submodule(store.modules[0]).weight.float()
+    U, S, Vh = torch.linalg.svd(weight, full_matrices=False)
+    assert torch.equal(factors.S, S) and torch.equal(factors.U, U.to(torch.bfloat16))
+    assert open_store(loaded, ["mlp"]).path == store.path
+
+
+def test_open_store_falls_back_to_another_dtype(llama):
+    built = decompose(llama, ["mlp"])  # float32
+    llama.model.to(torch.float16)
+    assert open_store(llama, ["mlp"]).path == built.path
+    assert built.factors(built.modules[0], dtype=torch.float16).U.dtype == torch.float16
+
+
+def save_sharded(loaded, directory: Path) -> Path:
+    loaded.model.save_pretrained(directory, max_shard_size="20KB")
+    loaded.tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_streaming_decomposition_of_a_sharded_model_equals_the_in_memory_svd(tokenizer, tmp_path, family):
+    from tests.conftest import tiny_gpt2, tiny_llama
+
+    loaded = (tiny_llama if family == "llama" else tiny_gpt2)(tokenizer)
+    directory = save_sharded(loaded, tmp_path / "model")
+    assert len(list(directory.glob("*.safetensors"))) > 3  # really sharded
+    source = file_source(str(directory), dtype="float32", device="cpu")
+    assert all(p.device.type == "meta" for p in source.skeleton.parameters())  # no weights loaded
+    assert source.fingerprint == loaded.fingerprint  # streamed hash = hash of the loaded weights
+    streamed = decompose(source, ["all"])
+    in_memory = decompose(loaded, ["all"])
+    assert streamed.modules == in_memory.modules
+    for name in streamed.modules:
+        got, want = streamed.factors(name), in_memory.factors(name)
+        assert torch.equal(got.S, want.S) and torch.equal(got.U, want.U) and torch.equal(got.Vh, want.Vh)
+
+
+def test_streaming_decomposition_reads_one_matrix_at_a_time(tokenizer, tmp_path, monkeypatch):
+    from tests.conftest import tiny_llama
+
+    directory = save_sharded(tiny_llama(tokenizer), tmp_path / "model")
+    source = file_source(str(directory), device="cpu")
+    reads = []
+    original = WeightFiles.tensor
+
+    def spy(self, name, device="cpu"):
+        reads.append(name)
+        return original(self, name, device)
+
+    monkeypatch.setattr(WeightFiles, "tensor", spy)
+    store = decompose(source, ["mlp"])
+    assert reads == [f"{name}.weight" for name in store.modules]  # each targeted matrix once, nothing else
+    (store.path / "manifest.json").unlink()
+    reads.clear()
+    decompose(source, ["mlp"])
+    assert reads == []  # resumed: every matrix file was already there
 
 
 def test_open_store_errors(llama, tokenizer):

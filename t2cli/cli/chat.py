@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from t2cli.cli import common
 from t2cli.cli.common import (
     PASS1_DTYPE_HELP,
     PASS1_TOKENS_HELP,
@@ -128,6 +129,9 @@ def chat_command(
     cache_size: int = typer.Option(4, help="Composed experts kept in memory (each a full copy of the targets)."),
     pass1_tokens: int = typer.Option(None, help=PASS1_TOKENS_HELP),
     pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
+    dtype: str = common.dtype_option(),
+    device: str = common.device_option(),
+    device_map: str = common.device_map_option(),
 ) -> None:
     """Chat with the self-adaptive model: pass 1 picks an expert per turn, pass 2 answers."""
     from t2cli.cem import CEMConfig
@@ -142,7 +146,7 @@ def chat_command(
                 raise DispatchError("--adapt cem needs --task T and --shots FILE|N")
             shot_examples, _ = load_shots(shots, task_obj, shots_split, data_dir, seed)
         with status(f"loading {model}…"):
-            loaded = load_model(model)
+            loaded = load_model(model, dtype=dtype, device=device, device_map=device_map)
         config = CEMConfig(
             population=population, generations=generations, patience=patience, per_matrix=per_matrix, seed=seed
         )

@@ -91,8 +91,11 @@ def _plain_progress(description: str):
             return
         last.update(done=done, at=now)
         stamp = time.strftime("%H:%M:%S")
-        err_console.print(f"{stamp} {description} {done}/{total if total is not None else '?'} {label}".rstrip(),
-                          highlight=False, soft_wrap=True)
+        err_console.print(
+            f"{stamp} {description} {done}/{total if total is not None else '?'} {label}".rstrip(),
+            highlight=False,
+            soft_wrap=True,
+        )
 
     return update
 
@@ -116,3 +119,41 @@ def registry_key(model: str) -> str:
     from t2cli.models import model_key
 
     return model_key(model)
+
+
+# --------------------------------------------------------------------------- model placement options
+
+DTYPE_HELP = (
+    "Model dtype: auto (bfloat16 on a GPU that supports it, float32 on a CPU), float32, bfloat16, float16. "
+    "bfloat16 on a CPU without bfloat16 units is several times slower (docs/RESULTS.md §6)."
+)
+DEVICE_HELP = "Where the model runs: auto (the GPU when there is one), cpu, cuda, cuda:N."
+DEVICE_MAP_HELP = (
+    "auto: let accelerate spread a model larger than one GPU over the GPUs and the CPU "
+    "(experts are applied to each matrix where it lives). Overrides --device."
+)
+
+
+def dtype_option(default: str = "auto"):
+    return typer.Option(default, "--dtype", help=DTYPE_HELP)
+
+
+def device_option(default: str = "auto"):
+    return typer.Option(default, "--device", help=DEVICE_HELP)
+
+
+def device_map_option():
+    return typer.Option(None, "--device-map", help=DEVICE_MAP_HELP)
+
+
+def check_placement(dtype: str, device: str, device_map: str | None = None) -> None:
+    """One clear line for a bad --dtype / --device / --device-map (before anything is loaded)."""
+    from t2cli.defaults import MODEL_DTYPES
+
+    if dtype not in MODEL_DTYPES:
+        hint = " (the SVD precision is --svd-dtype)" if dtype == "float64" else ""
+        fail(f"--dtype must be one of {', '.join(MODEL_DTYPES)}, not {dtype!r}{hint}")
+    if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
+        fail(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
+    if device_map not in (None, "auto", "balanced", "sequential", "cpu"):
+        fail(f"--device-map must be auto, balanced, sequential or cpu, not {device_map!r}")

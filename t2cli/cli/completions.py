@@ -8,13 +8,14 @@ fails when that tree changes without regenerating them.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import typer
 from typer._completion_shared import get_completion_script
 
+from t2cli.resources import completions_dir
+
 SHELLS = {"bash": "t2.bash", "zsh": "t2.zsh", "fish": "t2.fish"}
-DIRECTORY = Path(__file__).resolve().parents[2] / "completions"
+DIRECTORY = completions_dir()
 
 
 def command_tree() -> list[str]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from t2cli.cli import common
 from t2cli.cli.common import PASS1_DTYPE_HELP, console, progress_bar, status, user_errors
 from t2cli.defaults import DEFAULT_MODEL, STRATEGIES
 
@@ -61,6 +62,8 @@ def demo_command(
     adapt: str = typer.Option("loglik-cls", help="Pass-1 strategy for the mixed prompts: prompt, cls, loglik or "
                               "loglik-cls (the classification expert's label log-likelihoods, no decoding)."),
     pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
+    dtype: str = common.dtype_option(),
+    device: str = common.device_option(),
 ) -> None:
     """Decompose the default model, apply shipped (and mixed) experts, show what changed, revert."""
     import torch
@@ -74,7 +77,7 @@ def demo_command(
 
     with user_errors():
         with status(f"loading {model} (the first run converts the GGUF once, ~30 s)…"):
-            loaded = load_model(model)
+            loaded = load_model(model, dtype=dtype, device=device)
         with progress_bar("SVD of MLP matrices") as update:
             store = decompose(loaded, ["mlp"], progress=update)
         console.print(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
+from t2cli.cli import common
 from t2cli.cli.common import (
     PASS1_DTYPE_HELP,
     PASS1_TOKENS_HELP,
@@ -23,6 +24,7 @@ from t2cli.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
     from t2cli.evaluate import EvalReport
+    from t2cli.expert import ExpertVector
 
 TASK_HELP = f"Task: {', '.join(TASKS)}."
 
@@ -63,6 +65,21 @@ def dispatch_table(report: EvalReport) -> Table | None:
     return table
 
 
+def early_expert_check(model: str, expert: str | None, adapt: str | None) -> dict[str, ExpertVector]:
+    """The experts a run will use, each checked from its files (milliseconds): --expert NAME, or
+    for --adapt the registered experts pass 1 chooses from (fixed:NAME: that one)."""
+    from t2cli.cli.common import registry_key
+    from t2cli.registry import Registry
+
+    registry, base = Registry(), registry_key(model)
+    if expert:
+        return {expert: registry.load(expert, base)}
+    if not adapt or adapt == "none":
+        return {}
+    names = [adapt.removeprefix("fixed:")] if adapt.startswith("fixed:") else [e.name for e in registry.list(base)]
+    return {name: registry.load(name, base) for name in names}
+
+
 def eval_command(
     task: str = typer.Option(..., "--task", help=TASK_HELP),
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded model name, local directory or Hub id."),
@@ -79,6 +96,9 @@ def eval_command(
                                     "by the answers' log-likelihood; default), accuracy, or loglik (no generation)."),
     pass1_tokens: int = typer.Option(None, help=PASS1_TOKENS_HELP),
     pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
+    dtype: str = common.dtype_option(),
+    device: str = common.device_option(),
+    device_map: str = common.device_map_option(),
     data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data (extra splits)."),
     out: Path = typer.Option(None, "--out", help="Write report.json + samples.jsonl here (default runs/eval-…)."),
     batch_size: int = typer.Option(16, help="Prompts per generation batch."),
@@ -89,7 +109,7 @@ def eval_command(
     seed: int = typer.Option(0, help="Random seed for sampling."),
 ) -> None:
     """Generate answers for a task split (optionally with an expert) and score them."""
-    from t2cli.evaluate import evaluate, write_report
+    from t2cli.evaluate import evaluate, provenance, write_report
     from t2cli.generation import GenerationConfig
     from t2cli.models import load_model
 
@@ -99,8 +119,9 @@ def eval_command(
         fail("--adapt chooses the experts itself: drop --expert / --lora")
     with user_errors():
         task_obj = get_task(task)
+        used = early_expert_check(model, expert, adapt)  # from the files, before the model is loaded
         with status(f"loading {model}…"):
-            loaded = load_model(model)
+            loaded = load_model(model, dtype=dtype, device=device, device_map=device_map)
         expert_name = None
         if lora:
             from t2cli.train.lora import load_lora
@@ -109,10 +130,9 @@ def eval_command(
             expert_name = f"lora-{lora.name if lora.name != 'adapter' else lora.parent.name}"
         if expert:
             from t2cli.adapt import DenseAdapter
-            from t2cli.registry import Registry
             from t2cli.svd_store import open_store
 
-            vector = Registry().load(expert, loaded.name)
+            vector = used[expert]
             adapter = DenseAdapter(loaded, open_store(loaded, vector.targets))
             adapter.apply(vector)
             expert_name = vector.name
@@ -156,6 +176,9 @@ def eval_command(
                 progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"),
             )
         out = out or Path("runs") / f"eval-{task}-{split}-{expert_name or 'base'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        cem = report.config.get("dispatch", {}).get("cem")
+        hashes = {name: vector.tensors_sha256 for name, vector in used.items()}
+        report.provenance = provenance(loaded, hashes, mixture=cem["weights"] if cem else None)
         if lora:
             report.config["lora"] = str(lora.resolve())
         summary_path, samples_path = write_report(report, out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -10,7 +11,7 @@ import typer
 from rich.syntax import Syntax
 from rich.table import Table
 
-from t2cli.cli.common import console, fail, open_registry, registry_key, user_errors
+from t2cli.cli.common import console, err_console, fail, open_registry, registry_key, user_errors
 from t2cli.defaults import DEFAULT_MODEL
 
 if TYPE_CHECKING:
@@ -20,6 +21,23 @@ app = typer.Typer(help="List, inspect, import, export and share expert vectors."
 
 ModelKey = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model the experts belong to.")
 RegistryDir = typer.Option(None, "--registry", help="Registry to write to (default: $T2_REGISTRY or T2_HOME/registry).")
+JsonOutput = typer.Option(False, "--json", help="Print one JSON document on stdout and nothing else.")
+
+
+def entry_json(entry: RegistryEntry) -> dict:
+    return {
+        "name": entry.name,
+        "base_model": entry.base_model,
+        "domain": entry.domain,
+        "path": str(entry.path),
+        "shipped": entry.shipped,
+        "error": entry.error,
+        "meta": entry.meta,
+    }
+
+
+def print_json(document: object) -> None:
+    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
 
 
 def _metrics(entry: RegistryEntry) -> str:
@@ -33,6 +51,15 @@ def experts_table(entries: list[RegistryEntry], title: str) -> Table:
         table.add_column(column)
     for entry in entries:
         provenance = entry.meta.get("provenance", {})
+        if entry.error:
+            table.add_row(
+                entry.base_model,
+                f"[bold red]{entry.name}[/]",
+                "[red]broken[/]",
+                *["-"] * 4,
+                "shipped" if entry.shipped else str(entry.path.parent.parent),
+            )
+            continue
         table.add_row(
             entry.base_model,
             f"[bold]{entry.name}[/]",
@@ -50,20 +77,35 @@ def experts_table(entries: list[RegistryEntry], title: str) -> Table:
 def list_command(
     model: str = typer.Option(None, "--model", "-m", help="Only experts of this base model (default: all)."),
     registry: Path = RegistryDir,
+    as_json: bool = JsonOutput,
 ) -> None:
-    """List registered experts (user registry first, then the shipped registry/)."""
-    entries = open_registry(registry).list(registry_key(model) if model else None)
+    """List registered experts (user registry first, then the shipped registry/); broken ones are marked."""
+    with user_errors():
+        entries = open_registry(registry).list(registry_key(model) if model else None)
+    if as_json:
+        print_json([entry_json(entry) for entry in entries])
+        return
     if not entries:
         console.print("No experts registered" + (f" for {model}." if model else ".") + " Train one with `t2 train`.")
         return
     console.print(experts_table(entries, f"{len(entries)} expert(s)"))
+    for entry in entries:
+        if entry.error:
+            err_console.print(f"[red]broken:[/] {entry.name}: {entry.error}", highlight=False, soft_wrap=True)
 
 
 @app.command("show")
-def show_command(name: str, model: str = ModelKey, registry: Path = RegistryDir) -> None:
-    """Show an expert's metadata (expert.json)."""
+def show_command(name: str, model: str = ModelKey, registry: Path = RegistryDir, as_json: bool = JsonOutput) -> None:
+    """Show an expert's metadata (expert.json), after checking the whole expert (exit 2 if broken)."""
     with user_errors():
-        entry = open_registry(registry).find(name, registry_key(model))
+        reg = open_registry(registry)
+        entry = reg.find(name, registry_key(model))
+        if entry.error:
+            fail(entry.error)
+        reg.load(name, registry_key(model))  # the tensors too: hash, dtype, finite, positive sums
+    if as_json:
+        print_json(entry_json(entry))
+        return
     console.print(f"[bold]{entry.name}[/] at {entry.path}")
     console.print(Syntax(json.dumps(entry.meta, indent=2, sort_keys=True), "json", word_wrap=True))
 

@@ -49,7 +49,11 @@ def solution_program(solution: str, example: dict) -> str:
 def _program(solution: str | None, example: dict) -> CheckProgram | None:
     if solution is None:
         return None
-    return check_program(solution_program(solution, example), f"{example['test']}\ncheck({example['entry_point']})\n")
+    entry = example["entry_point"]
+    # The prompt (trusted) also runs in the checker, so helpers the tests use (poly, encode_cyclic)
+    # are the prompt's, never the solution's.
+    tests = f"{example['test']}\ncheck({entry})\n"
+    return check_program(solution_program(solution, example), tests, setup=example["prompt"], remote=[entry])
 
 
 HUMANEVAL = Task(

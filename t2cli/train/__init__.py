@@ -1,21 +1,24 @@
-"""Training SVF experts: RL (the paper's REINFORCE + KL) and SFT objectives, one shared loop.
+"""Training: SVF experts and the LoRA baseline, RL and SFT objectives, one loop.
 
 >>> from t2cli.train import TrainConfig, train
 >>> result = train(TrainConfig(task="arc-easy", iters=50))  # doctest: +SKIP
 
-`config.py` holds every option; `rl.py` the loop; `sft.py` the SFT objective and the shared
-log-probability code; `checkpoint.py` what a run writes (checkpoint, metrics, learning curve).
-The loop (and torch with it) is imported on first use, so reading the options stays cheap.
+`config.py` holds every option and default; `loop.py` the one loop; `method.py` what a method is
+(`svf.py`, `lora.py`); `objective.py` what an objective is (`rl.py`, `sft.py`); `schedule.py` the
+batches and learning rate of each iteration; `distributed.py` the process-group helpers;
+`activations.py` activation checkpointing; `checkpoint.py` what a run writes (checkpoint, metrics,
+learning curve). The loop (and torch with it) is imported on first use, so reading the options
+stays cheap.
 """
 
-from t2cli.train.config import OBJECTIVES, TrainConfig, TrainError
+from t2cli.train.config import METHODS, OBJECTIVES, TrainConfig, TrainError
 
-__all__ = ["OBJECTIVES", "TrainConfig", "TrainError", "TrainResult", "train"]
+__all__ = ["METHODS", "OBJECTIVES", "TrainConfig", "TrainError", "TrainResult", "train"]
 
 
 def __getattr__(name: str):
     if name in ("TrainResult", "train"):
-        from t2cli.train import rl
+        from t2cli.train import loop
 
-        return getattr(rl, name)
+        return getattr(loop, name)
     raise AttributeError(f"module 't2cli.train' has no attribute {name!r}")

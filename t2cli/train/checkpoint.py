@@ -1,17 +1,18 @@
 """What a training run writes to its run directory: checkpoint, metrics log, learning curve.
 
-A checkpoint is one small dict saved with `torch.save` (like nanoGPT's): the trainable p, the
-optimiser and scheduler states, the run state (iteration, best z and score, metrics so far), the
-RNG states and the config. It is written to a temporary file and `os.replace`d, so a run killed
-while saving leaves the previous checkpoint intact. Resuming restores all of it; together with
-a data order that is a pure function of (seed, iteration), the resumed run follows the
-uninterrupted run's trajectory exactly.
+A checkpoint is one small dict saved with `torch.save` (like nanoGPT's): the trained parameters (p
+for SVF, A and B for LoRA), the optimiser and scheduler states, the run state (iteration, best state
+and score, metrics so far), torch's RNG state and the config. It is written to a temporary file
+beside it and `os.replace`d, so a run killed while saving leaves the previous checkpoint intact; the
+temporary file a kill -9 leaves behind is removed when the run (or its resume) starts. Resuming
+restores all of it; together with a data order that is a pure function of (seed, iteration), the
+resumed run follows the uninterrupted run's trajectory exactly.
 """
 
 from __future__ import annotations
 
 import json
-import random
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from t2cli.train.config import TrainConfig, TrainError
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
 CURVE_FILE = "learning_curve.png"
 
 
@@ -35,7 +37,7 @@ class RunState:
     init_score: float | None = None  # validation accuracy of --init-expert (None without one)
     best_score: float | None = None
     best_iteration: int = 0  # 0 = the base model (no iteration beat it)
-    best_z: dict[str, torch.Tensor] = field(default_factory=dict)
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)  # z (SVF) or A and B (LoRA)
     evals_since_best: int = 0
     elapsed_s: float = 0.0  # wall time over all sessions of this run
     metrics: list[dict] = field(default_factory=list)  # one line per completed iteration
@@ -44,45 +46,61 @@ class RunState:
 # --------------------------------------------------------------------------- RNG
 
 
+# torch's RNG draws LoRA's initial A and its dropout masks (SVF draws nothing from it). The loop runs
+# inside `torch.random.fork_rng`, so saving and setting the state here never touches the caller's.
+
+
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(_as_tuple(state["python"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _as_tuple(value):
-    # random.getstate() is nested tuples; a round trip through some serialisers gives lists.
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, (list, tuple)) else value
+# --------------------------------------------------------------------------- run directory
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporary files of atomic writes that a killed run left in its run directory
+    (`.checkpoint.pt-*`, `.metrics.jsonl-*`, `.config.json-*`, a half-saved `.adapter-*`)."""
+    removed = []
+    for name in (CHECKPOINT_FILE, METRICS_FILE, CONFIG_FILE, "adapter"):
+        for path in run_dir.glob(f".{name}-*"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 # --------------------------------------------------------------------------- checkpoint
 
 
-def save_checkpoint(
-    path: Path,
-    *,
-    p: dict[str, torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    state: RunState,
-    config: TrainConfig,
-) -> Path:
+@dataclass
+class Optimisation:
+    """What the optimiser steps, the optimiser and its schedule: saved and restored together."""
+
+    parameters: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+
+def save_checkpoint(path: Path, training: Optimisation, state: RunState, config: TrainConfig) -> Path:
     """Write the whole run state atomically (tmp file in the same directory + os.replace)."""
     checkpoint = {
         "format": CHECKPOINT_FORMAT,
         "config": config.to_dict(),
-        "p": {name: tensor.detach().cpu().clone() for name, tensor in p.items()},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "state": asdict(state) | {"best_z": {k: v.detach().cpu() for k, v in state.best_z.items()}},
+        "parameters": {name: tensor.detach().cpu().clone() for name, tensor in training.parameters.items()},
+        "optimizer": training.optimizer.state_dict(),
+        "scheduler": training.scheduler.state_dict(),
+        "state": asdict(state) | {"best_state": {k: v.detach().cpu() for k, v in state.best_state.items()}},
         "rng": rng_state(),
     }
     with atomic_path(path) as tmp:
@@ -107,26 +125,23 @@ def load_checkpoint(path: Path, config: TrainConfig) -> dict:
     return checkpoint
 
 
-def restore(
-    checkpoint: dict,
-    *,
-    p: dict[str, torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-) -> RunState:
-    """Load p, optimiser, scheduler and RNG states in place; return the run state."""
-    if set(checkpoint["p"]) != set(p):
-        raise TrainError("the checkpoint adapts other matrices than this run's SVD store")
+def restore(checkpoint: dict, training: Optimisation) -> RunState:
+    """Load the parameters, optimiser, scheduler and RNG states in place; return the run state."""
+    parameters = training.parameters
+    saved_parameters = checkpoint.get("parameters", checkpoint.get("p"))  # "p", "best_z": before LoRA resumed
+    if set(saved_parameters) != set(parameters):
+        raise TrainError("the checkpoint trains other parameters than this run (other targets or method)")
     with torch.no_grad():
-        for name, tensor in p.items():
-            tensor.copy_(checkpoint["p"][name])
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scheduler.load_state_dict(checkpoint["scheduler"])
+        for name, tensor in parameters.items():
+            tensor.copy_(saved_parameters[name])
+    training.optimizer.load_state_dict(checkpoint["optimizer"])
+    training.scheduler.load_state_dict(checkpoint["scheduler"])
     set_rng_state(checkpoint["rng"])
     saved = dict(checkpoint["state"])
-    device = next(iter(p.values())).device
-    saved["best_z"] = {k: v.to(device) for k, v in saved["best_z"].items()}
-    return RunState(**saved)
+    best = saved.pop("best_state", None) or saved.pop("best_z", {})
+    saved.pop("best_z", None)
+    device = next(iter(parameters.values())).device
+    return RunState(**saved, best_state={k: v.to(device) for k, v in best.items()})
 
 
 # --------------------------------------------------------------------------- metrics log
@@ -149,8 +164,9 @@ def read_metrics(path: Path) -> list[dict]:
 # --------------------------------------------------------------------------- learning curve
 
 
-def plot_learning_curve(metrics: list[dict], path: Path, title: str, base: float | None = None,
-                        start: tuple[str, float] | None = None) -> Path | None:
+def plot_learning_curve(
+    metrics: list[dict], path: Path, title: str, base: float | None = None, start: tuple[str, float] | None = None
+) -> Path | None:
     """Train reward (or loss) and validation accuracy against iteration, the base model's validation
     accuracy as a dashed line and, for a run started from an expert, that (name, accuracy) as a dotted
     one; returns None when matplotlib is not installed."""

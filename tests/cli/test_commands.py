@@ -111,6 +111,31 @@ def test_experts_commands(model_dir, tmp_path):
     assert code == 2 and "is missing" in out
 
 
+def test_experts_json_and_a_broken_expert(model_dir):
+    assert run("decompose", model_dir)[0] == 0
+    register_random(model_dir, "math", "math", 1)
+    register_random(model_dir, "code", "code", 2)
+    code, out = run("experts", "list", "--model", model_dir, "--json")
+    assert code == 0 and [e["name"] for e in json.loads(out)] == ["code", "math"]
+    code, out = run("experts", "show", "math", "--model", model_dir, "--json")
+    assert code == 0 and json.loads(out)["meta"]["domain"] == "math"
+    meta_path = Registry().find("code", model_dir.name).path / "expert.json"
+    meta = json.loads(meta_path.read_text())
+    meta["provenance"] = "trained"
+    meta_path.write_text(json.dumps(meta))
+    code, out = run("experts", "list", "--model", model_dir)
+    assert code == 0 and "broken" in out and "math" in out and "Traceback" not in out
+    code, out = run("experts", "list", "--model", model_dir, "--json")
+    assert code == 0 and "'provenance' must be a JSON object" in json.loads(out)[0]["error"]
+    assert run("experts", "show", "math", "--model", model_dir)[0] == 0  # a healthy neighbour still shows
+    code, out = run("experts", "show", "code", "--model", model_dir)
+    assert code == 2 and "'provenance' must be a JSON object" in out and len(out.strip().splitlines()) == 1
+    code, out = run("mix", "math:0.5", "code:0.5", "--name", "m", "--model", model_dir)
+    assert code == 2 and "'provenance'" in out
+    code, out = run("eval", "--task", "arc-easy", "--model", model_dir, "--expert", "code", "--limit", "1")
+    assert code == 2 and "'provenance'" in out
+
+
 def test_demo_applies_registered_experts_and_reverts(model_dir):
     assert run("decompose", model_dir)[0] == 0
     register_random(model_dir, "math", "math", 1)

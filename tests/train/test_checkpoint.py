@@ -27,15 +27,29 @@ def stop_after(iteration):
 @pytest.mark.parametrize("k", [1, 2])  # greedy, and sampled rollouts (their seeds come from the iteration)
 def test_resume_continues_exactly(tokenizer, tmp_path, k):
     settings = dict(iters=5, eval_every=2, checkpoint_every=1, rollouts_per_prompt=k, kl=0.1)
-    whole = train(toy_config(tmp_path / "whole", name="whole", **settings), loaded=tiny_llama(tokenizer),
-                  task=toy_task(), registry=Registry(write_root=tmp_path / "registry"))
+    whole = train(
+        toy_config(tmp_path / "whole", name="whole", **settings),
+        loaded=tiny_llama(tokenizer),
+        task=toy_task(),
+        registry=Registry(write_root=tmp_path / "registry"),
+    )
 
     config = toy_config(tmp_path / "parts", name="parts", **settings)
     with pytest.raises(Stop):  # "killed" after iteration 3 (its checkpoint is already written)
-        train(config, loaded=tiny_llama(tokenizer), task=toy_task(),
-              registry=Registry(write_root=tmp_path / "registry"), on_event=stop_after(3))
-    resumed = train(config, loaded=tiny_llama(tokenizer), task=toy_task(),
-                    registry=Registry(write_root=tmp_path / "registry"), resume=True)
+        train(
+            config,
+            loaded=tiny_llama(tokenizer),
+            task=toy_task(),
+            registry=Registry(write_root=tmp_path / "registry"),
+            on_event=stop_after(3),
+        )
+    resumed = train(
+        config,
+        loaded=tiny_llama(tokenizer),
+        task=toy_task(),
+        registry=Registry(write_root=tmp_path / "registry"),
+        resume=True,
+    )
 
     for name, z in whole.final_z.items():
         assert torch.equal(resumed.final_z[name], z), name  # bit-exact
@@ -50,16 +64,20 @@ def test_resume_continues_exactly(tokenizer, tmp_path, k):
 
 
 def test_checkpoint_holds_the_whole_run_state_and_is_written_atomically(llama, tmp_path):
-    train(toy_config(tmp_path / "run", iters=2), loaded=llama, task=toy_task(),
-          registry=Registry(write_root=tmp_path / "registry"))
+    train(
+        toy_config(tmp_path / "run", iters=2),
+        loaded=llama,
+        task=toy_task(),
+        registry=Registry(write_root=tmp_path / "registry"),
+    )
     files = sorted(path.name for path in (tmp_path / "run").iterdir())
     assert files == ["checkpoint.pt", "config.json", "metrics.jsonl"]  # no temporary leftovers
     checkpoint = torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)
-    assert {"format", "config", "p", "optimizer", "scheduler", "state", "rng"} <= set(checkpoint)
+    assert {"format", "config", "parameters", "optimizer", "scheduler", "state", "rng"} <= set(checkpoint)
     assert checkpoint["state"]["iteration"] == 2 and len(checkpoint["state"]["metrics"]) == 2
-    assert set(checkpoint["state"]["best_z"]) == set(checkpoint["p"])
+    assert set(checkpoint["state"]["best_state"]) == set(checkpoint["parameters"])
     assert checkpoint["config"]["lr"] == 0.05
-    assert {"python", "torch"} <= set(checkpoint["rng"])
+    assert "torch" in checkpoint["rng"]
 
 
 def test_resume_refuses_a_changed_config_or_a_missing_checkpoint(llama, tmp_path):
@@ -67,15 +85,19 @@ def test_resume_refuses_a_changed_config_or_a_missing_checkpoint(llama, tmp_path
     with pytest.raises(TrainError, match="nothing to resume"):
         train(toy_config(tmp_path / "run"), loaded=llama, task=toy_task(), registry=registry, resume=True)
     with pytest.raises(Stop):
-        train(toy_config(tmp_path / "run"), loaded=llama, task=toy_task(), registry=registry,
-              on_event=stop_after(1))
+        train(toy_config(tmp_path / "run"), loaded=llama, task=toy_task(), registry=registry, on_event=stop_after(1))
     with pytest.raises(TrainError, match="pass --resume"):
         train(toy_config(tmp_path / "run"), loaded=llama, task=toy_task(), registry=registry)
     with pytest.raises(TrainError, match="lr: checkpoint 0.05, now 0.1"):
         train(toy_config(tmp_path / "run", lr=0.1), loaded=llama, task=toy_task(), registry=registry, resume=True)
     # bookkeeping options may change
-    result = train(toy_config(tmp_path / "run", checkpoint_every=5, name="renamed"), loaded=llama,
-                   task=toy_task(), registry=registry, resume=True)
+    result = train(
+        toy_config(tmp_path / "run", checkpoint_every=5, name="renamed"),
+        loaded=llama,
+        task=toy_task(),
+        registry=registry,
+        resume=True,
+    )
     assert result.iterations == 3 and result.expert.name == "renamed"
 
 
@@ -83,8 +105,13 @@ def test_unreadable_checkpoint_is_a_clear_error(llama, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
     with pytest.raises(TrainError, match="cannot read the checkpoint"):
-        train(toy_config(tmp_path / "run"), loaded=llama, task=toy_task(),
-              registry=Registry(write_root=tmp_path / "registry"), resume=True)
+        train(
+            toy_config(tmp_path / "run"),
+            loaded=llama,
+            task=toy_task(),
+            registry=Registry(write_root=tmp_path / "registry"),
+            resume=True,
+        )
 
 
 def test_learning_curve_is_skipped_without_matplotlib(tmp_path, monkeypatch):

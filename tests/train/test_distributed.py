@@ -18,19 +18,35 @@ WORKER = Path(__file__).resolve().parent / "toy.py"
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 def test_two_processes_match_one(llama, tmp_path, isolated_home):
-    env = os.environ | {"T2_HOME": str(isolated_home), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-                        "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
-                        "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(WORKER), str(tmp_path / "two")]
+    env = os.environ | {
+        "T2_HOME": str(isolated_home),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(WORKER),
+        str(tmp_path / "two"),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     saved = torch.load(tmp_path / "two" / "result.pt", weights_only=True)
     two = saved["final_z"]
 
     # the worker's model is conftest's tiny_llama(seed=0), i.e. this `llama` fixture
-    result = train(toy_config(tmp_path / "one" / "run", iters=4), loaded=llama, task=toy_task(),
-                   registry=Registry(write_root=tmp_path / "one" / "registry"))
+    result = train(
+        toy_config(tmp_path / "one" / "run", iters=4),
+        loaded=llama,
+        task=toy_task(),
+        registry=Registry(write_root=tmp_path / "one" / "registry"),
+    )
     one = result.final_z
     assert set(one) == set(two)
     difference = max(float((one[name] - two[name]).abs().max()) for name in one)

@@ -2,6 +2,7 @@
 REINFORCE sign) and the whole run (p moves, a valid expert is registered, the CLI works)."""
 
 import json
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -9,14 +10,27 @@ import typer
 from toy import one_thread, toy_config, toy_task  # noqa: F401 (one_thread: an autouse fixture)
 from typer.testing import CliRunner
 
-from t2cli.adapt import factorised
 from t2cli.errors import RegistryError
 from t2cli.expert import ExpertVector
 from t2cli.registry import Registry
 from t2cli.svd_store import decompose
 from t2cli.train import TrainError, train
-from t2cli.train.rl import batch_indices, group_advantages, p_of, pg_loss, select_train_examples, z_of
-from t2cli.train.sft import Sample, completion_logits
+from t2cli.train.objective import Sample, completion_logits
+from t2cli.train.rl import group_advantages, pg_loss
+from t2cli.train.schedule import batch_indices, select_train_examples
+from t2cli.train.svf import factorised_layers, p_of, z_of
+
+
+@contextmanager
+def svf_forward(llama, store, z):
+    """The SVF method's Forward for a fixed z (or a function giving it)."""
+    with factorised_layers(llama, store.load_all()) as adapted:
+
+        def forward(samples, *, base=False):
+            adapted.set_z(None if base else (z() if callable(z) else z))
+            return completion_logits(llama.model, samples)
+
+        yield forward
 
 
 def initial_p(store, seed=0, mean=0.1, std=0.01):
@@ -44,8 +58,9 @@ def test_batch_indices_are_a_pure_function_covering_each_epoch():
 
 def test_group_advantages():
     assert group_advantages([1.0, -1.0], 1) == [1.0, -1.0]  # k = 1: the raw reward, as in the paper
-    assert group_advantages([1.0, -1.0, -1.0, -1.0, 1.0, 1.0], 3) == pytest.approx([4 / 3, -2 / 3, -2 / 3,
-                                                                                  -4 / 3, 2 / 3, 2 / 3])
+    assert group_advantages([1.0, -1.0, -1.0, -1.0, 1.0, 1.0], 3) == pytest.approx(
+        [4 / 3, -2 / 3, -2 / 3, -4 / 3, 2 / 3, 2 / 3]
+    )
 
 
 def test_completion_logprobs_match_unpadded_forwards(tiny_model):
@@ -67,14 +82,15 @@ def test_completion_logprobs_match_unpadded_forwards(tiny_model):
 def test_kl_is_zero_at_uniform_z_and_positive_elsewhere(llama):
     store = decompose(llama, ["mlp"])
     samples = samples_for(llama)
-    with factorised(llama, store) as adapted, torch.no_grad():
-        uniform = {n: torch.full((r,), 0.5) for n, r in store.ranks.items()}
-        _, stats = pg_loss(llama.model, samples, adapted, uniform, kl_coef=1.0)
+    uniform = {n: torch.full((r,), 0.5) for n, r in store.ranks.items()}
+    with svf_forward(llama, store, uniform) as forward, torch.no_grad():
+        _, stats = pg_loss(forward, samples, kl_coef=1.0)
         assert abs(stats["kl"]) < 1e-6
-        generator = torch.Generator().manual_seed(0)
-        random = {n: torch.rand(r, generator=generator) * 2 for n, r in store.ranks.items()}
-        loss_with, stats = pg_loss(llama.model, samples, adapted, random, kl_coef=1.0)
-        loss_without, _ = pg_loss(llama.model, samples, adapted, random, kl_coef=0.0)
+    generator = torch.Generator().manual_seed(0)
+    random = {n: torch.rand(r, generator=generator) * 2 for n, r in store.ranks.items()}
+    with svf_forward(llama, store, random) as forward, torch.no_grad():
+        loss_with, stats = pg_loss(forward, samples, kl_coef=1.0)
+        loss_without, _ = pg_loss(forward, samples, kl_coef=0.0)
         assert stats["kl"] > 1e-4
         assert float(loss_with - loss_without) == pytest.approx(stats["kl"], abs=2e-5)
 
@@ -84,22 +100,27 @@ def test_reinforce_step_raises_the_logprob_of_a_rewarded_answer(llama):
     sample = samples_for(llama)[:1]  # advantage +1
     p = {n: v.requires_grad_() for n, v in initial_p(store).items()}
     optimizer = torch.optim.SGD(list(p.values()), lr=0.5)
-    with factorised(llama, store) as adapted:
-        before, _ = pg_loss(llama.model, sample, adapted, z_of(p, 1.0), 0.0)
+    with svf_forward(llama, store, lambda: z_of(p, 1.0)) as forward:
+        before, _ = pg_loss(forward, sample, 0.0)
         for _ in range(3):
-            loss, _ = pg_loss(llama.model, sample, adapted, z_of(p, 1.0), 0.0)
+            loss, _ = pg_loss(forward, sample, 0.0)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        after, _ = pg_loss(llama.model, sample, adapted, z_of(p, 1.0), 0.0)
+        after, _ = pg_loss(forward, sample, 0.0)
     assert float(after.detach()) < float(before.detach())  # loss = −log π(answer): the rewarded answer got likelier
 
 
 def test_rl_run_moves_p_and_registers_a_valid_expert(llama, tmp_path):
     registry = Registry(write_root=tmp_path / "registry")
     events = []
-    result = train(toy_config(tmp_path / "run", iters=2, eval_every=1), loaded=llama, task=toy_task(),
-                   registry=registry, on_event=events.append)
+    result = train(
+        toy_config(tmp_path / "run", iters=2, eval_every=1),
+        loaded=llama,
+        task=toy_task(),
+        registry=registry,
+        on_event=events.append,
+    )
     store = decompose(llama, ["mlp"])
     z0 = z_of(initial_p(store), 1.0)
     moved = max(float((result.final_z[n] - z0[n]).abs().max()) for n in z0)
@@ -131,7 +152,9 @@ def test_rl_run_moves_p_and_registers_a_valid_expert(llama, tmp_path):
 def test_sampled_rollouts_with_group_baseline_and_kl(llama, tmp_path):
     result = train(
         toy_config(tmp_path / "run", iters=2, rollouts_per_prompt=3, kl=0.2, temperature=1.0),
-        loaded=llama, task=toy_task(), registry=Registry(write_root=tmp_path / "registry"),
+        loaded=llama,
+        task=toy_task(),
+        registry=Registry(write_root=tmp_path / "registry"),
     )
     for line in result.metrics:
         assert -1.0 <= line["reward/mean"] <= 1.0
@@ -141,8 +164,12 @@ def test_sampled_rollouts_with_group_baseline_and_kl(llama, tmp_path):
 
 
 def test_patience_stops_early_and_keeps_the_best_z(llama, tmp_path):
-    result = train(toy_config(tmp_path / "run", iters=10, eval_every=1, patience=2), loaded=llama,
-                   task=toy_task(), registry=Registry(write_root=tmp_path / "registry"))
+    result = train(
+        toy_config(tmp_path / "run", iters=10, eval_every=1, patience=2),
+        loaded=llama,
+        task=toy_task(),
+        registry=Registry(write_root=tmp_path / "registry"),
+    )
     # the random model's greedy answers never contain an "e": no validation beats the base model
     assert result.base_val_accuracy == result.best_val_accuracy == 0.0
     assert result.iterations == 2 and result.best_iteration == 0
@@ -161,12 +188,35 @@ def test_cli_train_registers_an_expert(llama, tmp_path, monkeypatch):
     app = typer.Typer()
     app.command("train")(train_command)
     app.command("noop")(lambda: None)  # two commands, so `train` stays a sub-command
-    args = ["train", "--task", "toy", "--model", str(model_dir), "--iters", "2", "--batch-size", "2",
-            "--eval-every", "1", "--val-limit", "2", "--max-new-tokens", "4", "--name", "cli-toy",
-            "--out", str(tmp_path / "run"), "--registry", str(tmp_path / "registry"), "--lr", "0.01"]
+    args = [
+        "train",
+        "--task",
+        "toy",
+        "--model",
+        str(model_dir),
+        "--iters",
+        "2",
+        "--batch-size",
+        "2",
+        "--eval-every",
+        "1",
+        "--val-limit",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--name",
+        "cli-toy",
+        "--out",
+        str(tmp_path / "run"),
+        "--registry",
+        str(tmp_path / "registry"),
+        "--lr",
+        "0.01",
+    ]
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "best validation accuracy" in result.output
+    assert "budget: 2 iterations: 4 rollouts" in result.output and "to go" in result.output  # budget, then ETA
     entry = Registry(write_root=tmp_path / "registry").find("cli-toy", "tiny-model")
     assert entry.meta["provenance"]["objective"] == "rl"
 
@@ -195,8 +245,13 @@ def test_init_expert_starts_from_its_z_and_is_validated_first(llama, tmp_path):
     start = {name: 0.2 + 0.6 * torch.rand(rank, generator=generator) for name, rank in ranks.items()}
     registry.add(ExpertVector(start, "toy", llama.name, llama.fingerprint, ["mlp"]))
     events = []
-    second = train(toy_config(tmp_path / "run2", iters=1, lr=1e-9, name="toy2", init_expert="toy"), loaded=llama,
-                   task=toy_task(), registry=registry, on_event=events.append)
+    second = train(
+        toy_config(tmp_path / "run2", iters=1, lr=1e-9, name="toy2", init_expert="toy"),
+        loaded=llama,
+        task=toy_task(),
+        registry=registry,
+        on_event=events.append,
+    )
     for name, z in start.items():  # one step of lr 1e-9 from the expert's p: still the expert's z
         assert torch.allclose(second.final_z[name], z, atol=1e-5)
     assert second.init_val_accuracy is not None
@@ -207,8 +262,12 @@ def test_init_expert_starts_from_its_z_and_is_validated_first(llama, tmp_path):
     assert expert.provenance["metrics"]["init_val_accuracy"] == second.init_val_accuracy
 
     with pytest.raises(RegistryError, match="no expert named 'missing'"):
-        train(toy_config(tmp_path / "run3", name="toy3", init_expert="missing"), loaded=llama, task=toy_task(),
-              registry=registry)
+        train(
+            toy_config(tmp_path / "run3", name="toy3", init_expert="missing"),
+            loaded=llama,
+            task=toy_task(),
+            registry=registry,
+        )
 
 
 def test_max_reference_tokens_keeps_the_short_references(llama):

@@ -3,14 +3,15 @@ training lowers it, and sft+rl switches objective."""
 
 import pytest
 import torch
+from test_rl import svf_forward
 from toy import one_thread, toy_config, toy_examples, toy_task  # noqa: F401 (one_thread: an autouse fixture)
 
-from t2cli.adapt import factorised
 from t2cli.generation import chat_prompt
 from t2cli.registry import Registry
 from t2cli.svd_store import decompose
 from t2cli.train import TrainConfig, TrainError, train
-from t2cli.train.sft import nll_loss, prompt_text, reference_samples
+from t2cli.train.objective import prompt_text
+from t2cli.train.sft import nll_loss, reference_samples
 
 
 def test_reference_samples_are_prompt_plus_answer_plus_eos(llama):
@@ -37,8 +38,8 @@ def test_nll_counts_answer_tokens_only(llama):
     samples = reference_samples(llama, toy_task(), toy_examples("train")[:3], 1024, 64)
     uniform = {n: torch.ones(r) for n, r in store.ranks.items()}
     with torch.no_grad():
-        with factorised(llama, store) as adapted:
-            total, stats = nll_loss(llama.model, samples, adapted, uniform)
+        with svf_forward(llama, store, uniform) as forward:
+            total, stats = nll_loss(forward, samples)
         expected = 0.0
         for s in samples:
             ids = torch.tensor([s.prompt_ids + s.completion_ids])
@@ -50,9 +51,14 @@ def test_nll_counts_answer_tokens_only(llama):
 
 
 def test_sft_training_lowers_the_loss_and_registers(llama, tmp_path):
-    result = train(toy_config(tmp_path / "run", objective="sft", iters=8, lr=0.2, batch_size=12, eval_every=4,
-                              micro_batch_size=12),
-                   loaded=llama, task=toy_task(), registry=Registry(write_root=tmp_path / "registry"))
+    result = train(
+        toy_config(
+            tmp_path / "run", objective="sft", iters=8, lr=0.2, batch_size=12, eval_every=4, micro_batch_size=12
+        ),
+        loaded=llama,
+        task=toy_task(),
+        registry=Registry(write_root=tmp_path / "registry"),
+    )
     losses = [m["loss"] for m in result.metrics]
     assert all(m["objective"] == "sft" and "reward/mean" not in m for m in result.metrics)
     # the same 12 examples every step (a 12-example epoch): the fit improves step after step
@@ -61,16 +67,29 @@ def test_sft_training_lowers_the_loss_and_registers(llama, tmp_path):
 
 
 def test_sft_then_rl_switches_objective(llama, tmp_path):
-    result = train(toy_config(tmp_path / "run", objective="sft+rl", iters=3, sft_iters=1), loaded=llama,
-                   task=toy_task(), registry=Registry(write_root=tmp_path / "registry"))
+    result = train(
+        toy_config(tmp_path / "run", objective="sft+rl", iters=3, sft_iters=1),
+        loaded=llama,
+        task=toy_task(),
+        registry=Registry(write_root=tmp_path / "registry"),
+    )
     assert [m["objective"] for m in result.metrics] == ["sft", "rl", "rl"]
     assert "reward/mean" in result.metrics[1]
 
 
 def test_sft_on_a_real_task_runs(llama, tmp_path):
     """ARC-Easy's bundled data and reference answers go through the same path."""
-    config = TrainConfig(task="arc-easy", model=llama.name, objective="sft", iters=1, batch_size=2, val_limit=2,
-                         max_new_tokens=4, max_prompt_tokens=128, out_dir=str(tmp_path / "run"))
+    config = TrainConfig(
+        task="arc-easy",
+        model=llama.name,
+        objective="sft",
+        iters=1,
+        batch_size=2,
+        val_limit=2,
+        max_new_tokens=4,
+        max_prompt_tokens=128,
+        out_dir=str(tmp_path / "run"),
+    )
     result = train(config, loaded=llama, registry=Registry(write_root=tmp_path / "registry"))
     assert result.expert.name == "arc-easy-sft" and result.expert.domain == "reasoning"
     assert torch.isfinite(torch.tensor(result.metrics[0]["loss"]))

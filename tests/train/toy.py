@@ -35,8 +35,10 @@ except ImportError:  # the torchrun worker does not need pytest
 
 def toy_examples(split: str, n: int = 12) -> list[dict]:
     offset = 0 if split == "train" else 100
-    return [{"id": f"{split}-{i}", "question": f"What is {i + offset} + 2?", "answer": f"{i + offset + 2}"}
-            for i in range(n)]
+    return [
+        {"id": f"{split}-{i}", "question": f"What is {i + offset} + 2?", "answer": f"{i + offset + 2}"}
+        for i in range(n)
+    ]
 
 
 def toy_task(max_new_tokens: int = 6) -> Task:
@@ -58,8 +60,21 @@ def toy_task(max_new_tokens: int = 6) -> Task:
 def toy_config(out_dir, **overrides):
     from t2cli.train import TrainConfig
 
-    values = dict(task="toy", model="tiny", iters=3, batch_size=4, eval_every=2, val_limit=4, max_new_tokens=6,
-                  checkpoint_every=1, micro_batch_size=2, lr=0.05, grad_clip=1.0, out_dir=str(out_dir), name="toy")
+    values = dict(
+        task="toy",
+        model="tiny",
+        iters=3,
+        batch_size=4,
+        eval_every=2,
+        val_limit=4,
+        max_new_tokens=6,
+        checkpoint_every=1,
+        micro_batch_size=2,
+        lr=0.05,
+        grad_clip=1.0,
+        out_dir=str(out_dir),
+        name="toy",
+    )
     return TrainConfig(**(values | overrides))
 
 
@@ -72,8 +87,9 @@ def main(out_dir: str) -> None:
 
     loaded = tiny_llama(make_tokenizer(), seed=0)
     out = Path(out_dir)
-    result = train(toy_config(out / "run", iters=4), loaded=loaded, task=toy_task(),
-                   registry=Registry(write_root=out / "registry"))
+    result = train(
+        toy_config(out / "run", iters=4), loaded=loaded, task=toy_task(), registry=Registry(write_root=out / "registry")
+    )
     if result.expert is not None:
         torch.save({"final_z": result.final_z, "metrics": result.metrics}, out / "result.pt")
 

@@ -1,0 +1,534 @@
+"""Cost against model size: random-weight Llama-family models at real shapes, no download.
+
+    OMP_NUM_THREADS=1 python bench/scaling.py --sizes 135m,360m,1.7b          # the CPU rows
+    python bench/scaling.py --sizes 8b --device cuda                          # on one GPU
+    python bench/scaling.py --cpu-dry-run                                     # the whole path, tiny shape
+    python bench/scaling.py --plot-only                                       # redraw from the JSON
+
+Per size, each stage in its own process (its peak resident set is read with os.wait4, the number
+`/usr/bin/time -v` prints as "Maximum resident set size"; on a GPU the stage also reports
+torch.cuda.max_memory_allocated):
+  build      a random model of the shape, saved as safetensors with the SmolLM2 tokenizer (once)
+  decompose  `t2 decompose DIR` (streams the matrices from the shards), cold: no cached fingerprint
+  eval       load; base generation tok/s (batch 8, greedy, exactly --new-tokens each); apply a random
+             expert (compose-all time); adapted tok/s; revert time with the originals kept in memory
+             and re-read from the files (keep=device vs keep=files)
+  rl / sft   one iteration of each objective with the training library's losses (rollouts with
+             dense composed weights, loss through the factorised layers, backward, Adam step)
+and beside each measured peak, the memory plan's prediction (t2cli.memory, from the config alone).
+Results accumulate in bench/results/scaling.json (a size already measured is skipped unless
+--force), then bench/results/scaling.png is drawn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RESULTS = ROOT / "bench" / "results" / "scaling.json"
+PLOT = ROOT / "bench" / "results" / "scaling.png"
+TOKENIZER = ROOT / "bench" / "assets" / "smollm2-tokenizer"
+LLAMA3_8B = ROOT / "bench" / "configs" / "llama-3-8b" / "config.json"  # Llama-3-8B-Instruct's config.json
+
+SMOLLM2 = {"vocab_size": 49152, "tie_word_embeddings": True, "max_position_embeddings": 8192, "rope_theta": 100000.0}
+SHAPES = {
+    "tiny": {
+        "hidden_size": 64,
+        "intermediate_size": 160,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        **SMOLLM2,
+    },
+    "135m": {
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        **SMOLLM2,
+    },
+    "360m": {
+        "hidden_size": 960,
+        "intermediate_size": 2560,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 15,
+        "num_key_value_heads": 5,
+        **SMOLLM2,
+    },
+    "1.7b": {
+        "hidden_size": 2048,
+        "intermediate_size": 8192,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        **SMOLLM2,
+    },
+}
+PROMPTS = [
+    "Question: Which gas do plants take in from the air to make food?\nAnswer:",
+    "Write a Python function that returns the sum of a list of numbers.",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many?",
+    "The capital of France is",
+    "Explain in one sentence why the sky is blue.",
+    "def fibonacci(n):",
+    "Question: What is 17 times 3?\nAnswer:",
+    "List three prime numbers greater than ten.",
+]
+ANSWER = "The answer is 42 because six times seven is forty-two, as the question asks."
+
+
+def shape(size: str) -> dict:
+    if size == "8b":
+        config = json.loads(LLAMA3_8B.read_text())
+        return {k: v for k, v in config.items() if k not in ("architectures", "model_type", "torch_dtype")}
+    return dict(SHAPES[size])
+
+
+# --------------------------------------------------------------------------- build
+
+
+def build(size: str, directory: Path, device: str) -> None:
+    """A random model of the shape in bfloat16 (as real checkpoints ship), saved with the tokenizer."""
+    if (directory / "config.json").is_file() and (directory / "tokenizer.json").is_file():
+        return
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tmp = directory.with_name(directory.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    config = LlamaConfig(**shape(size), bos_token_id=1, eos_token_id=2, pad_token_id=2)
+    torch.manual_seed(0)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # initialised in bfloat16: no float32 copy of a large model
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    model.save_pretrained(tmp, max_shard_size="2GB")
+    del model
+    for file in TOKENIZER.iterdir():
+        if file.suffix == ".gz":
+            (tmp / file.stem).write_bytes(gzip.decompress(file.read_bytes()))
+        else:
+            shutil.copy(file, tmp / file.name)
+    shutil.rmtree(directory, ignore_errors=True)
+    os.replace(tmp, directory)
+
+
+# --------------------------------------------------------------------------- measured child processes
+
+
+def run_child(command: list[str], env: dict) -> tuple[float, int, str]:
+    """(seconds, peak resident set in bytes, stdout) of one child process, reaped with wait4 so the
+    peak is that child's own (RUSAGE_CHILDREN would give the largest child so far)."""
+    started = time.time()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out = process.stdout.read().decode()
+    err = process.stderr.read().decode()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.time() - started
+    if process.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{err[-3000:]}")
+    return seconds, usage.ru_maxrss * 1024, out
+
+
+# --------------------------------------------------------------------------- stages (in the child)
+
+
+def _timed(fn):
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    out = fn()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - started, out
+
+
+def _random_expert(loaded, store, seed: int = 0):
+    import torch
+
+    from t2cli.expert import ExpertVector
+
+    generator = torch.Generator().manual_seed(seed)
+    z = {name: torch.rand(rank, generator=generator) * 1.5 + 0.25 for name, rank in store.ranks.items()}
+    return ExpertVector(z, "bench", loaded.name, loaded.fingerprint, store.targets)
+
+
+def stage_eval(args) -> dict:
+    import torch
+
+    from t2cli.adapt import DenseAdapter
+    from t2cli.models import load_model
+    from t2cli.svd_store import open_store
+
+    loaded = load_model(args.dir, dtype=args.dtype, device=args.device)
+    store = open_store(loaded, ["mlp"])
+    adapter = DenseAdapter(loaded, store, keep="device")
+    tokenizer = loaded.tokenizer
+    tokenizer.padding_side = "left"
+    batch = tokenizer(PROMPTS[: args.batch], return_tensors="pt", padding=True).to(loaded.device)
+
+    def generate(tokens: int):
+        with torch.no_grad():
+            return loaded.model.generate(
+                **batch,
+                max_new_tokens=tokens,
+                min_new_tokens=tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+
+    generate(2)  # warm-up
+    base_s, _ = _timed(lambda: generate(args.new_tokens))
+    expert = _random_expert(loaded, store)
+    compose_s, _ = _timed(partial(adapter.apply, expert))
+    adapted_s, _ = _timed(lambda: generate(args.new_tokens))
+    revert_device_s, _ = _timed(adapter.revert)
+    del adapter
+    files_adapter = DenseAdapter(loaded, store, keep="files")
+    files_adapter.apply(expert)
+    revert_files_s, _ = _timed(files_adapter.revert)
+    tokens = args.batch * args.new_tokens
+    return {
+        "prompt_tokens": int(batch["input_ids"].shape[1]),
+        "base_tok_s": tokens / base_s,
+        "adapted_tok_s": tokens / adapted_s,
+        "compose_all_s": compose_s,
+        "revert_keep_device_s": revert_device_s,
+        "revert_keep_files_s": revert_files_s,
+        "cuda_peak_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+    }
+
+
+def stage_train(args) -> dict:
+    """One iteration: (rl) rollouts with dense composed weights, then the policy-gradient loss through
+    the factorised layers; (sft) the NLL of reference answers. Backward, one Adam step on p."""
+    import torch
+
+    from t2cli.adapt import DenseAdapter, factorised
+    from t2cli.models import load_model
+    from t2cli.svd_store import open_store
+    from t2cli.train.rl import applied, pg_loss
+    from t2cli.train.sft import Sample, nll_loss
+
+    loaded = load_model(args.dir, dtype=args.dtype, device=args.device)
+    store = open_store(loaded, ["mlp"])
+    adapter = DenseAdapter(loaded, store, keep=args.keep)
+    tokenizer = loaded.tokenizer
+    tokenizer.padding_side = "left"
+    p = {name: torch.zeros(rank, device=loaded.device, requires_grad=True) for name, rank in store.ranks.items()}
+    optimiser = torch.optim.Adam(p.values(), lr=2e-3)
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.batch)]
+    micro = args.micro_batch or args.batch
+    if args.checkpointing:
+        loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def iteration():
+        z = {name: 2 * torch.sigmoid(value) for name, value in p.items()}  # uniform at p = 0
+        if args.stage == "rl":
+            batch = tokenizer(prompts, return_tensors="pt", padding=True).to(loaded.device)
+            with applied(adapter, z), torch.no_grad():
+                out = loaded.model.generate(
+                    **batch,
+                    max_new_tokens=args.new_tokens,
+                    min_new_tokens=args.new_tokens,
+                    do_sample=True,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            width = batch["input_ids"].shape[1]
+            samples = []
+            for row in range(len(prompts)):
+                prompt = batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()
+                samples.append(Sample(prompt, out[row, width:].tolist(), advantage=1.0 if row % 2 else -1.0))
+        else:
+            answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"][: args.new_tokens]
+            samples = [Sample(tokenizer(text, add_special_tokens=False)["input_ids"], answer) for text in prompts]
+        loaded.model.train(args.checkpointing)  # transformers checkpoints only in training mode
+        with factorised(loaded, store, factors=adapter.factors) as adapted:
+            for start in range(0, len(samples), micro):  # gradient accumulation over micro-batches
+                part = samples[start : start + micro]
+                z = {name: 2 * torch.sigmoid(value) for name, value in p.items()}  # a fresh graph each time
+                if args.stage == "rl":
+                    loss, _ = pg_loss(loaded.model, part, adapted, z, kl_coef=0.0)
+                else:
+                    loss, _ = nll_loss(loaded.model, part, adapted, z)
+                (loss / len(samples)).backward()
+        loaded.model.eval()
+        optimiser.step()
+        optimiser.zero_grad()
+        return max(len(s.prompt_ids) for s in samples)
+
+    seconds, prompt_tokens = _timed(iteration)
+    return {
+        "iteration_s": seconds,
+        "prompt_tokens": prompt_tokens,
+        "cuda_peak_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
+    }
+
+
+# --------------------------------------------------------------------------- the parent
+
+
+def theory(size: str) -> dict:
+    from transformers import LlamaConfig
+
+    from t2cli.memory import parameter_counts, shapes_of
+    from t2cli.models import meta_model
+
+    shapes = shapes_of(meta_model(LlamaConfig(**shape(size))), ["mlp"])
+    return {
+        "parameters": shapes.parameters,
+        "matrices": len(shapes.targets),
+        "svd_flops_proxy": sum(m * n * min(m, n) for m, n in shapes.targets),  # Σ m·n·min(m, n)
+        "svf_parameters": parameter_counts(shapes)["svf"],
+        "bf16_weight_bytes": 2 * shapes.parameters,
+    }
+
+
+def planned(directory: Path, device: str, dtype: str, **settings) -> dict[str, int]:
+    from t2cli.memory import plan_for
+
+    settings.setdefault("keep", "device")
+    _, plan = plan_for(str(directory), ["mlp"], dtype=dtype, device=device, **settings)
+    return {stage.name: stage.total for stage in plan.stages}
+
+
+def measure(size: str, args, save=lambda row: None) -> dict:
+    work = Path(args.work).expanduser()
+    directory = work / f"llama-{size}"
+    home = work / f"t2home-{size}"
+    build_s, _ = _timed_plain(lambda: build(size, directory, "cuda" if args.device.startswith("cuda") else "cpu"))
+    path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)  # an installed t2 first
+    env = {**os.environ, "T2_HOME": str(home), "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    shutil.rmtree(home / "fingerprints", ignore_errors=True)  # cold: the decompose hashes the weights too
+    row = {
+        "size": size,
+        "dtype": args.dtype,
+        "device": args.device,
+        "new_tokens": args.new_tokens,
+        "train_batch": args.train_batch,
+        "build_s": build_s,
+        **theory(size),
+    }
+    decompose_cmd = [
+        sys.executable,
+        "-m",
+        "t2cli.cli.app",
+        "decompose",
+        str(directory),
+        "--dtype",
+        args.dtype,
+        "--device",
+        args.device,
+        "--force",
+    ]
+    seconds, peak, _ = run_child(decompose_cmd, env)
+    row["decompose"] = {"seconds": seconds, "peak_rss_bytes": peak, "command": " ".join(decompose_cmd[1:])}
+    save(row)  # each stage is recorded as soon as it is measured
+    child = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--dir",
+        str(directory),
+        "--dtype",
+        args.dtype,
+        "--device",
+        args.device,
+        "--new-tokens",
+        str(args.new_tokens),
+    ]
+    for stage, batch in (("eval", 8), ("rl", args.train_batch), ("sft", args.train_batch)):
+        seconds, peak, out = run_child([*child, "--stage", stage, "--batch", str(batch)], env)
+        row[stage] = {
+            "wall_s": seconds,
+            "peak_rss_bytes": peak,
+            "batch": batch,
+            **json.loads(out.strip().splitlines()[-1]),
+        }
+    row["plan"] = plan_row(row, directory, args)
+    return row
+
+
+def plan_row(row: dict, directory: Path, args) -> dict:
+    """The plan, from the config alone, for the settings each stage ran with (prompt lengths as measured)."""
+    common = {"max_new_tokens": args.new_tokens}
+    train = {
+        "micro_batch": row.get("micro_batch"),
+        "checkpointing": row.get("checkpointing", False),
+        "keep": row.get("keep", "device"),
+    }
+    plan = {
+        "decompose": planned(directory, args.device, args.dtype, **common)["decompose"],
+        "eval": planned(
+            directory, args.device, args.dtype, batch_size=8, prompt_tokens=row["eval"]["prompt_tokens"], **common
+        )["eval"],
+        "rl": planned(
+            directory,
+            args.device,
+            args.dtype,
+            batch_size=args.train_batch,
+            prompt_tokens=row["rl"]["prompt_tokens"],
+            **train,
+            **common,
+        )["train"],
+        "sft": planned(
+            directory,
+            args.device,
+            args.dtype,
+            batch_size=args.train_batch,
+            objective="sft",
+            prompt_tokens=row["sft"]["prompt_tokens"],
+            **train,
+            **common,
+        )["train"],
+    }
+    for stage in ("decompose", "eval", "rl", "sft"):
+        measured = row[stage]["peak_rss_bytes"] if args.device == "cpu" else row[stage].get("cuda_peak_bytes")
+        if measured:
+            plan[f"{stage}_ratio"] = plan[stage] / measured
+    return plan
+
+
+def _timed_plain(fn):
+    started = time.time()
+    out = fn()
+    return time.time() - started, out
+
+
+def plot(results: dict, path: Path) -> None:
+    try:
+        import matplotlib
+    except ImportError:  # e.g. on a GPU machine without it: the JSON is the result
+        print("matplotlib not installed: no plot", flush=True)
+        return
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sorted((r for r in results["rows"].values() if r["size"] != "tiny"), key=lambda r: r["parameters"])
+    if not rows:
+        return
+    getters = {
+        "decompose (s)": (lambda r: r["decompose"]["seconds"], "svd_flops_proxy"),
+        "compose all (s)": (lambda r: r["eval"]["compose_all_s"], "svd_flops_proxy"),
+        "generation, s per token (batch 8)": (lambda r: 1 / r["eval"]["base_tok_s"], "parameters"),
+        "RL iteration (s)": (lambda r: r["rl"]["iteration_s"], "parameters"),
+        "SFT iteration (s)": (lambda r: r["sft"]["iteration_s"], "parameters"),
+    }
+    figure, axis = plt.subplots(figsize=(7.5, 5.5))
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for (label, (get, ideal)), colour in zip(getters.items(), colours):
+        points = []
+        for r in rows:
+            try:
+                points.append((r["parameters"], get(r), r[ideal]))
+            except KeyError:  # a stage not measured (yet) for this size
+                continue
+        if not points:
+            continue
+        xs, ys, costs = zip(*points)
+        axis.plot(xs, ys, "o-", color=colour, label=label)
+        axis.plot(
+            xs,
+            [ys[0] * c / costs[0] for c in costs],
+            "--",
+            color=colour,
+            alpha=0.5,
+            label=f"  ideal ∝ {'Σ m·n·min(m,n)' if ideal == 'svd_flops_proxy' else 'parameters'}",
+        )
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("parameters")
+    axis.set_ylabel("cost")
+    axis.set_title(f"t2 cost vs model size ({rows[0]['device']}, {rows[0]['dtype']}; random weights)")
+    axis.legend(fontsize=7)
+    axis.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="135m,360m,1.7b", help="comma-separated: tiny, 135m, 360m, 1.7b, 8b")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--new-tokens", type=int, default=16)
+    parser.add_argument("--train-batch", type=int, default=2)
+    parser.add_argument("--micro-batch", type=int, default=None, help="rl/sft: sequences per forward/backward")
+    parser.add_argument("--checkpointing", action="store_true", help="rl/sft: activation checkpointing")
+    parser.add_argument("--keep", default="device", help="rl/sft: where the originals for exact revert go")
+    parser.add_argument("--work", default=os.environ.get("T2_BENCH_WORK", "~/.cache/t2-bench"))
+    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--force", action="store_true", help="re-measure sizes already in the results")
+    parser.add_argument("--plot-only", action="store_true")
+    parser.add_argument("--merge", nargs="*", default=[], help="also take the rows of these result files")
+    parser.add_argument("--replan", action="store_true", help="recompute the plan columns of the stored rows")
+    parser.add_argument("--cpu-dry-run", action="store_true", help="the tiny shape on the CPU, to a scratch JSON")
+    # internal: one stage in a child process
+    parser.add_argument("--stage", choices=("eval", "rl", "sft"))
+    parser.add_argument("--dir")
+    parser.add_argument("--batch", type=int, default=8)
+    args = parser.parse_args()
+
+    if args.stage:
+        result = stage_eval(args) if args.stage == "eval" else stage_train(args)
+        print(json.dumps(result))
+        return
+    out = Path(args.out)
+    if args.cpu_dry_run:
+        args.sizes, args.device, args.new_tokens = "tiny", "cpu", 4
+        out = Path(args.work).expanduser() / "dry-run.json"
+    results = json.loads(out.read_text()) if out.is_file() else {"rows": {}}
+    for other in args.merge:
+        merged = json.loads(Path(other).read_text())
+        results["rows"].update(merged["rows"])
+        results.setdefault("machine", merged.get("machine"))
+    if args.replan:
+        for row in results["rows"].values():
+            args.device, args.dtype, args.new_tokens = row["device"], row["dtype"], row["new_tokens"]
+            args.train_batch = row["train_batch"]
+            row["plan"] = plan_row(row, Path(args.work).expanduser() / f"llama-{row['size']}", args)
+        out.write_text(json.dumps(results, indent=2))
+    elif not args.plot_only:
+        for size in args.sizes.split(","):
+            key = f"{size}-{args.device.split(':')[0]}-{args.dtype}"
+            if results["rows"].get(key, {}).get("complete", key in results["rows"]) and not args.force:
+                print(f"{key}: already measured (use --force)", flush=True)
+                continue
+            print(f"{time.strftime('%H:%M:%S')} {key}: measuring", flush=True)
+            results["machine"] = {"cpu_threads": os.environ.get("OMP_NUM_THREADS"), "python": sys.version.split()[0]}
+            out.parent.mkdir(parents=True, exist_ok=True)
+
+            def save(row: dict, key: str = key) -> None:
+                results["rows"][key] = {**row, "complete": False}
+                out.write_text(json.dumps(results, indent=2))
+
+            results["rows"][key] = {**measure(size, args, save), "complete": True}
+            out.write_text(json.dumps(results, indent=2))
+            print(json.dumps(results["rows"][key], indent=2), flush=True)
+    if args.merge:
+        out.write_text(json.dumps(results, indent=2))
+    plot(results, out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()

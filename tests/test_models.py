@@ -1,0 +1,78 @@
+"""Loading with a dtype and a device, weight files read one tensor at a time, config-only views."""
+
+import pytest
+import torch
+
+from t2cli.errors import ModelNotFoundError
+from t2cli.models import (
+    WeightFiles,
+    file_fingerprint,
+    load_config,
+    load_model,
+    meta_model,
+    resolve_device,
+    resolve_dtype,
+    weight_fingerprint,
+)
+
+
+@pytest.fixture
+def model_dir(tmp_path, llama):
+    directory = tmp_path / "tiny"
+    llama.model.save_pretrained(directory, max_shard_size="30KB")
+    llama.tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_auto_is_float32_on_a_cpu():
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ModelNotFoundError, match="--dtype"):
+        resolve_dtype("float64")
+    with pytest.raises(ModelNotFoundError, match="--device"):
+        resolve_device("tpu:banana")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelNotFoundError, match="no CUDA device"):
+            resolve_device("cuda")
+
+
+@pytest.mark.parametrize("dtype", ["auto", "float32", "bfloat16", "float16"])
+def test_load_model_in_a_dtype_keeps_the_fingerprint(model_dir, llama, dtype):
+    loaded = load_model(str(model_dir), dtype=dtype, device="cpu")
+    assert loaded.dtype == resolve_dtype(dtype, "cpu")
+    assert loaded.device == torch.device("cpu") and loaded.device_map is None
+    # the fingerprint identifies the weights on disk, whatever dtype they are loaded in
+    assert loaded.fingerprint == llama.fingerprint == weight_fingerprint(llama.model)
+
+
+def test_weight_files_read_single_tensors_from_shards(model_dir, llama):
+    files = WeightFiles(model_dir)
+    assert len(set(files.where.values())) > 1  # sharded
+    name = "model.layers.1.mlp.up_proj.weight"
+    assert torch.equal(files.tensor(name), llama.model.get_submodule("model.layers.1.mlp.up_proj").weight)
+    with pytest.raises(ModelNotFoundError, match="stores no tensor"):
+        files.tensor("nope")
+
+
+def test_file_fingerprint_is_cached_per_file_stamp(model_dir, llama, isolated_home):
+    skeleton = meta_model(str(model_dir))
+    assert all(p.device.type == "meta" for p in skeleton.parameters())
+    assert file_fingerprint(model_dir, skeleton) == llama.fingerprint
+    assert len(list((isolated_home / "fingerprints").iterdir())) == 1
+
+
+def test_config_only_view_reads_no_weights(model_dir, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights were read")
+
+    monkeypatch.setattr(WeightFiles, "tensor", refuse)
+    config = load_config(str(model_dir))
+    assert config.hidden_size == 32
+    assert meta_model(config).config.num_hidden_layers == 2
+
+
+def test_device_map_places_the_model(model_dir):
+    pytest.importorskip("accelerate")
+    loaded = load_model(str(model_dir), dtype="float32", device_map="cpu")
+    assert loaded.device == torch.device("cpu") and not any(p.device.type == "meta" for p in loaded.model.parameters())
