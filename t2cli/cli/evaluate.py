@@ -152,7 +152,7 @@ def eval_command(
                 max_new_tokens,
                 pass1_tokens,
                 pass1_dtype,
-                cem_fitness,
+                cem_fitness=cem_fitness,
             )
             expert_name = f"adapt-{adapt.replace(':', '-')}"
         config = GenerationConfig(
