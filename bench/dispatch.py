@@ -3,9 +3,12 @@
 Methods (t2cli.dispatch): `prompt` (the base model writes the label, the paper's prompt-based
 pass 1), `cls` (the classification expert writes it, the paper's classification-expert pass 1),
 `loglik` / `loglik-cls` (no decoding: the label set is scored by log-likelihood after the same
-dispatch prompt, base model / classification expert), and the loglik methods reading only the
-last N tokens of each prompt (--request-tokens), and on a copy of the model in another
-dtype (--pass1-dtypes float32,bfloat16). Same model, prompts and batch for all.
+dispatch prompt, base model / classification expert), `centroid` (no training: the nearest domain
+centroid of the base model's hidden states, centroids made once from each expert's training
+prompts — the cls *train* split, so never from the prompts measured), and the methods that read
+only the last N tokens of each prompt (--request-tokens), and on a copy of the model in another
+dtype (--pass1-dtypes float32,bfloat16). Same model, prompts and batch for all. One-time set-up
+(centroids, calibration, model copy) is timed apart from the per-prompt seconds.
 
     python bench/dispatch.py [--model smollm2-135m] [--split test|validation] [--limit N] [--batch 16]
                              [--pass1-dtypes float32,bfloat16]
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shlex
 import sys
@@ -33,10 +37,11 @@ from t2cli.adapt import DenseAdapter
 from t2cli.dispatch import ExpertSwitch, make_dispatcher
 from t2cli.models import load_model
 from t2cli.registry import Registry
+from t2cli.strategies import STRATEGIES
 from t2cli.svd_store import decompose
 from t2cli.tasks import get_task
 
-METHODS = ("prompt", "cls", "loglik", "loglik-cls")
+METHODS = ("prompt", "cls", "loglik", "loglik-cls", "centroid")
 
 
 def main() -> None:
@@ -46,11 +51,17 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="first N of the split (default all 200)")
     parser.add_argument("--batch", type=int, default=16, help="prompts per pass-1 batch")
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--request-tokens", default="8,12,16",
-                        help="also run the loglik methods reading only N tokens of each prompt, for each N")
-    parser.add_argument("--pass1-dtypes", default="float32",
-                        help="run the loglik methods on a copy of the model in each of these dtypes "
-                             "(float32, bfloat16, float16); bfloat16 pays off only on CPUs with bfloat16 units")
+    parser.add_argument(
+        "--request-tokens",
+        default="8,12,16",
+        help="also run the loglik methods reading only N tokens of each prompt, for each N",
+    )
+    parser.add_argument(
+        "--pass1-dtypes",
+        default="float32",
+        help="run the loglik methods on a copy of the model in each of these dtypes "
+        "(float32, bfloat16, float16); bfloat16 pays off only on CPUs with bfloat16 units",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "dispatch.json")
     args = parser.parse_args()
 
@@ -64,14 +75,9 @@ def main() -> None:
 
     methods = args.methods.split(",")
     lengths = [None] + [int(n) for n in filter(None, args.request_tokens.split(","))]
-    runs = [(method, None, None) for method in methods if not method.startswith("loglik")]
-    runs += [
-        (method, n, dtype)
-        for dtype in args.pass1_dtypes.split(",")
-        for method in methods
-        if method.startswith("loglik")
-        for n in lengths
-    ]
+    reads = [method for method in methods if STRATEGIES[method].pass1_dtype]  # prefill methods: tokens, dtype
+    runs = [(method, None, None) for method in methods if method not in reads]
+    runs += [(method, n, dtype) for dtype in args.pass1_dtypes.split(",") for method in reads for n in lengths]
     results = {}
     for method, request_tokens, dtype in runs:
         dispatcher = make_dispatcher(
@@ -85,13 +91,14 @@ def main() -> None:
         )
         method += f" (≤{request_tokens} tokens)" if request_tokens else ""
         method += f", {dtype} copy" if dtype and dtype != "float32" else ""
-        dispatcher.prepare()  # one-time: the pass-1 model copy, calibration prefill, first composition
+        setup_s = dispatcher.prepare()  # one-time: model copy, calibration prefill, centroids, first composition
         dispatcher.decide(questions[:2])  # warm-up: allocator
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         decisions = []
         for i in range(0, len(questions), args.batch):
             decisions += dispatcher.decide(questions[i : i + args.batch])
         seconds = time.perf_counter() - started
+        cpu_seconds = time.process_time() - cpu_started  # this process's CPU time: steadier on a shared machine
         labels = [decision.label for decision in decisions]
         correct = sum(label == answer for label, answer in zip(labels, truth))
         confusion = Counter(f"{answer}->{label}" for label, answer in zip(labels, truth))
@@ -101,13 +108,16 @@ def main() -> None:
             "n": len(truth),
             "seconds": round(seconds, 2),
             "seconds_per_prompt": round(seconds / len(truth), 4),
+            "cpu_seconds_per_prompt": round(cpu_seconds / len(truth), 4),
+            "setup_seconds": round(setup_s, 2),
             "confusion": dict(sorted(confusion.items())),
         }
-        console.print(f"{method}: {correct}/{len(truth)} in {seconds:.1f} s")
+        console.print(f"{method}: {correct}/{len(truth)} in {seconds:.1f} s ({cpu_seconds:.1f} s CPU)")
     switch.use(None)
 
     table = Table(title=f"Pass-1 dispatch on cls/{args.split} ({len(truth)} prompts), {args.model}, batch {args.batch}")
-    for column in ("method", "accuracy", "s / prompt", "vs fastest", "confusion (truth->chosen: n)"):
+    columns = ("method", "accuracy", "s / prompt", "CPU s / prompt", "vs fastest", "set-up s", "errors (truth->chosen)")
+    for column in columns:
         table.add_column(column, overflow="fold")
     fastest = min(r["seconds_per_prompt"] for r in results.values())
     for method, r in results.items():
@@ -115,7 +125,9 @@ def main() -> None:
             method,
             f"{100 * r['accuracy']:.1f}% ({r['correct']}/{r['n']})",
             f"{r['seconds_per_prompt']:.3f}",
+            f"{r['cpu_seconds_per_prompt']:.3f}",
             f"{r['seconds_per_prompt'] / fastest:.1f}×",
+            f"{r['setup_seconds']:.1f}",
             ", ".join(f"{k}: {v}" for k, v in r["confusion"].items() if k.split("->")[0] != k.split("->")[1]) or "—",
         )
     console.print(table)
@@ -124,6 +136,7 @@ def main() -> None:
         "command": shlex.join(["python", "bench/dispatch.py", *sys.argv[1:]]),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
         f"CPU {torch.backends.cpu.get_cpu_capability()}, bfloat16 units: {cpu_has_bf16_units()}",
+        "load_average_at_end": round(os.getloadavg()[0], 1),  # other jobs on the machine (1-minute load)
         "split": f"cls/{args.split}",
         "results": results,
     }

@@ -224,10 +224,12 @@ def stage_train(args) -> dict:
     import torch
 
     from t2cli.adapt import DenseAdapter, factorised
+    from t2cli.expert import ExpertVector
     from t2cli.models import load_model
     from t2cli.svd_store import open_store
-    from t2cli.train.rl import applied, pg_loss
-    from t2cli.train.sft import Sample, nll_loss
+    from t2cli.train.objective import Sample, completion_logits
+    from t2cli.train.rl import pg_loss
+    from t2cli.train.sft import nll_loss
 
     loaded = load_model(args.dir, dtype=args.dtype, device=args.device)
     store = open_store(loaded, ["mlp"])
@@ -245,14 +247,22 @@ def stage_train(args) -> dict:
         z = {name: 2 * torch.sigmoid(value) for name, value in p.items()}  # uniform at p = 0
         if args.stage == "rl":
             batch = tokenizer(prompts, return_tensors="pt", padding=True).to(loaded.device)
-            with applied(adapter, z), torch.no_grad():
-                out = loaded.model.generate(
-                    **batch,
-                    max_new_tokens=args.new_tokens,
-                    min_new_tokens=args.new_tokens,
-                    do_sample=True,
-                    pad_token_id=tokenizer.pad_token_id,
+            adapter.apply(
+                ExpertVector(
+                    {k: v.detach() for k, v in z.items()}, "bench", loaded.name, loaded.fingerprint, store.targets
                 )
+            )
+            try:
+                with torch.no_grad():
+                    out = loaded.model.generate(
+                        **batch,
+                        max_new_tokens=args.new_tokens,
+                        min_new_tokens=args.new_tokens,
+                        do_sample=True,
+                        pad_token_id=tokenizer.pad_token_id,
+                    )
+            finally:
+                adapter.revert()
             width = batch["input_ids"].shape[1]
             samples = []
             for row in range(len(prompts)):
@@ -266,10 +276,15 @@ def stage_train(args) -> dict:
             for start in range(0, len(samples), micro):  # gradient accumulation over micro-batches
                 part = samples[start : start + micro]
                 z = {name: 2 * torch.sigmoid(value) for name, value in p.items()}  # a fresh graph each time
+
+                def forward(batch, *, base=False, z=z):  # the training loop's Forward (t2cli.train.svf)
+                    adapted.set_z(None if base else z)
+                    return completion_logits(loaded.model, batch)
+
                 if args.stage == "rl":
-                    loss, _ = pg_loss(loaded.model, part, adapted, z, kl_coef=0.0)
+                    loss, _ = pg_loss(forward, part, kl_coef=0.0)
                 else:
-                    loss, _ = nll_loss(loaded.model, part, adapted, z)
+                    loss, _ = nll_loss(forward, part)
                 (loss / len(samples)).backward()
         loaded.model.eval()
         optimiser.step()

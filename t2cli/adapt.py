@@ -5,6 +5,8 @@ Dense:       W' = (U * s) @ Vh with s = σ ⊙ z · (Σσ / Σ(σ ⊙ z)), copie
              aside, so `revert()` restores them bit for bit (recomposing would not).
 Factorised:  y = U (s ⊙ (Vh x)) + b, with z per batch row. Costs (m+n)·r per token instead of m·n,
              gives ∂y/∂z directly (training) and lets each row of a batch use its own expert.
+Switching: `ExpertSwitch` puts one expert (or the base weights) in place through a DenseAdapter and
+keeps recently composed weights, so that switching back to a recent expert costs a copy.
 
 At scale: the factors sit on each module's own device (also under a device map) in the store
 dtype; s, z and the composition run in float32 (σ's dtype) and only the result takes the weight's
@@ -18,6 +20,7 @@ dtype. Where the originals for an exact revert are kept is a choice (`keep`):
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -192,6 +195,44 @@ class DenseAdapter:
             original = self.original(name).float()
             changes[name] = float((module.weight.float() - original).norm() / original.norm())
         return changes
+
+
+class ExpertSwitch:
+    """The model's current weights: the base model or one expert, composed weights in an LRU.
+
+    Each cached entry is a full copy of the targeted matrices, hence the small default capacity.
+    Entries are keyed by expert name. Two-pass inference shares one switch between pass 1 and pass 2.
+    """
+
+    def __init__(self, adapter: DenseAdapter, capacity: int = 4):
+        if capacity < 1:
+            raise ValueError("the composed-weights cache needs a capacity ≥ 1")
+        self.adapter = adapter
+        self.capacity = capacity
+        self.cache: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+        self.compositions = 0  # how many times an expert was composed (cache misses)
+
+    @property
+    def active(self) -> str | None:
+        return self.adapter.active
+
+    def use(self, expert: ExpertVector | None) -> None:
+        """Make `expert` (None: the exact base weights) the model's weights."""
+        if expert is None:
+            if self.adapter.active is not None:
+                self.adapter.revert()
+            return
+        if self.adapter.active == expert.name:
+            return
+        weights = self.cache.get(expert.name)
+        if weights is None:
+            weights = self.adapter.compose(expert)
+            self.compositions += 1
+            self.cache[expert.name] = weights
+            while len(self.cache) > self.capacity:
+                self.cache.popitem(last=False)
+        self.cache.move_to_end(expert.name)
+        self.adapter.load_weights(weights, expert.name)
 
 
 # --------------------------------------------------------------------------- factorised path

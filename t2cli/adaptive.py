@@ -1,12 +1,12 @@
-"""The two-pass self-adaptive model (SPEC §3): decide → switch weights → generate.
+"""The two-pass self-adaptive model: decide → switch weights → generate.
 
-    answer = AdaptiveModel(loaded, store, Registry(), "prompt").generate("What is 2 + 3?")
+    answer = AdaptiveModel.open(loaded, "loglik").generate("What is 2 + 3?")
     answer.text, answer.decision.label, answer.pass1_s, answer.pass2_s
 
-Pass 1 is a `Dispatcher` (t2cli.dispatch); pass 2 is ordinary generation with the chosen
-expert's weights composed into the model (dense: pass 2 runs at the base model's speed).
-Composed weights stay in a small LRU, so consecutive prompts of one domain pay no recomposition;
-"other" restores the exact base weights.
+Pass 1 is a `Dispatcher` (t2cli.dispatch), built from a strategy name of the table in
+`t2cli.strategies`; pass 2 is ordinary generation with the chosen expert's weights composed into
+the model (dense: pass 2 runs at the base model's speed). Composed weights stay in a small LRU, so
+consecutive prompts of one domain pay no recomposition; "other" restores the exact base weights.
 """
 
 from __future__ import annotations
@@ -17,23 +17,18 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from t2cli.adapt import DenseAdapter
-from t2cli.cem import CEMConfig, CEMProgress, CEMResult, cem_search
-from t2cli.dispatch import (
-    Decision,
-    Dispatcher,
-    DispatchError,
-    ExpertSwitch,
-    load_domain_experts,
-    make_dispatcher,
-)
+from t2cli.adapt import DenseAdapter, ExpertSwitch
+from t2cli.cem import CEMConfig, CEMProgress, CEMResult
+from t2cli.dispatch import Decision, Dispatcher, DispatchError, choose_experts, make_dispatcher
 from t2cli.evaluate import EvalReport
+from t2cli.expert import ExpertVector
 from t2cli.generation import GenerationConfig, GenerationProgress, chat_prompt, generate
 from t2cli.models import LoadedModel
 from t2cli.registry import Registry
 from t2cli.scoring import score_outputs
-from t2cli.svd_store import SVDStore
-from t2cli.tasks.base import Task
+from t2cli.strategies import parse_strategy
+from t2cli.svd_store import SVDStore, open_store
+from t2cli.tasks.base import Task, read_jsonl
 
 Prompt = str | Sequence[dict[str, str]]  # a user message, or chat messages (the last user turn is dispatched)
 
@@ -52,12 +47,15 @@ class AdaptiveModel:
     """A base model, its SVD store and registered experts, answering each prompt with the expert
     its dispatcher picks.
 
-    `strategy` is a name ("none", "fixed:NAME", "prompt", "cls", "loglik", "loglik-cls", "cem")
-    or a ready `Dispatcher`. `request_tokens` caps what the loglik strategies read of each prompt
-    (its last tokens); `pass1_dtype` ("bfloat16", …) gives their pass 1 its own copy of the
-    model in that dtype. "cem" searches α on `shots` of `task` once, at construction; the
-    result (`self.cem`) holds the mixture, which the caller may register for reuse. `store` may be
-    None only for "none" (no expert is ever applied).
+    `strategy` is a name from `t2cli.strategies` ("none", "fixed:NAME", "prompt", "cls",
+    "loglik", "loglik-cls", "centroid", "cem", or one registered there) or a ready `Dispatcher`.
+    `experts` names the experts to route over (default: one per declared domain, see
+    `t2cli.dispatch.choose_experts`). `request_tokens` caps what the loglik and centroid
+    strategies read of each prompt (its last tokens); `pass1_dtype` ("bfloat16", …) gives their
+    pass 1 its own copy of the model in that dtype. "cem" searches α on `shots` of `task` once,
+    in the dispatcher's set-up at construction; the result (`self.cem`) holds the mixture, which
+    the caller may register for reuse. `store` may be None only for a strategy that applies no
+    expert ("none"). `AdaptiveModel.open` finds the store itself.
     """
 
     def __init__(
@@ -67,31 +65,22 @@ class AdaptiveModel:
         registry: Registry | None = None,
         strategy: str | Dispatcher = "prompt",
         *,
+        experts: Sequence[str] | None = None,
         cache_size: int = 4,
         request_tokens: int | None = None,
         pass1_dtype: str | None = None,
+        batch_size: int = 16,
         task: Task | None = None,
-        shots: Sequence[dict] | None = None,
-        cem_config: CEMConfig = CEMConfig(),
+        shots: Sequence[dict] = (),
+        cem_config: CEMConfig | None = None,
         cem_progress: CEMProgress | None = None,
         adapter: DenseAdapter | None = None,
     ):
         self.loaded = loaded
         self.registry = registry or Registry()
-        self.cem: CEMResult | None = None
-        if store is None and adapter is None:
-            if strategy != "none":
-                raise DispatchError(f"the {strategy} strategy needs the SVD store of {loaded.name}'s experts")
-            self.switch: ExpertSwitch | None = None
-            self.dispatcher: Dispatcher = Dispatcher()
-            self.setup_s = 0.0
-            return
-        self.switch = ExpertSwitch(adapter or DenseAdapter(loaded, store), capacity=cache_size)
-        if strategy == "cem":
-            if task is None or not shots:
-                raise DispatchError("the cem strategy needs a task and labelled shots (CLI: --task T --shots FILE)")
-            experts = list(load_domain_experts(self.registry, loaded.name).values())
-            self.cem = cem_search(loaded, self.switch, experts, task, shots, cem_config, progress=cem_progress)
+        self.switch: ExpertSwitch | None = None
+        if store is not None or adapter is not None:
+            self.switch = ExpertSwitch(adapter or DenseAdapter(loaded, store), capacity=cache_size)
         if isinstance(strategy, Dispatcher):
             self.dispatcher = strategy
         else:
@@ -100,11 +89,42 @@ class AdaptiveModel:
                 loaded,
                 self.switch,
                 self.registry,
-                cem=self.cem,
+                experts=experts,
                 request_tokens=request_tokens,
+                batch_size=batch_size,
                 pass1_dtype=pass1_dtype,
+                task=task,
+                shots=shots,
+                cem_config=cem_config,
+                cem_progress=cem_progress,
             )
         self.setup_s = self.dispatcher.prepare()  # pass 1's one-time set-up, not charged to any prompt
+
+    @classmethod
+    def open(
+        cls,
+        loaded: LoadedModel,
+        strategy: str = "prompt",
+        registry: Registry | None = None,
+        experts: Sequence[str] | None = None,
+        **options,
+    ) -> AdaptiveModel:
+        """The two-pass model with the SVD store its experts were made with (see `expert_store`)."""
+        registry = registry or Registry()
+        store = expert_store(loaded, registry, strategy, experts)
+        return cls(loaded, store, registry, strategy, experts=experts, **options)
+
+    @property
+    def cem(self) -> CEMResult | None:
+        """The few-shot search's result, when the strategy is cem."""
+        return getattr(self.dispatcher, "cem", None)
+
+    @property
+    def notes(self) -> list[str]:
+        """What choosing the experts noticed: a domain claimed twice (and which expert is used),
+        experts skipped because they cannot be used."""
+        choice = self.dispatcher.choice
+        return choice.messages if choice is not None else []
 
     def generate(self, prompt: Prompt, generation_config: GenerationConfig | None = None) -> AdaptiveAnswer:
         """Pass 1 on the user prompt, then pass 2 with the chosen weights."""
@@ -151,6 +171,40 @@ class AdaptiveModel:
         """Put the exact base weights back (e.g. before using `loaded` directly)."""
         if self.switch is not None:
             self.switch.use(None)
+
+
+def strategy_experts(
+    registry: Registry,
+    base_model: str,
+    strategy: str,
+    experts: Sequence[str] | None = None,
+    fingerprint: str | None = None,
+) -> list[ExpertVector]:
+    """The experts `strategy` may apply, read from their files (no model needed): the chosen
+    domain experts and the classifier (see `choose_experts`), or the expert its argument names
+    (fixed:NAME); none for a strategy that applies none."""
+    entry, argument = parse_strategy(strategy)
+    if not entry.uses_experts:
+        return []
+    if argument is not None and argument in {e.name for e in registry.list(base_model)}:
+        return [registry.load(argument, base_model)]
+    choice = choose_experts(registry, base_model, experts, fingerprint)
+    return list(choice.experts.values()) + ([choice.classifier] if choice.classifier else [])
+
+
+def expert_store(
+    loaded: LoadedModel, registry: Registry, strategy: str, experts: Sequence[str] | None = None
+) -> SVDStore | None:
+    """The SVD store of the experts `strategy` applies (`strategy_experts`); None when it applies none."""
+    if not parse_strategy(strategy)[0].uses_experts:
+        return None
+    chosen = strategy_experts(registry, loaded.name, strategy, experts, loaded.fingerprint)
+    if not chosen:
+        raise DispatchError(
+            f"no usable experts are registered for {loaded.name}: train some with `t2 train` or pull a set with "
+            "`t2 experts pull`, then retry"
+        )
+    return open_store(loaded, chosen[0].targets)
 
 
 def as_messages(prompt: Prompt) -> list[dict[str, str]]:
@@ -215,6 +269,7 @@ def evaluate_adaptive(
         counts = by_label.setdefault(answer.decision.label, {"n": 0, "correct": 0})
         counts["n"] += 1
         counts["correct"] += int(row.correct)
+    choice = model.dispatcher.choice
     dispatch = {
         "strategy": model.dispatcher.name,
         "pass1_request_tokens": getattr(model.dispatcher, "request_tokens", None),  # loglik: tokens read (None: all)
@@ -223,15 +278,18 @@ def evaluate_adaptive(
         "task_domain": task.domain,  # the label a perfect dispatcher would choose for every prompt
         "routed_to_task_domain": round(sum(a.decision.label == task.domain for a in answers) / len(answers), 4),
         "by_label": by_label,  # answers and correct answers per chosen label
-        "pass1_s": round(pass1, 2),
-        "pass2_s": round(pass2, 2),
-        "switch_s": round(sum(answer.switch_s for answer in answers), 2),
+        "pass1_s": round(pass1, 4),
+        "pass2_s": round(pass2, 4),
+        "switch_s": round(sum(answer.switch_s for answer in answers), 4),
         "pass1_over_pass2": round(pass1 / pass2, 4) if pass2 else None,
         "pass1_setup_s": round(model.setup_s, 2),  # once per run (e.g. the pass-1 model copy), not in pass1_s
         "excluded_shots": sorted(excluded),
+        "experts": {label: e.name for label, e in choice.experts.items()}
+        if (choice := model.dispatcher.choice)
+        else None,
+        "notes": model.notes,  # e.g. two experts claimed one domain: which one was used
+        **model.dispatcher.report(),  # what the strategy adds (cem: its weights and shot accuracy)
     }
-    if model.cem is not None:
-        dispatch["cem"] = {"weights": model.cem.weights, "shot_accuracy": model.cem.accuracy}
     return EvalReport(
         task=task.name,
         split=split,
@@ -248,3 +306,60 @@ def evaluate_adaptive(
         config={"limit": limit, "data_source": data.source, "dispatch": dispatch, **asdict(generation)},
         samples=samples,
     )
+
+
+def load_shots(
+    spec: str, task: Task, split: str = "train", data_dir: str | Path | None = None, seed: int = 0
+) -> tuple[list[dict], list[dict]]:
+    """(shots, the split's other examples): from a JSONL file of task rows, or N seeded picks of
+    `split` (`t2cli.cem.split_shots`; the rest is what may then be evaluated)."""
+    from t2cli.cem import split_shots
+
+    path = Path(spec)
+    if path.is_file():
+        rows = read_jsonl(path)
+        try:
+            shots = [task.to_example(row, f"shot-{i}") for i, row in enumerate(rows) if row is not None]
+        except (KeyError, ValueError, TypeError) as error:
+            raise DispatchError(f"{path}: a row is not a {task.name} example ({error})") from error
+        if not shots:
+            raise DispatchError(f"{path} holds no {task.name} examples")
+        return shots, []
+    if not spec.isdigit():
+        raise DispatchError(f"--shots {spec!r} is neither a file nor a number of examples")
+    return split_shots(task.load(split, data_dir).examples, int(spec), seed)
+
+
+@dataclass
+class AdaptiveEvaluator:
+    """A drop-in for `t2cli.evaluate.evaluate` answering in two passes with `model`; the `shots`
+    (cem's few-shot examples) are never evaluated."""
+
+    model: AdaptiveModel
+    shots: list[dict]
+
+    def __call__(self, loaded: LoadedModel, task: Task, expert_name: str | None = None, **options) -> EvalReport:
+        return evaluate_adaptive(self.model, task, exclude=self.shots, **options)
+
+
+def adaptive_evaluator(
+    loaded: LoadedModel,
+    task: Task,
+    strategy: str,
+    *,
+    shots: str | None = None,
+    split: str = "test",
+    data_dir: str | Path | None = None,
+    seed: int = 0,
+    registry: Registry | None = None,
+    **options,
+) -> AdaptiveEvaluator:
+    """The evaluator of `task` in two passes with `strategy` (its set-up is paid here, once).
+
+    `shots` (cem: N examples of the evaluated split, or a JSONL file) are excluded from the
+    evaluation; `options` go to `AdaptiveModel.open` (experts, request_tokens, pass1_dtype,
+    cem_config, …).
+    """
+    shot_examples = load_shots(shots, task, split, data_dir, seed)[0] if shots else []
+    model = AdaptiveModel.open(loaded, strategy, registry, task=task, shots=shot_examples, **options)
+    return AdaptiveEvaluator(model, shot_examples)

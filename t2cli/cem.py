@@ -19,12 +19,13 @@ from dataclasses import dataclass
 
 import torch
 
-from t2cli.dispatch import DispatchError, ExpertSwitch
+from t2cli.adapt import ExpertSwitch
+from t2cli.defaults import CLASSIFICATION, OTHER
+from t2cli.errors import DispatchError
 from t2cli.expert import ExpertVector, mix
 from t2cli.generation import GenerationConfig, chat_prompt, generate
 from t2cli.models import LoadedModel
 from t2cli.tasks.base import Task
-from t2cli.tasks.cls import OTHER
 
 
 def split_shots(examples: Sequence[dict], k: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
@@ -278,7 +279,7 @@ def cem_search(
     expert_names = [e.name for e in experts]
     result_name = name or f"cem-{task.name}"
     vector = mixture(experts, alphas, modules, result_name)
-    vector.domain = task.domain if task.domain in ("math", "code", "reasoning") else OTHER
+    vector.domain = OTHER if task.domain == CLASSIFICATION else task.domain  # the task's domain is data
     vector.provenance |= {
         "objective": "cem",
         "task": task.name,

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from t2cli.errors import T2Error
 from t2cli.files import atomic_write_text
-from t2cli.generation import GenerationConfig, GenerationProgress, chat_prompt, generate
+from t2cli.generation import Completion, GenerationConfig, GenerationProgress, chat_prompt, generate
 from t2cli.models import LoadedModel
 from t2cli.scoring import score_outputs
 from t2cli.tasks.base import Task
+
+
+class NoExamplesError(T2Error, ValueError):
+    """The split's data has no row the task can use (e.g. a file with the wrong fields)."""
 
 
 @dataclass
@@ -70,19 +75,30 @@ def evaluate(
     expert_name: str | None = None,
     progress: GenerationProgress | None = None,
     experts: Mapping[str, str] | None = None,
+    on_completions: Callable[[list[dict], list[Completion]], None] | None = None,
 ) -> EvalReport:
     """Greedy answers for the first `limit` examples of `split`, scored by the task's checker.
 
-    `experts` ({name: tensors sha256}) names what is applied to `loaded`, for the provenance."""
+    `experts` ({name: tensors sha256}) names what is applied to `loaded`, for the provenance.
+    `on_completions(examples, completions)` receives each generated batch as soon as it is done
+    (unscored), so a caller can keep the finished answers of a run that is interrupted."""
     started = time.perf_counter()
     data = task.load(split, data_dir)
     examples = data.examples[:limit] if limit else data.examples
     if not examples:
-        raise ValueError(f"{task.name}/{split} has no usable examples ({data.skipped} malformed rows skipped)")
+        source = task.sources.get(split)
+        fields = f"; each row needs {source.fields}" if source is not None and source.fields else ""
+        raise NoExamplesError(
+            f"{task.name}/{split} ({data.source}) has no usable examples: {data.skipped} rows skipped as "
+            f"malformed{fields}"
+        )
     generation = generation or GenerationConfig(max_new_tokens=task.max_new_tokens, stop=tuple(task.stop))
     prompts = [chat_prompt(loaded.tokenizer, task.messages(example)) for example in examples]
     generation_started = time.perf_counter()
-    completions = generate(loaded, prompts, generation, progress=progress)
+    on_batch = None
+    if on_completions is not None:
+        on_batch = lambda indices, done: on_completions([examples[i] for i in indices], done)  # noqa: E731
+    completions = generate(loaded, prompts, generation, progress=progress, on_batch=on_batch)
     generation_s = time.perf_counter() - generation_started
     outputs = [completion.text for completion in completions]
     scored = score_outputs(task, examples, outputs)

@@ -1,20 +1,25 @@
-"""Batched generation: chat prompts, left padding, stop strings, progress callback.
+"""Batched generation: chat prompts, left padding, stop strings, progress callbacks; streaming.
 
 Used by evaluation, RL rollouts and chat. Prompts are sorted by length before batching (less
-padding, fewer wasted FLOPs) and results are returned in the caller's order.
+padding, fewer wasted FLOPs) and results are returned in the caller's order; `on_batch` hands over
+each batch's completions as soon as it is done (so a caller can keep them if interrupted).
+`stream` answers one prompt and passes its text on piece by piece while it is generated.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
+from transformers import TextStreamer
 
 from t2cli.models import LoadedModel
 
 # (prompts done, prompts total, new tokens so far)
 GenerationProgress = Callable[[int, int, int], None]
+# (indices into the caller's prompts, their completions), once per finished batch
+BatchDone = Callable[[list[int], list["Completion"]], None]
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ def generate(
     prompts: Sequence[str],
     config: GenerationConfig | None = None,
     progress: GenerationProgress | None = None,
+    on_batch: BatchDone | None = None,
+    streamer: TextStreamer | None = None,
 ) -> list[Completion]:
     """Generate one completion per (already templated) prompt."""
     config = config or GenerationConfig()
@@ -93,6 +100,8 @@ def generate(
             kwargs |= dict(temperature=None, top_p=None, top_k=None)
         if config.stop:
             kwargs |= dict(stop_strings=list(config.stop), tokenizer=tokenizer)
+        if streamer is not None:
+            kwargs |= dict(streamer=streamer)
         output = model.generate(**batch, **kwargs)
         width = batch["input_ids"].shape[1]
         for row, index in enumerate(indices):
@@ -102,9 +111,34 @@ def generate(
             results[index] = Completion(text, ids, encoded[index], len(ids))
             new_tokens += len(ids)
         done += len(indices)
+        if on_batch:
+            on_batch(list(indices), [results[i] for i in indices])  # type: ignore[misc]
         if progress:
             progress(done, len(prompts), new_tokens)
     return results  # type: ignore[return-value]
+
+
+class _TextCallback(TextStreamer):
+    """transformers' TextStreamer, handing each finished piece of text to a callback instead of print."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.on_text = on_text
+
+    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+        if text:
+            self.on_text(text)
+
+
+def stream(
+    loaded: LoadedModel, prompt: str, on_text: Callable[[str], None], config: GenerationConfig | None = None
+) -> Completion:
+    """One completion of one (templated) prompt, its text passed to `on_text` in pieces as they are
+    generated (whole words, as the tokenizer completes them). The pieces are the raw text; the
+    returned Completion, the same as `generate` gives, is cut at the stop strings. An exception in
+    `on_text` or a KeyboardInterrupt stops the generation there."""
+    config = replace(config or GenerationConfig(), batch_size=1)
+    return generate(loaded, [prompt], config, streamer=_TextCallback(loaded.tokenizer, on_text))[0]
 
 
 def _trim(ids: list[int], eos: int | None, pad: int | None) -> list[int]:

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -333,10 +333,13 @@ def load_model(
     directory = resolve_model_dir(name_or_path)
     extra = {"device_map": device_map} if device_map is not None else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=torch_dtype, **extra)
+        model, loading = AutoModelForCausalLM.from_pretrained(
+            str(directory), dtype=torch_dtype, output_loading_info=True, **extra
+        )
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except (OSError, ValueError) as error:
         raise ModelNotFoundError(f"could not load a causal LM from {directory}: {error}") from error
+    refuse_new_weights(directory, loading["missing_keys"])
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(model.config)
     fingerprint = file_fingerprint(directory, skeleton)
@@ -349,6 +352,18 @@ def load_model(
         fingerprint=fingerprint,
         place=device_map is None,
     )
+
+
+def refuse_new_weights(directory: Path, missing: Collection[str]) -> None:
+    """A directory whose causal-LM head (or any weight) is not in its files is not a causal LM:
+    loading it would answer with randomly initialised weights (e.g. a BERT encoder directory)."""
+    if missing:
+        names = sorted(missing)
+        raise ModelNotFoundError(
+            f"{directory} is not a causal language model: {len(names)} weights the causal-LM class needs are not "
+            f"in its files ({', '.join(names[:3])}{', …' if len(names) > 3 else ''}); t2 adapts decoder LMs "
+            "(Llama, Qwen, Gemma, GPT-2 …), not encoders such as BERT"
+        )
 
 
 def from_model(

@@ -6,13 +6,16 @@ import pytest
 import torch
 
 from t2cli.adapt import DenseAdapter
+from t2cli.cem import CEMConfig
 from t2cli.dispatch import (
     Decision,
     DispatchError,
     ExpertSwitch,
     LoglikDispatcher,
     SharedPrefix,
+    choose_experts,
     classification_expert,
+    classifier_task,
     domain_experts,
     first_token_logits,
     label_logliks,
@@ -20,6 +23,7 @@ from t2cli.dispatch import (
     last_tokens,
     make_dispatcher,
 )
+from t2cli.errors import RegistryError
 from t2cli.expert import ExpertVector
 from t2cli.registry import Registry
 from t2cli.svd_store import decompose
@@ -28,10 +32,14 @@ from t2cli.tasks.base import Task
 DOMAINS = ("math", "code", "reasoning", "classification")
 
 
-def random_expert(loaded, store, seed: int, name: str, domain: str) -> ExpertVector:
+TASK_OF = {"math": "gsm8k", "code": "mbpp-plus", "reasoning": "arc-easy", "classification": "cls"}
+
+
+def random_expert(loaded, store, seed: int, name: str, domain: str, task: str | None = None) -> ExpertVector:
     generator = torch.Generator().manual_seed(seed)
     z = {n: torch.rand(r, generator=generator) * 1.5 + 0.25 for n, r in store.ranks.items()}
-    return ExpertVector(z, name, loaded.name, loaded.fingerprint, store.targets, domain=domain)
+    provenance = {"task": task or TASK_OF.get(domain, "arc-challenge")}
+    return ExpertVector(z, name, loaded.name, loaded.fingerprint, store.targets, domain=domain, provenance=provenance)
 
 
 def make_setup(loaded, tmp_path, domains=DOMAINS):
@@ -97,10 +105,143 @@ def test_every_strategy_returns_a_valid_decision(llama, setup, strategy):
 
 def test_unknown_strategy_and_cem_without_shots_are_refused(llama, setup):
     _, registry, switch = setup
-    with pytest.raises(DispatchError, match="unknown dispatch strategy"):
+    with pytest.raises(DispatchError, match="unknown dispatch strategy 'vibes'; choose one of none, fixed:NAME"):
         make_dispatcher("vibes", llama, switch, registry)
     with pytest.raises(DispatchError, match="shots"):
         make_dispatcher("cem", llama, switch, registry)
+    with pytest.raises(DispatchError, match="needs an argument: fixed:NAME"):
+        make_dispatcher("fixed", llama, switch, registry)
+    with pytest.raises(DispatchError, match="takes no argument"):
+        make_dispatcher("loglik:3", llama, switch, registry)
+
+
+def test_the_strategy_names_shown_come_from_the_table():
+    from t2cli.strategies import STRATEGIES, strategy_names
+
+    assert strategy_names()[:2] == ["none", "fixed:NAME"]
+    assert set(strategy_names()) == {s.usage for s in STRATEGIES.values()}
+    assert {"prompt", "cls", "loglik", "loglik-cls", "centroid", "cem"} <= set(STRATEGIES)
+
+
+def test_cem_searches_in_prepare_once(llama, setup, monkeypatch):
+    import t2cli.dispatch.cem as cem_strategy
+
+    _, registry, switch = setup
+    searches: list[int] = []
+    real = cem_strategy.cem_search
+    monkeypatch.setattr(cem_strategy, "cem_search", lambda *a, **k: searches.append(1) or real(*a, **k))
+    config = CEMConfig(population=2, generations=1)
+    dispatcher = make_dispatcher("cem", llama, switch, registry, task=TOY, shots=SHOTS, cem_config=config)
+    assert searches == [] and dispatcher.cem is None  # building is cheap: the search is set-up
+    assert dispatcher.prepare() > 0 and searches == [1]
+    decisions = dispatcher.decide(["What is 5 + 1?"])
+    assert searches == [1] and decisions[0].label == "mixture" and decisions[0].weights == dispatcher.cem.weights
+    assert set(dispatcher.report()["cem"]["weights"]) == {"math-expert", "code-expert", "reasoning-expert"}
+
+
+# --------------------------------------------------------------------------- which experts
+
+
+@pytest.fixture
+def shipped_root(tmp_path, monkeypatch):
+    """A stand-in for the shipped registry/ (read-only experts that come with t2)."""
+    import t2cli.registry
+
+    root = tmp_path / "shipped"
+    monkeypatch.setattr(t2cli.registry, "SHIPPED_REGISTRY", root)
+    return root
+
+
+def test_a_user_expert_claiming_a_shipped_domain_does_not_replace_it(llama, tmp_path, shipped_root):
+    store = decompose(llama, ["mlp"])
+    Registry(roots=[shipped_root], write_root=shipped_root).add(
+        random_expert(llama, store, 0, "reasoning", "reasoning")
+    )
+    Registry(roots=[shipped_root], write_root=shipped_root).add(random_expert(llama, store, 1, "math", "math"))
+    user = Registry(roots=[tmp_path / "user", shipped_root], write_root=tmp_path / "user")
+    user.add(random_expert(llama, store, 2, "arc-easy-rl", "reasoning"))  # sorts before "reasoning"
+    choice = choose_experts(user, llama.name)
+    assert {label: e.name for label, e in choice.experts.items()} == {"math": "math", "reasoning": "reasoning"}
+    assert len(choice.notes) == 1
+    assert "'reasoning': using reasoning (shipped), not arc-easy-rl; choose with --experts" in choice.notes[0]
+    chosen = choose_experts(user, llama.name, ["arc-easy-rl", "math"])  # the user's choice, explicitly
+    assert {label: e.name for label, e in chosen.experts.items()} == {"math": "math", "reasoning": "arc-easy-rl"}
+    with pytest.raises(DispatchError, match="both claim the domain 'reasoning'"):
+        choose_experts(user, llama.name, ["arc-easy-rl", "reasoning"])
+
+
+def test_a_broken_user_expert_is_reported_and_skipped(llama, setup):
+    store, registry, switch = setup
+    broken = registry.add(random_expert(llama, store, 7, "zz-broken", "math"))
+    (broken.path / "expert.safetensors").write_bytes(b"not a tensor file")
+    unreadable = registry.add(random_expert(llama, store, 8, "zz-unreadable", "science"))
+    (unreadable.path / "expert.json").write_text("{ truncated")
+    choice = choose_experts(registry, llama.name)
+    assert choice.experts["math"].name == "math-expert" and "science" not in choice.experts
+    assert any(line.startswith("zz-broken:") for line in choice.skipped)
+    assert any(line.startswith("zz-unreadable:") for line in choice.skipped)
+    dispatcher = make_dispatcher("loglik", llama, switch, registry)
+    assert dispatcher.labels == ["code", "math", "reasoning"] and dispatcher.decide(["1 + 1?"])
+    with pytest.raises(DispatchError, match="'zz-broken' cannot be used"):
+        choose_experts(registry, llama.name, ["zz-broken"])  # named explicitly: an error, not a skip
+
+
+def test_experts_choose_the_labels_and_a_new_domain_needs_no_code(llama, setup):
+    """A domain is whatever an expert declares: a user's 'science' expert is routed like the others."""
+    store, registry, switch = setup
+    registry.add(random_expert(llama, store, 9, "my-science", "science", task="arc-challenge"))
+    dispatcher = make_dispatcher("loglik", llama, switch, registry, experts=["math-expert", "my-science"])
+    assert dispatcher.labels == ["math", "science"] and dispatcher.candidates == ["math", "science", "other"]
+    assert dispatcher.decide(["Why is the sky blue?"])[0].label in ("math", "science", "other")
+    assert make_dispatcher("loglik", llama, switch, registry).labels == ["code", "math", "reasoning", "science"]
+    with pytest.raises(RegistryError, match="no expert named 'nope'"):
+        make_dispatcher("loglik", llama, switch, registry, experts=["nope"])
+
+
+def test_the_classifier_task_is_built_from_the_chosen_experts_tasks(llama, setup):
+    from t2cli.tasks import get_task
+
+    store, registry, _ = setup
+    shipped_like = classifier_task(registry, llama.name)
+    assert shipped_like.system == get_task("cls").system  # the shipped set: the same prompt …
+    assert shipped_like.load("test").examples == get_task("cls").load("test").examples  # … and the same split
+    registry.add(random_expert(llama, store, 9, "my-science", "science", task="arc-challenge"))
+    task = classifier_task(registry, llama.name)
+    assert "- science" in task.system and "(code, math, reasoning, science, other)" in task.system
+    train = task.load("train").examples
+    assert {e["answer"] for e in train} == {"code", "math", "reasoning", "science"}
+    assert {e["source_task"] for e in train if e["answer"] == "science"} == {"arc-challenge"}
+    assert task.check("science", train[0]) == (train[0]["answer"] == "science")
+    only = classifier_task(registry, llama.name, ["math-expert", "my-science"])
+    assert {e["answer"] for e in only.load("validation").examples} == {"math", "science"}
+
+
+def test_centroid_routes_each_training_prompt_to_its_own_domain(llama, setup):
+    _, registry, switch = setup
+    prompts = {"code": ["def add(a, b): return a + b"], "math": ["What is 1 + 2?"], "reasoning": ["Which is (A)?"]}
+    dispatcher = make_dispatcher("centroid", llama, switch, registry)
+    dispatcher.prompts = prompts
+    assert dispatcher.prepare() > 0 and dispatcher.centroids.shape == (3, llama.model.config.hidden_size)
+    decisions = dispatcher.decide([text for texts in prompts.values() for text in texts])
+    assert [d.label for d in decisions] == ["code", "math", "reasoning"]
+    assert all(d.expert.domain == d.label and d.details["scores"][d.label] == pytest.approx(1.0) for d in decisions)
+
+
+def test_centroid_takes_its_prompts_from_the_experts_training_tasks(llama, setup):
+    """No training: the centroids come from each expert's task's training prompts (the cls train
+    split), so a prompt of one of those splits lands in a valid domain, and the split measured is
+    never among them."""
+    from t2cli.tasks import get_task
+
+    _, registry, switch = setup
+    dispatcher = make_dispatcher("centroid", llama, switch, registry, request_tokens=16)
+    dispatcher.per_label = 3
+    prompts = dispatcher.training_prompts()
+    assert {label: len(texts) for label, texts in prompts.items()} == {"code": 3, "math": 3, "reasoning": 3}
+    test_questions = {e["question"] for e in get_task("cls").load("test").examples}
+    assert not test_questions & {text for texts in prompts.values() for text in texts}
+    decisions = dispatcher.decide(["Write a Python function that reverses a list."])
+    assert decisions[0].label in ("code", "math", "reasoning") and decisions[0].seconds >= 0
 
 
 def brute_force(loaded, prefix: str, continuation: str) -> float:
@@ -210,16 +351,16 @@ def test_shared_prefix_cache_gives_the_same_scores(tiny_model):
     assert unrelated[0] == pytest.approx(label_logliks(tiny_model, "1 + 2 = ", continuations), abs=1e-5)
 
 
-
 def test_request_tokens_keep_the_end_of_long_prompts(llama, setup):
     tokenizer = llama.tokenizer
     long = " ".join(f"w{i}" for i in range(200))
     short = last_tokens(tokenizer, long, 10)
     assert short.endswith("w199") and "w0 " not in short and "w100" not in short
     assert len(tokenizer(short, add_special_tokens=False)["input_ids"]) == 10
-    assert tokenizer(long, add_special_tokens=False)["input_ids"][-10:] == tokenizer(
-        short, add_special_tokens=False
-    )["input_ids"]
+    assert (
+        tokenizer(long, add_special_tokens=False)["input_ids"][-10:]
+        == tokenizer(short, add_special_tokens=False)["input_ids"]
+    )
     assert last_tokens(tokenizer, "w1 w2", 10) == "w1 w2"
     _, registry, switch = setup
     dispatcher = make_dispatcher("loglik", llama, switch, registry, request_tokens=10)
@@ -251,3 +392,32 @@ def test_a_pass1_dtype_scores_on_its_own_copy_of_the_model(llama, setup, strateg
     scorer = dispatcher.scorer
     dispatcher.decide(prompts)
     assert dispatcher.scorer is scorer  # made once
+
+
+def test_train_cls_learns_the_registered_experts_domains(llama, tmp_path, monkeypatch):
+    """`t2 train --task cls` trains on the classification set of the registered domain experts,
+    so a domain added by the user is routed after that one command."""
+    from typer.testing import CliRunner
+
+    import t2cli.train
+    from t2cli.cli.app import app
+    from t2cli.models import load_model
+
+    model_dir = tmp_path / "tiny"
+    llama.model.save_pretrained(model_dir)
+    llama.tokenizer.save_pretrained(model_dir)
+    loaded = load_model(str(model_dir), device="cpu")
+    store = decompose(loaded, ["mlp"])
+    for seed, domain in enumerate(("math", "science")):
+        Registry().add(random_expert(loaded, store, seed, f"{domain}-expert", domain))
+    seen = []
+
+    def fake_train(config, task=None, **kwargs):
+        seen.append(task)
+        raise KeyboardInterrupt  # stop before any work: only the task handed over matters here
+
+    monkeypatch.setattr(t2cli.train, "train", fake_train)
+    result = CliRunner().invoke(app, ["train", "--task", "cls", "--model", str(model_dir), "--iters", "1"])
+    assert seen and seen[0].name == "cls", result.output
+    assert "(math, science, other)" in seen[0].system
+    assert {e["answer"] for e in seen[0].load("validation").examples} == {"math", "science"}

@@ -46,3 +46,37 @@ def test_stop_strings_cut_the_text(llama):
     stopped = generate(llama, ["The answer is"], GenerationConfig(max_new_tokens=8, stop=(marker,)))[0]
     assert marker not in stopped.text and out.text.startswith(stopped.text)
     assert torch.is_grad_enabled()  # generate's no_grad does not leak
+
+
+def test_stream_passes_the_text_on_as_generated_and_equals_generate(llama):
+    from t2cli.generation import stream
+
+    config = GenerationConfig(max_new_tokens=10)
+    pieces = []
+    streamed = stream(llama, "The answer is", pieces.append, config)
+    plain = generate(llama, ["The answer is"], config)[0]
+    assert streamed.completion_ids == plain.completion_ids
+    assert len(pieces) >= 1 and "".join(pieces) == plain.text
+
+
+def test_stream_stops_where_the_callback_interrupts(llama):
+    import pytest
+
+    from t2cli.generation import stream
+
+    def interrupt(_text):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        stream(llama, "The answer is", interrupt, GenerationConfig(max_new_tokens=20))
+
+
+def test_on_batch_hands_over_each_finished_batch_in_the_callers_indices(llama):
+    prompts = ["a", "The answer is (A).", "1 + 2 =", "b c"]
+    seen = []
+    results = generate(llama, prompts, GenerationConfig(max_new_tokens=3, batch_size=3),
+                       on_batch=lambda indices, done: seen.append((indices, done)))
+    assert [len(indices) for indices, _ in seen] == [3, 1]
+    assert sorted(i for indices, _ in seen for i in indices) == [0, 1, 2, 3]
+    for indices, done in seen:
+        assert [results[i] for i in indices] == done

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,30 +20,33 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from t2cli.cli.output import console_width
 from t2cli.defaults import PASS1_DTYPE_NAMES
 from t2cli.errors import T2Error
 
 if TYPE_CHECKING:
+    from t2cli.adaptive import AdaptiveModel
     from t2cli.registry import Registry
 
 PASS1_TOKENS_HELP = (
-    "loglik / loglik-cls: read at most the last N tokens of each prompt in pass 1 (where its closing "
-    "instruction is); pass 1 is a prefill, so this bounds its cost. Default: the whole prompt."
+    "loglik / loglik-cls / centroid: read at most the last N tokens of each prompt in pass 1 (where its "
+    "closing instruction is); pass 1 is a prefill, so this bounds its cost. Default: the whole prompt."
 )
 PASS1_DTYPE_HELP = (
-    f"loglik / loglik-cls: run pass 1 on its own copy of the model in this dtype ({', '.join(PASS1_DTYPE_NAMES)}). "
-    "bfloat16 is cheaper only on hardware with bfloat16 units; on a CPU without them it is ~3× slower "
+    "loglik / loglik-cls / centroid: run pass 1 on its own copy of the model in this dtype "
+    f"({', '.join(PASS1_DTYPE_NAMES)}). bfloat16 is cheaper only on hardware with bfloat16 units; on a CPU "
+    "without them it is ~3× slower "
     "(docs/RESULTS.md §6). Default: the shared model as loaded."
 )
 
-console = Console()
+console = Console(width=console_width())
 err_console = Console(stderr=True)
 PLAIN_PROGRESS_EVERY_S = 60.0  # without a terminal: a progress line per step, or at least this often
 
 
 def fail(message: str, code: int = 2) -> None:
     """Print one clear error line and exit."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # text, not markup
     raise typer.Exit(code)
 
 
@@ -157,3 +161,69 @@ def check_placement(dtype: str, device: str, device_map: str | None = None) -> N
         fail(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
     if device_map not in (None, "auto", "balanced", "sequential", "cpu"):
         fail(f"--device-map must be auto, balanced, sequential or cpu, not {device_map!r}")
+
+
+# --------------------------------------------------------------------------- two-pass commands (chat, eval --adapt)
+
+EXPERTS_HELP = (
+    "Experts to route over, comma-separated (default: one per declared domain, the shipped one first; "
+    "a domain claimed twice is named when the command starts)."
+)
+
+
+def expert_names(value: str | None) -> list[str] | None:
+    """--experts a,b,c → ["a", "b", "c"] (None: the default set)."""
+    return [name.strip() for name in value.split(",") if name.strip()] if value else None
+
+
+def show_choice(adaptive: AdaptiveModel) -> None:
+    """Which experts pass 1 routes over, and what choosing them noticed (on stderr)."""
+    choice = adaptive.dispatcher.choice
+    if choice is not None and choice.experts:
+        routed = ", ".join(f"{label} → {expert.name}" for label, expert in choice.experts.items())
+        err_console.print(f"[dim]routing over: {routed}[/]", highlight=False)
+    for note in adaptive.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+
+
+# ------------------------------------------------------------------ the task: by name, task file or data file
+# Shared by `t2 eval` and `t2 train` (t2cli/tasks/datafile.py defines what each setting means).
+TaskFileOpt = typer.Option(None, "--task-file", help="A TOML task file (keys: data, prompt_field, answer_field, "
+                           "checker, …), instead of --task.")
+DataOpt = typer.Option(None, "--data", help="A task from a data file (JSONL, JSON, CSV, Parquet) or a Hub dataset "
+                       "id, instead of --task. With --prompt-field or --template, --answer-field, --checker.")
+PromptFieldOpt = typer.Option(None, "--prompt-field", help="--data: the field holding each prompt.")
+TemplateOpt = typer.Option(None, "--template", help='--data: the prompt, with {field} placeholders, e.g. '
+                           '"Q: {question}" (instead of --prompt-field; nothing is appended).')
+AnswerFieldOpt = typer.Option(None, "--answer-field", help="--data: the field holding each answer.")
+CheckerOpt = typer.Option(None, "--checker", help="--data: exact (normalised text), number, choice (a letter), "
+                          "contains, regex:PATTERN (group 1 is the answer) or python-tests (the answer field holds "
+                          "asserts, run in the sandbox). Default exact.")
+TargetFieldOpt = typer.Option(None, "--target-field", help="--data: full solutions, the SFT target (default: "
+                              "built from the answer).")
+SplitFieldOpt = typer.Option(None, "--split-field", help="--data: the field naming each row's split "
+                             "(train / validation / test). Without it, --val-fraction of the rows is held out.")
+ValFractionOpt = typer.Option(None, "--val-fraction", help="--data: the seeded share of rows held out for "
+                              "validation (default 0.2).")
+DomainOpt = typer.Option(None, "--domain", help="--data: the task's domain (an expert trained on it carries it).")
+SystemOpt = typer.Option(None, "--system", help="--data: a system prompt.")
+
+
+def choose_task(task: str | None, task_file: Path | None, data: str | None, **settings: object):
+    """The task of --task NAME, --task-file FILE or --data FILE (with its settings); exits on bad input."""
+    from t2cli.tasks import get_task
+    from t2cli.tasks.datafile import data_task, load_task_file
+
+    given = [name for name, value in (("--task", task), ("--task-file", task_file), ("--data", data)) if value]
+    if len(given) != 1:
+        fail("give one of --task NAME, --task-file FILE or --data FILE" + (f", not {' and '.join(given)}" if given
+                                                                             else ""))
+    stray = [key for key, value in settings.items() if value is not None]
+    if stray and not data:
+        fail(f"--{stray[0].replace('_', '-')} applies to --data FILE (a task file sets {stray[0]} itself)")
+    with user_errors():
+        if task:
+            return get_task(task)
+        if task_file:
+            return load_task_file(task_file)
+        return data_task({"data": data, **settings})

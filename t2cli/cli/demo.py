@@ -11,11 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from t2cli.cli import common
-from t2cli.cli.common import PASS1_DTYPE_HELP, console, progress_bar, status, user_errors
-from t2cli.defaults import DEFAULT_MODEL, STRATEGIES
+from t2cli.cli.common import PASS1_DTYPE_HELP, console, progress_bar, show_choice, status, user_errors
+from t2cli.defaults import CLASSIFICATION, DEFAULT_MODEL, OTHER
+from t2cli.strategies import strategy_names
 
 if TYPE_CHECKING:  # the library (torch) is imported when the demo runs, not for `t2 --help`
     import torch
@@ -59,8 +61,10 @@ def demo_command(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model."),
     prompt: str = typer.Option(PROMPT, help="Prompt to answer before and after adaptation."),
     max_new_tokens: int = typer.Option(40, help="Length of the shown answers."),
-    adapt: str = typer.Option("loglik-cls", help="Pass-1 strategy for the mixed prompts: prompt, cls, loglik or "
-                              "loglik-cls (the classification expert's label log-likelihoods, no decoding)."),
+    adapt: str = typer.Option(
+        "loglik-cls",
+        help=f"Pass-1 strategy for the mixed prompts: {', '.join(strategy_names())} (cem needs shots: see `t2 chat`).",
+    ),
     pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
     dtype: str = common.dtype_option(),
     device: str = common.device_option(),
@@ -69,7 +73,6 @@ def demo_command(
     import torch
 
     from t2cli.adapt import DenseAdapter
-    from t2cli.dispatch import CLASSIFICATION
     from t2cli.expert import mix
     from t2cli.models import load_model
     from t2cli.registry import Registry
@@ -94,10 +97,10 @@ def demo_command(
         domain = [e for e in experts if e.domain != CLASSIFICATION]
         if len(domain) >= 2:
             weights = [1.0 / len(domain)] * len(domain)
-            experts.append(mix(domain, weights, name="demo-mixture", domain="other"))
+            experts.append(mix(domain, weights, name="demo-mixture", domain=OTHER))
         adapter = DenseAdapter(loaded, store)
         base_answer, base_probs = _answer(loaded, prompt, max_new_tokens)
-        console.print(f"[bold]prompt:[/] {prompt}\n[bold]base:[/] {base_answer}")
+        console.print(f"[bold]prompt:[/] {escape(prompt)}\n[bold]base:[/] {escape(base_answer)}")
         table = Table(title="What each expert changes")
         for column in ("expert", "domain", "matrices", "mean ‖ΔW‖/‖W‖", "max ‖ΔW‖/‖W‖", "KL(next token)", "answer"):
             table.add_column(column, overflow="fold")
@@ -113,10 +116,10 @@ def demo_command(
                 f"{sum(change.values()) / len(change):.2e}",
                 f"{max(change.values()):.2e}",
                 f"{kl:.3g}",
-                answer,
+                escape(answer),
             )
         adapter.revert()
-        restored = all(torch.equal(m.weight, adapter.originals[n]) for n, m in adapter.modules.items())
+        restored = all(torch.equal(m.weight, adapter.original(n)) for n, m in adapter.modules.items())
     console.print(table)
     console.print(f"reverted to the base weights: {'bit-identical' if restored else '[red]NOT identical[/]'}")
     with user_errors():
@@ -133,18 +136,18 @@ def _self_adaptive(
 ) -> None:
     """Answer MIXED_PROMPTS two-pass with the registered domain experts, one decision per prompt."""
     from t2cli.adaptive import AdaptiveModel
-    from t2cli.dispatch import domain_experts
+    from t2cli.dispatch import choose_experts
     from t2cli.generation import GenerationConfig
     from t2cli.registry import Registry
 
-    if strategy not in ("prompt", "cls", "loglik", "loglik-cls"):
-        raise typer.BadParameter(f"--adapt must be prompt, cls, loglik or loglik-cls (not {strategy!r}; "
-                                 f"`t2 chat` and `t2 eval` take all of {', '.join(STRATEGIES)})")
-    if not domain_experts(Registry(), loaded.name):
-        console.print("[yellow]No domain experts registered[/]: the self-adaptive answers need at least one "
-                      "(`t2 train --task gsm8k|mbpp-plus|arc-easy`).")
+    if not choose_experts(Registry(), loaded.name).experts:
+        console.print(
+            "[yellow]No domain experts registered[/]: the self-adaptive answers need at least one "
+            "(`t2 train --task gsm8k|mbpp-plus|arc-easy`)."
+        )
         return
     model = AdaptiveModel(loaded, store, Registry(), strategy, adapter=adapter, pass1_dtype=pass1_dtype)
+    show_choice(model)
     with status(f"answering {len(MIXED_PROMPTS)} mixed prompts self-adaptively ({strategy})…"):
         answers = model.generate_many(list(MIXED_PROMPTS), GenerationConfig(max_new_tokens=max_new_tokens))
     model.base()
@@ -159,6 +162,6 @@ def _self_adaptive(
             answer.decision.expert_name or "base",
             f"{answer.pass1_s:.2f}",
             f"{answer.pass2_s:.2f}",
-            answer.text,
+            escape(answer.text),
         )
     console.print(table)

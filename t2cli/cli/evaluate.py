@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,22 +12,41 @@ from rich.table import Table
 
 from t2cli.cli import common
 from t2cli.cli.common import (
+    EXPERTS_HELP,
     PASS1_DTYPE_HELP,
     PASS1_TOKENS_HELP,
+    AnswerFieldOpt,
+    CheckerOpt,
+    DataOpt,
+    DomainOpt,
+    PromptFieldOpt,
+    SplitFieldOpt,
+    SystemOpt,
+    TargetFieldOpt,
+    TaskFileOpt,
+    TemplateOpt,
+    ValFractionOpt,
+    choose_task,
     console,
+    expert_names,
     fail,
     progress_bar,
+    show_choice,
     status,
     user_errors,
 )
+from t2cli.cli.output import JSON_HELP, print_json
 from t2cli.defaults import DEFAULT_MODEL
+from t2cli.strategies import strategy_names
 from t2cli.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
     from t2cli.evaluate import EvalReport
     from t2cli.expert import ExpertVector
+    from t2cli.generation import Completion
+    from t2cli.tasks.base import Task
 
-TASK_HELP = f"Task: {', '.join(TASKS)}."
+TASK_HELP = f"Task: {', '.join(TASKS)}, or one added with `t2 tasks add`."
 
 
 def report_table(report: EvalReport) -> Table:
@@ -56,40 +76,63 @@ def dispatch_table(report: EvalReport) -> Table | None:
         table.add_column(column)
     for label, counts in sorted(dispatch["by_label"].items(), key=lambda item: -item[1]["n"]):
         mark = " ✓" if label == dispatch["task_domain"] else ""
-        table.add_row(f"{label}{mark}", str(counts["n"]), f"{counts['n'] / report.n:.0%}",
-                      f"{counts['correct']} / {counts['n']}")
+        table.add_row(
+            f"{label}{mark}", str(counts["n"]), f"{counts['n'] / report.n:.0%}", f"{counts['correct']} / {counts['n']}"
+        )
     ratio = dispatch["pass1_over_pass2"]
-    table.caption = (f"pass 1 {dispatch['pass1_s']:.1f} s · pass 2 {dispatch['pass2_s']:.1f} s · pass 1 / pass 2 = "
-                     + (f"{ratio:.1%}" if ratio is not None else "-")
-                     + (f" · pass-1 set-up, once: {setup:.1f} s" if (setup := dispatch.get("pass1_setup_s")) else ""))
+    table.caption = (
+        f"pass 1 {dispatch['pass1_s']:.1f} s · pass 2 {dispatch['pass2_s']:.1f} s · pass 1 / pass 2 = "
+        + (f"{ratio:.1%}" if ratio is not None else "-")
+        + (f" · pass-1 set-up, once: {setup:.1f} s" if (setup := dispatch.get("pass1_setup_s")) else "")
+    )
     return table
 
 
-def early_expert_check(model: str, expert: str | None, adapt: str | None) -> dict[str, ExpertVector]:
+def early_expert_check(
+    model: str, expert: str | None, adapt: str | None, experts: list[str] | None = None
+) -> dict[str, ExpertVector]:
     """The experts a run will use, each checked from its files (milliseconds): --expert NAME, or
-    for --adapt the registered experts pass 1 chooses from (fixed:NAME: that one)."""
+    for --adapt the experts pass 1 chooses from (`t2cli.adaptive.strategy_experts`)."""
     from t2cli.cli.common import registry_key
     from t2cli.registry import Registry
 
     registry, base = Registry(), registry_key(model)
     if expert:
         return {expert: registry.load(expert, base)}
-    if not adapt or adapt == "none":
+    if not adapt:
         return {}
-    names = [adapt.removeprefix("fixed:")] if adapt.startswith("fixed:") else [e.name for e in registry.list(base)]
-    return {name: registry.load(name, base) for name in names}
+    from t2cli.adaptive import strategy_experts
+
+    return {vector.name: vector for vector in strategy_experts(registry, base, adapt, experts)}
 
 
 def eval_command(
-    task: str = typer.Option(..., "--task", help=TASK_HELP),
+    task: str = typer.Option(None, "--task", help=TASK_HELP + " Or --task-file / --data."),
+    task_file: Path = TaskFileOpt,
+    data: str = DataOpt,
+    prompt_field: str = PromptFieldOpt,
+    template: str = TemplateOpt,
+    answer_field: str = AnswerFieldOpt,
+    checker: str = CheckerOpt,
+    target_field: str = TargetFieldOpt,
+    split_field: str = SplitFieldOpt,
+    val_fraction: float = ValFractionOpt,
+    domain: str = DomainOpt,
+    system: str = SystemOpt,
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded model name, local directory or Hub id."),
     split: str = typer.Option("test", help="Split to evaluate."),
     limit: int = typer.Option(None, help="Only the first N examples (a fixed, stated subset)."),
     expert: str = typer.Option(None, "--expert", "-e", help="Apply this registered expert (pass 2 only)."),
-    lora: Path = typer.Option(None, "--lora", help="Evaluate with this PEFT LoRA adapter directory (the baseline; "
-                              "from `t2 train --method lora`) on the base model."),
-    adapt: str = typer.Option(None, "--adapt", help="Two-pass inference: prompt, cls, loglik, loglik-cls, cem, "
-                              "none or fixed:NAME (pass 1 picks the expert per prompt)."),
+    lora: Path = typer.Option(
+        None,
+        "--lora",
+        help="Evaluate with this PEFT LoRA adapter directory (the baseline; "
+        "from `t2 train --method lora`) on the base model.",
+    ),
+    adapt: str = typer.Option(
+        None, "--adapt", help=f"Two-pass inference: {', '.join(strategy_names())} (pass 1 picks the expert per prompt)."
+    ),
+    experts: str = typer.Option(None, "--experts", help=f"--adapt: {EXPERTS_HELP}"),
     shots: str = typer.Option(None, "--shots", help="cem: N shots of the split (not scored) or a JSONL file."),
     cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
     cem_fitness: str = typer.Option(None, help="cem: score candidates by accuracy+loglik (shot accuracy, ties broken "
@@ -107,8 +150,12 @@ def eval_command(
     temperature: float = typer.Option(1.0, help="Sampling temperature (with --sample)."),
     top_p: float = typer.Option(1.0, help="Nucleus sampling p (with --sample)."),
     seed: int = typer.Option(0, help="Random seed for sampling."),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Generate answers for a task split (optionally with an expert) and score them."""
+    """Generate answers for a task split (optionally with an expert) and score them.
+
+    Answers are written to OUT/predictions.partial.jsonl as each batch finishes: Ctrl-C keeps them,
+    scored, in OUT/samples.jsonl."""
     from t2cli.evaluate import evaluate, provenance, write_report
     from t2cli.generation import GenerationConfig
     from t2cli.models import load_model
@@ -116,10 +163,18 @@ def eval_command(
     if lora and expert:
         fail("--lora and --expert are mutually exclusive: evaluate the LoRA baseline or an SVF expert")
     if adapt and (lora or expert):
-        fail("--adapt chooses the experts itself: drop --expert / --lora")
+        fail("--adapt chooses the experts itself: drop --expert / --lora (or name them with --experts)")
+    if experts and not adapt:
+        fail("--experts chooses what --adapt routes over: add --adapt STRATEGY, or use --expert NAME for one expert")
+    task_obj = choose_task(
+        task, task_file, data, prompt_field=prompt_field, template=template, answer_field=answer_field,
+        checker=checker, target_field=target_field, split_field=split_field, val_fraction=val_fraction,
+        domain=domain, system=system,
+    )
+    if out is not None and out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file: give a directory for report.json and samples.jsonl")
     with user_errors():
-        task_obj = get_task(task)
-        used = early_expert_check(model, expert, adapt)  # from the files, before the model is loaded
+        used = early_expert_check(model, expert, adapt, expert_names(experts))  # before the model is loaded
         with status(f"loading {model}…"):
             loaded = load_model(model, dtype=dtype, device=device, device_map=device_map)
         expert_name = None
@@ -138,22 +193,29 @@ def eval_command(
             expert_name = vector.name
         evaluate_with = evaluate  # --adapt: the same loop, answered in two passes
         if adapt:
-            from t2cli.cli.chat import adaptive_evaluator
+            from t2cli.adaptive import adaptive_evaluator
+            from t2cli.cem import CEMConfig
 
-            evaluate_with = adaptive_evaluator(
-                loaded,
-                task_obj,
-                adapt,
-                shots,
-                split,
-                data_dir,
-                seed,
-                cem_generations,
-                max_new_tokens,
-                pass1_tokens,
-                pass1_dtype,
-                cem_fitness=cem_fitness,
-            )
+            with status(f"pass-1 set-up ({adapt})…"):
+                evaluate_with = adaptive_evaluator(
+                    loaded,
+                    task_obj,
+                    adapt,
+                    shots=shots,
+                    split=split,
+                    data_dir=data_dir,
+                    seed=seed,
+                    experts=expert_names(experts),
+                    cem_config=CEMConfig(
+                        generations=cem_generations,
+                        seed=seed,
+                        max_new_tokens=max_new_tokens,
+                        fitness=cem_fitness or CEMConfig.fitness,
+                    ),
+                    request_tokens=pass1_tokens,
+                    pass1_dtype=pass1_dtype,
+                )
+            show_choice(evaluate_with.model)
             expert_name = f"adapt-{adapt.replace(':', '-')}"
         config = GenerationConfig(
             max_new_tokens=max_new_tokens or task_obj.max_new_tokens,
@@ -164,24 +226,35 @@ def eval_command(
             stop=tuple(task_obj.stop),
             seed=seed,
         )
-        with progress_bar(f"{task} {split}") as update:
-            report = evaluate_with(
-                loaded,
-                task_obj,
-                split=split,
-                limit=limit,
-                data_dir=data_dir,
-                generation=config,
-                expert_name=expert_name,
-                progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"),
-            )
-        out = out or Path("runs") / f"eval-{task}-{split}-{expert_name or 'base'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        out = out or Path("runs") / f"eval-{task_obj.name}-{split}-{expert_name or 'base'}-{stamp}"
+        finished = FinishedAnswers(out)
+        keep = {} if adapt else {"on_completions": finished.add}  # (two-pass runs: not yet)
+        with progress_bar(f"{task_obj.name} {split}") as update:
+            try:
+                report = evaluate_with(
+                    loaded,
+                    task_obj,
+                    split=split,
+                    limit=limit,
+                    data_dir=data_dir,
+                    generation=config,
+                    expert_name=expert_name,
+                    progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"),
+                    **keep,
+                )
+            except KeyboardInterrupt:
+                fail(finished.keep_interrupted(task_obj), code=130)
         cem = report.config.get("dispatch", {}).get("cem")
         hashes = {name: vector.tensors_sha256 for name, vector in used.items()}
         report.provenance = provenance(loaded, hashes, mixture=cem["weights"] if cem else None)
         if lora:
             report.config["lora"] = str(lora.resolve())
         summary_path, samples_path = write_report(report, out)
+        finished.path.unlink(missing_ok=True)  # report.json + samples.jsonl hold them now
+    if json_output:
+        print_json({**report.summary(), "report_path": str(summary_path), "samples_path": str(samples_path)})
+        return
     console.print(report_table(report))
     if (routing := dispatch_table(report)) is not None:
         console.print(routing)
@@ -193,15 +266,32 @@ def score_command(
     predictions: Path = typer.Option(..., "--predictions", "-p", help='JSONL with {"id": …, "output": …} per line.'),
     split: str = typer.Option("test", help="Split the ids belong to."),
     data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data."),
+    out: Path = typer.Option(None, "--out", help='Write per-item results here: JSONL, {"id", "extracted", '
+                             '"correct"} per scored prediction.'),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Score given outputs with the task's checkers (no model needed)."""
+    from t2cli.files import atomic_write_text
     from t2cli.scoring import score_predictions
 
+    if out is not None and out.is_dir():
+        fail(f"--out {out} is a directory: give a file name for the per-item JSONL")
     with user_errors():
         task_obj = get_task(task)
         started = time.perf_counter()
         report = score_predictions(task_obj, predictions, split=split, data_dir=data_dir)
         elapsed = time.perf_counter() - started
+        if out is not None:
+            rows = "".join(json.dumps(vars(row), ensure_ascii=False) + "\n" for row in report.rows)
+            try:
+                atomic_write_text(out, rows)
+            except OSError as error:
+                fail(f"cannot write --out {out}: {error.strerror or error}")
+    if json_output:
+        summary = {k: v for k, v in report.to_dict().items() if k != "rows"}
+        print_json({**summary, "split": split, "predictions": str(predictions), "time_s": round(elapsed, 2),
+                    "out": str(out) if out else None})
+        return
     table = Table(title=f"{task} / {split} — {predictions}")
     for column in ("accuracy", "correct / scored", "split examples without prediction", "time"):
         table.add_column(column)
@@ -212,6 +302,46 @@ def score_command(
         f"{elapsed:.1f} s",
     )
     console.print(table)
+    if out is not None:
+        console.print(f"per-item results: {out}")
+
+
+class FinishedAnswers:
+    """The answers of a running evaluation, appended to OUT/predictions.partial.jsonl batch by batch
+    (`t2 score`'s {"id", "output"} format): what Ctrl-C must not lose."""
+
+    def __init__(self, directory: Path):
+        self.path = directory / "predictions.partial.jsonl"
+        self.examples: list[dict] = []
+        self.outputs: list[str] = []
+
+    def add(self, examples: list[dict], completions: list[Completion]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a" if self.examples else "w", encoding="utf-8") as f:
+            for example, completion in zip(examples, completions):
+                f.write(json.dumps({"id": example["id"], "output": completion.text}, ensure_ascii=False) + "\n")
+        self.examples += examples
+        self.outputs += [completion.text for completion in completions]
+
+    def keep_interrupted(self, task: Task) -> str:
+        """Score what finished into samples.jsonl beside the answers; the line to tell the user."""
+        if not self.examples:
+            return "interrupted before the first batch finished: no answers to keep"
+        from t2cli.files import atomic_write_text
+        from t2cli.scoring import score_outputs
+
+        try:
+            scored = score_outputs(task, self.examples, self.outputs)
+        except KeyboardInterrupt:
+            return f"interrupted: {len(self.examples)} finished answers kept (unscored) in {self.path}"
+        samples = self.path.parent / "samples.jsonl"
+        atomic_write_text(samples, "".join(
+            json.dumps({"id": row.id, "output": output, "extracted": row.extracted, "correct": row.correct},
+                       ensure_ascii=False) + "\n"
+            for row, output in zip(scored.rows, self.outputs)
+        ))
+        return (f"interrupted: the {scored.n} finished answers are kept ({scored.correct} correct) in {samples} "
+                f"and {self.path}")
 
 
 def compare_command(
@@ -232,5 +362,7 @@ def compare_command(
     table.add_row(result.b, f"{result.b_accuracy:.2%}", str(result.b_correct), str(result.only_b))
     console.print(table)
     verdict = "a difference this large is rare by chance" if result.p_value < 0.05 else "within chance"
-    console.print(f"both correct: {result.both} · McNemar exact two-sided p = {result.p_value:.3g} ({verdict} "
-                  f"at 0.05)", highlight=False)
+    console.print(
+        f"both correct: {result.both} · McNemar exact two-sided p = {result.p_value:.3g} ({verdict} at 0.05)",
+        highlight=False,
+    )

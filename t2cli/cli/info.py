@@ -21,7 +21,18 @@ from t2cli.cli.common import (
     user_errors,
 )
 from t2cli.cli.decompose import split_targets
+from t2cli.cli.output import JSON_HELP, print_json
 from t2cli.defaults import DEFAULT_MODEL
+
+CONFIG_KEYS = (
+    "num_hidden_layers",
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "vocab_size",
+    "tie_word_embeddings",
+)
 
 
 def info_command(
@@ -46,6 +57,7 @@ def info_command(
     gpu_memory: float = typer.Option(
         None, "--gpu-memory", help="--memory: plan for a device with this many GiB (e.g. a GPU not on this machine)."
     ),
+    json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Describe a model and what SVF would adapt in it, from its config alone (no weights are loaded)."""
     from t2cli.memory import LORA_RANK, parameter_counts, shapes_of
@@ -66,24 +78,41 @@ def info_command(
         entry = open_registry().find(expert, registry_key(model)) if expert else None
     counts = parameter_counts(shapes)
     total, svf, lora = counts["model"], counts["svf"], counts["lora"]
+    by_shape = Counter((name.split(".")[-1], matrix_shapes[name]) for name in names)
+    if json_output:
+        settings = dict(dtype=dtype, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                        prompt_tokens=prompt_tokens, micro_batch=micro_batch, checkpointing=checkpointing, keep=keep,
+                        available=int(gpu_memory * 2**30) if gpu_memory else None)
+        with user_errors():
+            plan = _plan_document(model, names_targets, **settings) if memory else None
+        print_json(
+            {
+                "model": model,
+                "architecture": {"class": type(skeleton).__name__, "model_type": config.model_type}
+                | {key: getattr(config, key) for key in CONFIG_KEYS if hasattr(config, key)},
+                "parameters": {"total": total, "svf": svf, f"lora_rank_{LORA_RANK}": lora},
+                "targets": {
+                    "selectors": names_targets,
+                    "matrices": len(names),
+                    "shapes": [
+                        {"matrix": leaf, "shape": list(shape), "count": count, "rank": min(shape)}
+                        for (leaf, shape), count in sorted(by_shape.items())
+                    ],
+                },
+                "memory": plan,
+                "expert": None if entry is None else {"name": entry.name, "path": str(entry.path), "meta": entry.meta},
+            }
+        )
+        return
 
     arch = Table(title=f"{model}", show_header=False)
     arch.add_row("architecture", f"{type(skeleton).__name__} ({config.model_type})")
-    for key in (
-        "num_hidden_layers",
-        "hidden_size",
-        "intermediate_size",
-        "num_attention_heads",
-        "num_key_value_heads",
-        "vocab_size",
-        "tie_word_embeddings",
-    ):
+    for key in CONFIG_KEYS:
         if hasattr(config, key):
             arch.add_row(key, str(getattr(config, key)))
     arch.add_row("parameters", f"{total:,}")
     console.print(arch)
 
-    by_shape = Counter((name.split(".")[-1], matrix_shapes[name]) for name in names)
     target_table = Table(title=f"targets: {' '.join(names_targets)} — {len(names)} matrices")
     for column in ("matrix", "shape (out × in)", "count", "rank r = min(m, n)"):
         target_table.add_column(column)
@@ -115,6 +144,23 @@ def info_command(
     if entry is not None:
         console.print(f"[bold]expert {entry.name}[/] ({entry.path})")
         console.print(Syntax(json.dumps(entry.meta, indent=2, sort_keys=True), "json", word_wrap=True))
+
+
+def _plan_document(model: str, targets: list[str], **settings) -> dict:
+    """The memory plan for `--json`: bytes per stage and part, and whether each stage fits."""
+    from t2cli.memory import plan_for
+
+    _, plan = plan_for(model, targets, **settings)
+    return {
+        "dtype": plan.dtype,
+        "device": str(plan.device),
+        "available_bytes": plan.available,
+        "stages": [
+            {"name": st.name, "total_bytes": st.total, "parts": dict(st.parts), "host": dict(st.host),
+             "fits": plan.fits(st.name)}
+            for st in plan.stages
+        ],
+    }
 
 
 def _print_plan(model: str, targets: list[str], **settings) -> None:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import typer
 
 from t2cli.cli.common import console, fail, open_registry, registry_key, user_errors
 from t2cli.cli.experts import experts_table
-from t2cli.defaults import DEFAULT_MODEL, DOMAINS
+from t2cli.defaults import DEFAULT_MODEL, DOMAIN_PATTERN, OTHER
 from t2cli.errors import MixError
 
 
@@ -43,13 +44,15 @@ def mix_command(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model of the experts."),
     per_layer: Path = typer.Option(None, "--per-layer", help="JSON {expert: {module: weight}} overrides."),
     normalize: bool = typer.Option(False, "--normalize", help="Scale each matrix's weights to sum to 1."),
-    domain: str = typer.Option("other", help=f"Domain label of the result: {', '.join(DOMAINS)}."),
+    domain: str = typer.Option(
+        OTHER, help=f"Domain label of the result: a routing domain (math, your own…) or {OTHER!r} (never routed to)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite"),
     registry: Path = typer.Option(None, "--registry", help="Registry to write to."),
 ) -> None:
     """z' = Σ αₖ zₖ: a linear mixture of registered experts, registered with its recipe."""
-    if domain not in DOMAINS:
-        fail(f"--domain must be one of {', '.join(DOMAINS)}")
+    if not re.fullmatch(DOMAIN_PATTERN, domain):
+        fail(f"--domain {domain!r} is not a domain name: use lower-case letters, digits, '.', '_' or '-'")
     from t2cli.expert import mix
 
     with user_errors():

@@ -18,8 +18,25 @@ from typing import TYPE_CHECKING
 import typer
 from rich.table import Table
 
-from t2cli.cli.common import console, err_console, fail, progress_bar, user_errors
-from t2cli.defaults import DEFAULT_MODEL
+from t2cli.cli.common import (
+    AnswerFieldOpt,
+    CheckerOpt,
+    DataOpt,
+    DomainOpt,
+    PromptFieldOpt,
+    SplitFieldOpt,
+    SystemOpt,
+    TargetFieldOpt,
+    TaskFileOpt,
+    TemplateOpt,
+    ValFractionOpt,
+    choose_task,
+    console,
+    err_console,
+    fail,
+    progress_bar,
+    user_errors,
+)
 from t2cli.tasks import TASKS
 from t2cli.train.config import DTYPES, METHODS, OBJECTIVES, TrainConfig
 
@@ -31,48 +48,74 @@ def _h(name: str) -> str:
     return TrainConfig.help(name)
 
 
+def _d(name: str):
+    """The option's default: the config's (defined there once)."""
+    return TrainConfig.default(name)
+
+
 def train_command(
-    task: str = typer.Option(..., "--task", help=f"Task to train on: {', '.join(TASKS)}."),
-    method: str = typer.Option("svf", "--method", help=f"{' | '.join(METHODS)}. " + _h("method")),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help=_h("model")),
-    objective: str = typer.Option(None, "--objective", help=f"{' | '.join(OBJECTIVES)}. " + _h("objective")),
-    targets: list[str] = typer.Option(["mlp"], "--targets", "-t", help=_h("targets") + " (repeatable)"),
-    kl: float = typer.Option(0.0, "--kl", help=_h("kl")),
-    batch_size: int = typer.Option(16, "--batch-size", "-b", help=_h("batch_size")),
-    rollouts_per_prompt: int = typer.Option(1, "--rollouts-per-prompt", "-k", help=_h("rollouts_per_prompt")),
-    temperature: float = typer.Option(1.0, help=_h("temperature")),
-    sft_iters: int = typer.Option(None, "--sft-iters", help=_h("sft_iters")),
-    init_expert: str = typer.Option(None, "--init-expert", help=_h("init_expert")),
-    iters: int = typer.Option(100, "--iters", "-n", help=_h("iters")),
-    lr: float = typer.Option(None, "--lr", help=_h("lr")),
-    warmup_iters: int = typer.Option(0, help=_h("warmup_iters")),
-    min_lr_ratio: float = typer.Option(0.0, help=_h("min_lr_ratio")),
-    weight_decay: float = typer.Option(0.0, help=_h("weight_decay")),
-    grad_clip: float = typer.Option(None, help=_h("grad_clip")),
-    max_multiplier: float = typer.Option(1.0, help=_h("max_multiplier")),
-    micro_batch_size: int = typer.Option(8, "--micro-batch", "--micro-batch-size", help=_h("micro_batch_size")),
-    grad_checkpointing: bool = typer.Option(False, "--grad-checkpointing", help=_h("grad_checkpointing")),
-    dtype: str = typer.Option("auto", "--dtype", help=f"{' | '.join(DTYPES)}. " + _h("dtype")),
-    max_new_tokens: int = typer.Option(None, help=_h("max_new_tokens")),
-    max_prompt_tokens: int = typer.Option(1024, help=_h("max_prompt_tokens")),
-    generation_batch_size: int = typer.Option(32, help=_h("generation_batch_size")),
-    eval_every: int = typer.Option(10, help=_h("eval_every")),
-    val_limit: int = typer.Option(32, help=_h("val_limit") + " 0 = all."),
-    train_limit: int = typer.Option(None, help=_h("train_limit")),
-    max_reference_tokens: int = typer.Option(None, help=_h("max_reference_tokens")),
-    patience: int = typer.Option(0, help=_h("patience")),
-    seed: int = typer.Option(0, help=_h("seed")),
-    name: str = typer.Option(None, "--name", help=_h("name")),
-    checkpoint_every: int = typer.Option(10, help=_h("checkpoint_every")),
-    checkpoint_minutes: float = typer.Option(10.0, help=_h("checkpoint_minutes")),
-    out: Path = typer.Option(None, "--out", help=_h("out_dir")),
-    data_dir: Path = typer.Option(None, "--data-dir", help=_h("data_dir")),
-    device: str = typer.Option(None, help=_h("device")),
-    overwrite: bool = typer.Option(False, "--overwrite", help=_h("overwrite")),
+    task: str = typer.Option(
+        None,
+        "--task",
+        help=f"Task to train on: {', '.join(TASKS)}, or one added with `t2 tasks add` (or use --task-file / --data).",
+    ),
+    task_file: Path = TaskFileOpt,
+    data: str = DataOpt,
+    prompt_field: str = PromptFieldOpt,
+    template: str = TemplateOpt,
+    answer_field: str = AnswerFieldOpt,
+    checker: str = CheckerOpt,
+    target_field: str = TargetFieldOpt,
+    split_field: str = SplitFieldOpt,
+    val_fraction: float = ValFractionOpt,
+    domain: str = DomainOpt,
+    system: str = SystemOpt,
+    method: str = typer.Option(_d("method"), "--method", help=f"{' | '.join(METHODS)}. " + _h("method")),
+    model: str = typer.Option(_d("model"), "--model", "-m", help=_h("model")),
+    objective: str = typer.Option(_d("objective"), "--objective", help=f"{' | '.join(OBJECTIVES)}. " + _h("objective")),
+    targets: list[str] = typer.Option(_d("targets"), "--targets", "-t", help=_h("targets") + " (repeatable)"),
+    kl: float = typer.Option(_d("kl"), "--kl", help=_h("kl")),
+    batch_size: int = typer.Option(_d("batch_size"), "--batch-size", "-b", help=_h("batch_size")),
+    rollouts_per_prompt: int = typer.Option(
+        _d("rollouts_per_prompt"), "--rollouts-per-prompt", "-k", help=_h("rollouts_per_prompt")
+    ),
+    temperature: float = typer.Option(_d("temperature"), help=_h("temperature")),
+    sft_iters: int = typer.Option(_d("sft_iters"), "--sft-iters", help=_h("sft_iters")),
+    init_expert: str = typer.Option(_d("init_expert"), "--init-expert", help=_h("init_expert")),
+    iters: int = typer.Option(_d("iters"), "--iters", "-n", help=_h("iters")),
+    lr: float = typer.Option(_d("lr"), "--lr", help=_h("lr")),
+    warmup_iters: int = typer.Option(_d("warmup_iters"), help=_h("warmup_iters")),
+    min_lr_ratio: float = typer.Option(_d("min_lr_ratio"), help=_h("min_lr_ratio")),
+    weight_decay: float = typer.Option(_d("weight_decay"), help=_h("weight_decay")),
+    grad_clip: float = typer.Option(_d("grad_clip"), help=_h("grad_clip")),
+    max_multiplier: float = typer.Option(_d("max_multiplier"), help=_h("max_multiplier")),
+    micro_batch_size: int = typer.Option(
+        _d("micro_batch_size"), "--micro-batch", "--micro-batch-size", help=_h("micro_batch_size")
+    ),
+    grad_checkpointing: bool = typer.Option(
+        _d("grad_checkpointing"), "--grad-checkpointing", help=_h("grad_checkpointing")
+    ),
+    dtype: str = typer.Option(_d("dtype"), "--dtype", help=f"{' | '.join(DTYPES)}. " + _h("dtype")),
+    max_new_tokens: int = typer.Option(_d("max_new_tokens"), help=_h("max_new_tokens")),
+    max_prompt_tokens: int = typer.Option(_d("max_prompt_tokens"), help=_h("max_prompt_tokens")),
+    generation_batch_size: int = typer.Option(_d("generation_batch_size"), help=_h("generation_batch_size")),
+    eval_every: int = typer.Option(_d("eval_every"), help=_h("eval_every")),
+    val_limit: int = typer.Option(_d("val_limit"), help=_h("val_limit") + " 0 = all."),
+    train_limit: int = typer.Option(_d("train_limit"), help=_h("train_limit")),
+    max_reference_tokens: int = typer.Option(_d("max_reference_tokens"), help=_h("max_reference_tokens")),
+    patience: int = typer.Option(_d("patience"), help=_h("patience")),
+    seed: int = typer.Option(_d("seed"), help=_h("seed")),
+    name: str = typer.Option(_d("name"), "--name", help=_h("name")),
+    checkpoint_every: int = typer.Option(_d("checkpoint_every"), help=_h("checkpoint_every")),
+    checkpoint_minutes: float = typer.Option(_d("checkpoint_minutes"), help=_h("checkpoint_minutes")),
+    out: Path = typer.Option(_d("out_dir"), "--out", help=_h("out_dir")),
+    data_dir: Path = typer.Option(_d("data_dir"), "--data-dir", help=_h("data_dir")),
+    device: str = typer.Option(_d("device"), help=_h("device")),
+    overwrite: bool = typer.Option(_d("overwrite"), "--overwrite", help=_h("overwrite")),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the run directory from its checkpoint."),
     registry: Path = typer.Option(None, "--registry", help="Registry to write the expert to."),
 ) -> None:
-    """Train an SVF expert vector on a task (REINFORCE on the task reward, or SFT) and register it.
+    """Train an SVF expert vector (or the LoRA baseline) on a task, by REINFORCE on its reward or SFT.
 
     Training is slow on a CPU: every iteration generates (RL rollouts) or runs forward and backward
     over a batch, and every validation generates answers for --val-limit items. Before any work the
@@ -82,9 +125,23 @@ def train_command(
     --eval-every 10 --lr 5e-2`; RL with short answers, e.g. `--iters 20 -b 8 -k 1 --max-new-tokens 64`.
     The seconds per iteration of the shipped experts are in their recipes (`t2 experts show NAME`).
     """
+    task_obj = choose_task(
+        task,
+        task_file,
+        data,
+        prompt_field=prompt_field,
+        template=template,
+        answer_field=answer_field,
+        checker=checker,
+        target_field=target_field,
+        split_field=split_field,
+        val_fraction=val_fraction,
+        domain=domain,
+        system=system,
+    )
     with user_errors():
         config = TrainConfig(
-            task=task,
+            task=task_obj.name,
             method=method,
             model=model,
             objective=objective,
@@ -127,6 +184,11 @@ def train_command(
         from t2cli.train import train
 
         reg = Registry(write_root=registry) if registry else Registry()
+        if config.task == "cls":  # the classifier learns the domains of the registered experts
+            from t2cli.cli.common import registry_key
+            from t2cli.dispatch import classifier_task
+
+            task_obj = classifier_task(reg, registry_key(model))
         # Under torchrun only rank 0 receives events: other ranks show no bar.
         main_rank = int(os.environ.get("RANK", "0")) == 0
         label = f"train {config.expert_name}" + (" (LoRA)" if config.method == "lora" else "")
@@ -134,7 +196,7 @@ def train_command(
         with bar as update:
             renderer = EventRenderer(update, config.iters)
             try:
-                result = train(config, registry=reg, resume=resume, on_event=renderer)
+                result = train(config, task=task_obj, registry=reg, resume=resume, on_event=renderer)
             except KeyboardInterrupt:
                 fail(interrupted_message(config, renderer), code=130)
     if result.path is not None:  # rank 0 of a distributed run, or a plain run

@@ -24,11 +24,12 @@ from t2cli.tasks.base import (
     odd_rows,
     require_str,
 )
+from t2cli.tasks.example import Example
 
 _FIELDS = '"id", "question", "choices" {"text": [...], "label": [...]} and "answerKey"'
 
 
-def _example(row: dict, fallback_id: str) -> dict:
+def _example(row: dict, fallback_id: str) -> Example:
     choices = row["choices"]
     labels = [str(label).strip() for label in choices["label"]]
     options = [str(text).strip() for text in choices["text"]]
@@ -37,13 +38,13 @@ def _example(row: dict, fallback_id: str) -> dict:
     answer = str(row["answerKey"]).strip()
     if answer not in labels:
         raise ValueError(f"answerKey {answer!r} is not one of the labels {labels}")
-    return {
-        "id": str(row.get("id") or fallback_id),
-        "question": require_str(row, "question").strip(),
-        "labels": labels,
-        "options": options,
-        "answer": answer,
-    }
+    return Example(
+        str(row.get("id") or fallback_id),
+        question=require_str(row, "question").strip(),
+        labels=labels,
+        options=options,
+        answer=answer,
+    )
 
 
 def _prompt(example: dict) -> str:
@@ -71,6 +72,7 @@ def make_arc_task(
     *,
     random_letter_credit: bool = False,
     credit_seed: int = 0,
+    aliases: tuple[str, ...] = (),
 ) -> Task:
     """An ARC task. ``random_letter_credit`` reproduces the reference code: an answer with no
     readable label gets a label drawn from ``random.Random(f"{credit_seed}:{example id}")``."""
@@ -102,6 +104,7 @@ def make_arc_task(
         is_correct=is_correct,
         reference=_reference,
         max_new_tokens=192,  # CPU budget: the 135M model rarely reasons usefully past this
+        aliases=aliases,
     )
 
 
@@ -110,10 +113,12 @@ ARC_EASY = make_arc_task(
     "arc_easy",
     "ARC-Easy",
     "ARC-Easy grade-school science multiple choice; answer = the option label (strict).",
+    aliases=("arc-e",),
 )
 ARC_CHALLENGE = make_arc_task(
     "arc-challenge",
     "arc_challenge",
     "ARC-Challenge",
     "ARC-Challenge harder science multiple choice (unseen task); answer = the option label (strict).",
+    aliases=("arc-c",),
 )

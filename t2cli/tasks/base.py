@@ -1,8 +1,9 @@
 """The `Task` object, data loading and split logic shared by every task.
 
 A task is data, not a subclass: where each split's rows come from (`SplitSource`), how a raw row
-becomes an example, how the prompt is written, how an answer is extracted and checked. Adding a
-task is adding one `Task(...)` to `t2cli.tasks.TASKS`.
+becomes an `Example` (an explicit id plus the task's fields), how the prompt is written, how an
+answer is extracted and checked. Adding a task is adding one `Task(...)` and passing it to
+`t2cli.tasks.register_task` (the built-in ones are registered by `t2cli.tasks` itself).
 
 Rows are looked up, in order, in: the ``data_dir`` argument, ``$T2_DATA_DIR``, the data bundled
 in ``t2cli/data/`` (same layout: ``gsm8k/train.jsonl`` ...), then the Hugging Face Hub through
@@ -26,6 +27,7 @@ from urllib.parse import urlparse
 
 from t2cli.checkers import CheckProgram, run_check_programs
 from t2cli.errors import T2Error
+from t2cli.tasks.example import Example
 
 DATA_ENV = "T2_DATA_DIR"
 BUNDLED_DATA = Path(__file__).resolve().parent.parent / "data"
@@ -39,6 +41,10 @@ class UnknownTaskError(T2Error, ValueError):
 
 class UnknownSplitError(T2Error, ValueError):
     """The task has no split of that name."""
+
+
+class TaskSpecError(T2Error, ValueError):
+    """A task from a data file or a task file is set up wrongly (the message names the setting)."""
 
 
 class MissingSplitError(T2Error, FileNotFoundError):
@@ -99,11 +105,17 @@ class SplitSource:
 
 @dataclass(frozen=True)
 class TaskData:
-    """Examples of one split; ``skipped`` counts malformed rows; ``source`` says where from."""
+    """Examples of one split; ``skipped`` counts malformed rows; ``source`` says where from.
 
-    examples: list[dict]
+    Examples given as plain mappings (a task's own ``loader``) become `Example`s here, so every
+    example of every task has an id."""
+
+    examples: list[Example]
     skipped: int
     source: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "examples", [Example.of(example) for example in self.examples])
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -133,9 +145,8 @@ def _hub_unreachable_reason() -> str | None:
     counts as unreachable: `datasets` would otherwise spend ~20 s on retries."""
     from huggingface_hub import constants
 
-    if constants.HF_HUB_OFFLINE or any(
-        os.environ.get(name, "").lower() in _TRUE for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    ):
+    # The environment, read now: huggingface_hub's own flag is frozen when it is first imported.
+    if any(os.environ.get(name, "").lower() in _TRUE for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")):
         return "Hub offline mode is on (HF_HUB_OFFLINE)"
     url = urlparse(constants.ENDPOINT)
     host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
@@ -224,15 +235,15 @@ class Task:
     """
 
     name: str
-    domain: str  # "math" | "code" | "reasoning" | "classification"
+    domain: str  # "math", "code", "reasoning", "classification", or a user's own
     description: str
-    to_example: Callable[[dict, str], dict]  # (raw row, fallback id) -> example; raises if malformed
-    prompt: Callable[[dict], str]  # the user message
-    extractor: Callable[[str, dict | None], str | None]
-    reference: Callable[[dict], str]  # a model-style answer the checker accepts
+    to_example: Callable[[dict, str], Mapping[str, Any]]  # (raw row, fallback id) -> example; raises if malformed
+    prompt: Callable[[Mapping[str, Any]], str]  # the user message
+    extractor: Callable[[str, Mapping[str, Any] | None], str | None]
+    reference: Callable[[Mapping[str, Any]], str]  # a model-style answer the checker accepts
     sources: Mapping[str, SplitSource] = field(default_factory=dict)
-    is_correct: Callable[[str | None, dict], bool] | None = None
-    test_program: Callable[[str | None, dict], CheckProgram | None] | None = None
+    is_correct: Callable[[str | None, Mapping[str, Any]], bool] | None = None
+    test_program: Callable[[str | None, Mapping[str, Any]], CheckProgram | None] | None = None
     system: str | None = None
     max_new_tokens: int = 512
     stop: tuple[str, ...] = ()
@@ -240,6 +251,8 @@ class Task:
     loader: Callable[[str, str | Path | None], TaskData] | None = None  # replaces file loading
     sandbox_wall_time_s: float = 10.0  # per code check (also its CPU-time limit)
     sandbox_memory_mb: int = 1024
+    aliases: tuple[str, ...] = ()  # other names `get_task` accepts ("mbpp-pro" for "mbpp-plus")
+    spec: Mapping[str, Any] | None = None  # a task from a data file: the settings that rebuild it
 
     def __post_init__(self) -> None:
         if not self.splits:
@@ -264,31 +277,35 @@ class Task:
             try:
                 if row is None:
                     raise ValueError("not a JSON object")
-                examples.append(self.to_example(row, f"{stem}-{index}"))
+                examples.append(self.example(row, f"{stem}-{index}"))
             except MALFORMED:
                 skipped += 1
         return TaskData(examples, skipped, origin)
 
+    def example(self, row: dict, fallback_id: str) -> Example:
+        """One raw row as an `Example` (its id, or ``fallback_id``); raises if the row is malformed."""
+        return Example.of(self.to_example(row, fallback_id), fallback_id)
+
     # -- prompting ---------------------------------------------------------------------------
-    def messages(self, example: dict) -> list[dict[str, str]]:
+    def messages(self, example: Mapping[str, Any]) -> list[dict[str, str]]:
         """Chat messages for one example (a system message only when the task has one)."""
         system = [{"role": "system", "content": self.system}] if self.system else []
         return system + [{"role": "user", "content": self.prompt(example)}]
 
-    def reference_output(self, example: dict) -> str:
+    def reference_output(self, example: Mapping[str, Any]) -> str:
         return self.reference(example)
 
     # -- scoring -----------------------------------------------------------------------------
-    def extract(self, output: str, example: dict | None = None) -> str | None:
+    def extract(self, output: str, example: Mapping[str, Any] | None = None) -> str | None:
         """The answer read from a model output (None when there is none). ``example`` helps
         where the valid answers depend on it (ARC labels, the function name of code tasks)."""
         return self.extractor(output or "", example)
 
-    def check(self, output: str, example: dict) -> bool:
+    def check(self, output: str, example: Mapping[str, Any]) -> bool:
         return self.check_many([output], [example])[0]
 
     def check_many(
-        self, outputs: Sequence[str], examples: Sequence[dict], max_workers: int | None = None
+        self, outputs: Sequence[str], examples: Sequence[Mapping[str, Any]], max_workers: int | None = None
     ) -> list[bool]:
         """Correctness of each output; code answers run in the sandbox in parallel."""
         if len(outputs) != len(examples):
@@ -302,6 +319,6 @@ class Task:
             programs, wall_time_s=self.sandbox_wall_time_s, memory_mb=self.sandbox_memory_mb, max_workers=max_workers
         )
 
-    def reward(self, completions: Sequence[Any], examples: Sequence[dict], **_: Any) -> list[float]:
+    def reward(self, completions: Sequence[Any], examples: Sequence[Mapping[str, Any]], **_: Any) -> list[float]:
         """+1 for a correct completion, -1 otherwise (a TRL-style reward callable)."""
         return [1.0 if ok else -1.0 for ok in self.check_many(completions, examples)]

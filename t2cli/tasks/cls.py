@@ -1,4 +1,4 @@
-"""The dispatch classification task (two-pass inference, SPEC §3b) and the dispatch prompt.
+"""The dispatch classification task (two-pass inference) and the dispatch prompt.
 
 Pass 1 asks the model to name the domain of a user prompt: the instruction comes first (the
 system turn), the request last, and the answer is the bare category name. The same prompt serves
@@ -7,11 +7,14 @@ log-likelihood dispatchers. Its layout is what makes pass 1 cheap: everything be
 the same for every prompt (its KV cache is computed once), and after the request come only the
 chat template's five closing tokens, after which the category's first token decides.
 
-The ``cls`` examples come ONLY from training splits (after the paper's halving), so no
-evaluation item leaks into the dispatcher: GSM8K train -> "math", MBPP+ train -> "code",
-ARC-Easy train -> "reasoning". Up to 400 per label are sampled with a fixed seed (MBPP+ train has
-only 200), each label is split 60/20/20 into train/validation/test, and the question is the
-source task's own user prompt.
+The labels are data: a classification set is built from *sources*, (domain, task) pairs — the
+domain experts to route between and the tasks they were trained on (`cls_task`;
+`t2cli.dispatch.classifier_task` makes the pairs from registered experts). Its examples come ONLY
+from the sources' training splits, so no evaluation item leaks into the dispatcher: up to 400 per
+label are sampled with a fixed seed, each label is split 60/20/20 into train/validation/test, and
+the question is the source task's own user prompt. The registered ``cls`` task is the set the
+shipped classifier was trained on: GSM8K train -> "math", MBPP+ train -> "code", ARC-Easy train ->
+"reasoning" (each label is its task's ``domain``).
 """
 
 from __future__ import annotations
@@ -22,19 +25,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from t2cli.checkers import extract_boxed
+from t2cli.defaults import CLASSIFICATION, OTHER
 from t2cli.tasks.arc import ARC_EASY
 from t2cli.tasks.base import Task, TaskData
 from t2cli.tasks.gsm8k import GSM8K
 from t2cli.tasks.mbpp import MBPP_PLUS
 
-DISPATCH_LABELS = ("code", "math", "reasoning")
-OTHER = "other"
+Sources = Sequence[tuple[str, Task]]  # (label, the task whose training prompts carry it)
+SHIPPED_CLS_SOURCES: Sources = tuple((task.domain, task) for task in (GSM8K, MBPP_PLUS, ARC_EASY))
+DISPATCH_LABELS = tuple(sorted(label for label, _ in SHIPPED_CLS_SOURCES))  # the shipped classifier's labels
+# How the dispatch prompt describes a label (wording only: any other label is listed by its name).
 LABEL_HELP = {
     "code": "writing or fixing a computer program",
     "math": "solving a math problem or calculating a number",
     "reasoning": "answering a multiple-choice question about science or everyday knowledge",
 }
-CLS_SOURCES = (("math", GSM8K), ("code", MBPP_PLUS), ("reasoning", ARC_EASY))
 PER_LABEL = 400
 SEED = 0
 FRACTIONS = (0.6, 0.2)  # train, validation; the rest is test
@@ -90,15 +95,21 @@ def _words(text: str) -> str:
 
 
 def build_cls_splits(
-    data_dir: str | Path | None = None, per_label: int = PER_LABEL, seed: int = SEED
+    data_dir: str | Path | None = None,
+    per_label: int = PER_LABEL,
+    seed: int = SEED,
+    sources: Sources = SHIPPED_CLS_SOURCES,
 ) -> tuple[dict[str, list[dict]], int, str]:
-    """All three splits of the classification set, its skipped-row count and its sources."""
+    """All three splits of the classification set of `sources`, its skipped-row count and where
+    its rows came from. The sources' order matters (it is the order before the seeded shuffle)."""
+    if len({label for label, _ in sources}) != len(sources):
+        raise ValueError("each label of a classification set needs exactly one source task")
     splits: dict[str, list[dict]] = {"train": [], "validation": [], "test": []}
-    skipped, sources = 0, []
-    for label, task in CLS_SOURCES:
+    skipped, origins = 0, []
+    for label, task in sources:
         data = task.load("train", data_dir)
         skipped += data.skipped
-        sources.append(f"{task.name}:train ({data.source})")
+        origins.append(f"{task.name}:train ({data.source})")
         picked = random.Random(f"{seed}:{label}").sample(data.examples, min(per_label, len(data.examples)))
         n_train, n_val = round(FRACTIONS[0] * len(picked)), round(FRACTIONS[1] * len(picked))
         parts = {
@@ -118,25 +129,34 @@ def build_cls_splits(
             ]
     for split, examples in splits.items():  # interleave labels, deterministically
         random.Random(f"{seed}:{split}").shuffle(examples)
-    return splits, skipped, "; ".join(sources)
+    return splits, skipped, "; ".join(origins)
 
 
-def _load(split: str, data_dir: str | Path | None) -> TaskData:
-    splits, skipped, source = build_cls_splits(data_dir)
-    return TaskData(splits[split], skipped, source)
+def cls_task(sources: Sources = SHIPPED_CLS_SOURCES, name: str = "cls") -> Task:
+    """The classification task over `sources`' labels: its prompt lists them (sorted), its
+    examples are the sources' training prompts labelled with their domain."""
+    labels = tuple(sorted(label for label, _ in sources))
+    if not labels or any(label in (OTHER, CLASSIFICATION) for label in labels):
+        raise ValueError(f"a classification set needs domain labels other than {OTHER!r} and {CLASSIFICATION!r}")
+
+    def load(split: str, data_dir: str | Path | None) -> TaskData:
+        splits, skipped, origin = build_cls_splits(data_dir, sources=sources)
+        return TaskData(splits[split], skipped, origin)
+
+    return Task(
+        name=name,
+        domain=CLASSIFICATION,
+        description=f"Dispatch classification ({'/'.join(labels)}) built from training splits only.",
+        splits=("train", "validation", "test"),
+        loader=load,
+        to_example=lambda row, fallback_id: row,
+        system=dispatch_system(labels),
+        prompt=lambda example: dispatch_user(example["question"]),
+        extractor=lambda output, example=None: parse_dispatch_label(output, labels),
+        is_correct=lambda answer, example: answer == example["answer"],
+        reference=lambda example: example["answer"],
+        max_new_tokens=8,  # a category name
+    )
 
 
-CLS = Task(
-    name="cls",
-    domain="classification",
-    description="Dispatch classification (math/code/reasoning) built from training splits only.",
-    splits=("train", "validation", "test"),
-    loader=_load,
-    to_example=lambda row, fallback_id: row,
-    system=dispatch_system(DISPATCH_LABELS),
-    prompt=lambda example: dispatch_user(example["question"]),
-    extractor=lambda output, example=None: parse_dispatch_label(output, DISPATCH_LABELS),
-    is_correct=lambda answer, example: answer == example["answer"],
-    reference=lambda example: example["answer"],
-    max_new_tokens=8,  # a category name
-)
+CLS = cls_task()

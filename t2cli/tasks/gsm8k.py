@@ -20,17 +20,18 @@ from t2cli.tasks.base import (
     odd_rows,
     require_str,
 )
+from t2cli.tasks.example import Example
 
 INSTRUCTION = 'Solve the problem step by step. End with "The answer is N." where N is the final number.'
 _FIELDS = '"question" and "answer" (a solution ending in "#### <number>")'
 
 
-def _example(row: dict, fallback_id: str) -> dict:
+def _example(row: dict, fallback_id: str) -> Example:
     solution = require_str(row, "answer")
     answer = extract_hash_answer(solution)
     if answer is None:
         raise ValueError("the solution has no '#### <number>' answer")
-    return {"id": fallback_id, "question": require_str(row, "question").strip(), "answer": answer, "solution": solution}
+    return Example(fallback_id, question=require_str(row, "question").strip(), answer=answer, solution=solution)
 
 
 def _prompt(example: dict) -> str:

@@ -16,18 +16,19 @@ from t2cli.checkers import (
     extract_code,
 )
 from t2cli.tasks.base import HubSource, SplitSource, Task, require_str
+from t2cli.tasks.example import Example
 
 INSTRUCTION = "Write the complete function in a single ```python code block."
 
 
-def _example(row: dict, fallback_id: str) -> dict:
-    return {
-        "id": require_str(row, "task_id"),
-        "prompt": require_str(row, "prompt"),
-        "entry_point": require_str(row, "entry_point"),
-        "canonical_solution": require_str(row, "canonical_solution"),
-        "test": require_str(row, "test"),
-    }
+def _example(row: dict, fallback_id: str) -> Example:
+    return Example(
+        require_str(row, "task_id"),
+        prompt=require_str(row, "prompt"),
+        entry_point=require_str(row, "entry_point"),
+        canonical_solution=require_str(row, "canonical_solution"),
+        test=require_str(row, "test"),
+    )
 
 
 def _prompt(example: dict) -> str:
@@ -73,4 +74,5 @@ HUMANEVAL = Task(
     test_program=_program,
     reference=lambda example: f"```python\n{example['prompt']}{example['canonical_solution']}```",
     max_new_tokens=320,  # one function; CPU budget
+    aliases=("human-eval", "openai-humaneval"),
 )

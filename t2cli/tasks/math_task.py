@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from t2cli.checkers import extract_boxed, math_equal
 from t2cli.tasks.base import HubSource, SplitSource, Task, require_str
+from t2cli.tasks.example import Example
 
 INSTRUCTION = "Solve the problem step by step and put the final answer in \\boxed{}."
 _FIELDS = '"problem" and "answer" (or a "solution" ending in \\boxed{...})'
 
 
-def _example(row: dict, fallback_id: str) -> dict:
+def _example(row: dict, fallback_id: str) -> Example:
     solution = row.get("solution") if isinstance(row.get("solution"), str) else ""
     answer = row.get("answer")
     if answer is None:
@@ -28,14 +29,14 @@ def _example(row: dict, fallback_id: str) -> dict:
         example_id = f"test-{row['idx']}"
     else:
         example_id = fallback_id
-    return {
-        "id": example_id,
-        "problem": require_str(row, "problem").strip(),
-        "answer": answer.strip(),
-        "solution": solution,
-        "level": str(row.get("level", "")),
-        "type": str(row.get("type") or row.get("subject") or ""),
-    }
+    return Example(
+        example_id,
+        problem=require_str(row, "problem").strip(),
+        answer=answer.strip(),
+        solution=solution,
+        level=str(row.get("level", "")),
+        type=str(row.get("type") or row.get("subject") or ""),
+    )
 
 
 def _reference(example: dict) -> str:

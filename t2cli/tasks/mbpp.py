@@ -19,6 +19,7 @@ import re
 
 from t2cli.checkers import CheckProgram, check_program, drop_example_usage, extract_code
 from t2cli.tasks.base import HubSource, SplitSource, Task, require_str, shuffled_slice
+from t2cli.tasks.example import Example
 
 CODE_INSTRUCTION = "Write the Python function in a single ```python code block."
 MBPP_PLUS_SPLIT_SEED = 16  # the paper's split of the first 300 MBPP+ problems (Python `random`)
@@ -52,7 +53,7 @@ def _mbpp_entry_point(code: str, test: str) -> str:
     return defined[0]
 
 
-def _mbpp_example(row: dict, fallback_id: str) -> dict:
+def _mbpp_example(row: dict, fallback_id: str) -> Example:
     tests = row["test_list"]
     if not isinstance(tests, list) or not tests or not all(isinstance(t, str) for t in tests):
         raise ValueError("test_list must be a non-empty list of asserts")
@@ -60,14 +61,14 @@ def _mbpp_example(row: dict, fallback_id: str) -> dict:
     setup = row.get("test_setup_code") or ""
     if not isinstance(setup, str):
         raise ValueError("test_setup_code must be a string")
-    return {
-        "id": str(row["task_id"]),
-        "text": require_str(row, "text"),
-        "code": code,
-        "test_list": tests,
-        "test_setup_code": setup.replace("\r\n", "\n"),
-        "entry_point": _mbpp_entry_point(code, tests[0]),
-    }
+    return Example(
+        str(row["task_id"]),
+        text=require_str(row, "text"),
+        code=code,
+        test_list=tests,
+        test_setup_code=setup.replace("\r\n", "\n"),
+        entry_point=_mbpp_entry_point(code, tests[0]),
+    )
 
 
 def _mbpp_program(solution: str | None, example: dict) -> CheckProgram | None:
@@ -115,7 +116,7 @@ def _plus_text(prompt: str) -> tuple[str, str]:
     return text, "\n".join(asserts)
 
 
-def _plus_example(row: dict, fallback_id: str) -> dict:
+def _plus_example(row: dict, fallback_id: str) -> Example:
     task_id = require_str(row, "task_id")
     text, example_test = _plus_text(require_str(row, "prompt"))
     base, plus = row["base_input"], row["plus_input"]
@@ -124,17 +125,17 @@ def _plus_example(row: dict, fallback_id: str) -> dict:
     if not isinstance(base, list) or not isinstance(plus, list) or not base:
         raise ValueError("base_input/plus_input must be lists of argument lists")
     atol = float(row.get("atol") or 0)
-    return {
-        "id": task_id,
-        "task_number": int(task_id.rsplit("/", 1)[-1]),
-        "text": text,
-        "example_test": example_test,
-        "entry_point": require_str(row, "entry_point"),
-        "canonical_solution": require_str(row, "canonical_solution"),
-        "base_input": base,
-        "plus_input": plus,
-        "atol": atol,
-    }
+    return Example(
+        task_id,
+        task_number=int(task_id.rsplit("/", 1)[-1]),
+        text=text,
+        example_test=example_test,
+        entry_point=require_str(row, "entry_point"),
+        canonical_solution=require_str(row, "canonical_solution"),
+        base_input=base,
+        plus_input=plus,
+        atol=atol,
+    )
 
 
 def _plus_program(solution: str | None, example: dict) -> CheckProgram | None:
@@ -176,4 +177,5 @@ MBPP_PLUS = Task(
     # input still has its own max(1 s, 4x canonical) time limit.
     sandbox_wall_time_s=90.0,
     sandbox_memory_mb=4096,
+    aliases=("mbpp-pro", "mbppplus"),
 )

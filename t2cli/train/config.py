@@ -31,7 +31,16 @@ METHOD_DEFAULTS = {
 
 # Fields that may change between a run and its `--resume` without changing the trajectory of p.
 RESUMABLE_CHANGES = frozenset(
-    {"name", "out_dir", "checkpoint_every", "checkpoint_minutes", "device", "overwrite", "command"}
+    {
+        "name",
+        "out_dir",
+        "checkpoint_every",
+        "checkpoint_minutes",
+        "device",
+        "overwrite",
+        "command",
+        "grad_checkpointing",
+    }
 )
 
 
@@ -232,6 +241,12 @@ class TrainConfig:
     @classmethod
     def help(cls, name: str) -> str:
         return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+
+    @classmethod
+    def default(cls, name: str):
+        """A field's default (None for one resolved per method, like lr)."""
+        found = next(f for f in fields(cls) if f.name == name)
+        return found.default_factory() if found.default_factory is not MISSING else found.default
 
     def resume_mismatches(self, saved: dict) -> list[str]:
         """Fields whose value differs from the checkpoint's and would change the run."""

@@ -130,7 +130,7 @@ def train(
 
     if loaded is None:
         emit({"event": "setup", "message": f"loading {config.model}"})
-        loaded = load_model(config.model, device=device, dtype=model_dtype(config.dtype, device))  # (scale: dtype=)
+        loaded = load_model(config.model, dtype=config.dtype, device=device)
 
     # ---- data
     train_data = task.load("train", config.data_dir)
@@ -191,8 +191,8 @@ def train(
 
             if procs.main:
                 run_dir.mkdir(parents=True, exist_ok=True)
-                method_extra = {} if config.method == "svf" else {"trainable_parameters": method.num_parameters}
-                atomic_write_text(run_dir / ckpt.CONFIG_FILE, _json(config.to_dict() | method_extra))
+                size = {"trainable_parameters": method.num_parameters}
+                atomic_write_text(run_dir / ckpt.CONFIG_FILE, _json(config.to_dict() | size))
                 ckpt.write_metrics(metrics_path, state.metrics)
 
             # ---- validate the base model: the first "best" (then --init-expert, when given)
@@ -407,14 +407,6 @@ def _make_method(
     return SVFMethod(loaded, config, procs, registry, domain=task.domain, start_from=start_from)
 
 
-def model_dtype(name: str, device: torch.device) -> torch.dtype:
-    """The dtype to load the model in: `auto` = bfloat16 on a GPU that supports it, float32 otherwise."""
-    if name == "auto":
-        on_bf16_gpu = device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if on_bf16_gpu else torch.float32
-    return getattr(torch, name)
-
-
 # --------------------------------------------------------------------------- what the run costs
 
 
@@ -490,6 +482,7 @@ def provenance(
             "seconds_per_iter": sum(times) / len(times) if times else None,
         },
         "data_source": source,
+        **({"task_spec": dict(task.spec)} if task.spec else {}),  # a task from a data file: how to rebuild it
         "world_size": world_size,
         "wall_time_s": round(wall_time, 2),
         "command": config.command,

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from t2cli.adapt import DenseAdapter, FactorisedModel, SVFLinear
+from t2cli.adapt import DenseAdapter, factorised
 from t2cli.expert import META_FILE, ExpertVector
 from t2cli.models import LoadedModel
 from t2cli.registry import Registry
-from t2cli.svd_store import SVDFactors, decompose
+from t2cli.svd_store import decompose
 from t2cli.train.config import TrainConfig, TrainError
 from t2cli.train.distributed import Processes, barrier
 from t2cli.train.method import State
@@ -39,21 +39,6 @@ def p_of(expert: ExpertVector, max_multiplier: float) -> dict[str, torch.Tensor]
         )
     tiny = torch.finfo(torch.float32).eps
     return {name: torch.logit((z.float() / max_multiplier).clamp(tiny, 1 - tiny)) for name, z in expert.z.items()}
-
-
-@contextmanager
-def factorised_layers(loaded: LoadedModel, factors: Mapping[str, SVDFactors]) -> Iterator[FactorisedModel]:
-    """`adapt.factorised` over factors already in memory (the dense adapter's), so the per-iteration
-    swap to SVFLinear reads nothing from disk and holds no second copy of U and Vᵀ."""
-    model, swapped = loaded.model, {}
-    try:
-        for name, matrix in factors.items():
-            swapped[name] = SVFLinear(model.get_submodule(name), matrix)
-            model.set_submodule(name, swapped[name])
-        yield FactorisedModel(swapped)
-    finally:
-        for name, layer in swapped.items():
-            model.set_submodule(name, layer.base)
 
 
 class SVFMethod:
@@ -127,7 +112,7 @@ class SVFMethod:
     @contextmanager
     def loss_model(self) -> Iterator:
         model = self.loaded.model
-        with factorised_layers(self.loaded, self.adapter.factors) as adapted:
+        with factorised(self.loaded, self.store, factors=self.adapter.factors) as adapted:  # no second copy
 
             def forward(samples: Sequence[Sample], *, base: bool = False):
                 adapted.set_z(None if base else self.z())  # None: σ unchanged, the base model

@@ -165,3 +165,172 @@ def test_help_and_completion_do_not_import_torch():
     code = "import sys, t2cli.cli.app; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- bad input: one line, exit 2
+
+BAD_INPUTS = [
+    ("eval", "--task", "gsm8k", "--limit", "0"),
+    ("eval", "--task", "gsm8k", "--limit", "-3"),
+    ("eval", "--task", "gsm8k", "--max-new-tokens", "0"),
+    ("eval", "--task", "gsm8k", "--batch-size", "0"),
+    ("eval", "--task", "gsm8k", "--temperature", "-1"),
+    ("eval", "--task", "gsm8k", "--temperature", "nan"),
+    ("eval", "--task", "gsm8k", "--top-p", "1.5"),
+    ("eval", "--task", "gsm8k", "--pass1-tokens", "0"),
+    ("eval", "--task", "gsm8k", "--cem-generations", "0"),
+    ("eval", "--task", "gsm8k", "--limit", "many"),
+    ("eval", "--limit", "3"),
+    ("chat", "--cache-size", "0"),
+    ("chat", "--max-new-tokens", "0"),
+    ("chat", "--population", "1"),
+    ("chat", "--generations", "0"),
+    ("demo", "--max-new-tokens", "0"),
+    ("demo", "--adapt", "cem"),
+    ("eval", "--task", "gsm8k", "--pass1-dtype", "float8"),
+    ("decompose", "--svd-dtype", "float16"),
+    ("decompose", "--force", "true"),
+    ("info", "false"),
+    ("info", "--memory", "--batch-size", "0"),
+    ("info", "--memory", "--gpu-memory", "-8"),
+    ("train", "--task", "gsm8k", "--iters", "0"),
+    ("train", "--task", "gsm8k", "--batch-size", "0"),
+    ("train", "--task", "gsm8k", "--temperature", "-1"),
+    ("export", "math", "--merged", "out", "--dtype", "int8"),
+    ("eval", "--task", "[/]"),  # user text in an error message is text, not rich markup
+    ("eval", "--task", "gsm8k", "--out", __file__),  # a file where the report directory goes
+    ("score", "--task", "gsm8k", "--predictions", __file__, "--out", "/"),
+    ("evl",),
+]
+
+
+@pytest.mark.parametrize("args", BAD_INPUTS, ids=" ".join)
+def test_bad_input_is_one_line_and_exit_2(args, monkeypatch):
+    import t2cli.models
+
+    def no_model_load(*_args, **_kwargs):
+        raise AssertionError("a bad option must be refused before any model is loaded")
+
+    monkeypatch.setattr(t2cli.models, "load_model", no_model_load)
+    code, out = run(*args)
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert code == 2, out
+    assert len(lines) == 1 and lines[0].startswith("error:"), out
+    assert "Traceback" not in out
+
+
+def test_every_rule_names_an_option_of_its_command():
+    from t2cli.cli import app as app_module
+    from t2cli.cli.validate import RULES, checked
+
+    commands = {
+        name: getattr(app_module, f"{name}_command")
+        for name in ("eval", "chat", "demo", "decompose", "info", "export")
+    }
+    assert set(RULES) <= set(commands)
+    for name in RULES:
+        checked(name, commands[name])  # raises KeyError for a rule naming a missing option
+    with pytest.raises(KeyError, match="not an option"):
+        RULES["demo"]["no_such_option"] = RULES["demo"]["max_new_tokens"]
+        try:
+            checked("demo", commands["demo"])
+        finally:
+            del RULES["demo"]["no_such_option"]
+
+
+def test_range_bounds_and_messages():
+    from t2cli.cli.validate import AT_LEAST_1, POSITIVE, PROBABILITY, Range
+
+    assert AT_LEAST_1.accepts(1) and not AT_LEAST_1.accepts(0)
+    assert POSITIVE.accepts(1e-9) and not POSITIVE.accepts(0) and not POSITIVE.accepts(float("inf"))
+    assert PROBABILITY.accepts(1.0) and not PROBABILITY.accepts(0.0)
+    assert Range(0, 1, high_open=True).describe() == "in [0, 1)"
+    assert AT_LEAST_1(None) is None  # an unset optional value passes
+
+
+def test_version():
+    code, out = run("--version")
+    assert code == 0 and out.startswith("t2 ")
+
+
+def test_a_bert_directory_is_refused_as_a_causal_lm(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    bert = tmp_path / "bert"
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24)
+    BertModel(config).save_pretrained(bert)
+    code, out = run("eval", "--task", "arc-easy", "--model", bert, "--limit", "1")
+    assert code == 2 and "not a causal language model" in out, out
+    assert out.strip().count("\n") == 0, out
+
+
+def test_piped_output_is_not_cut_at_80_columns(monkeypatch):
+    from t2cli.cli.output import PIPED_WIDTH, console_width
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
+    assert console_width() == PIPED_WIDTH
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True)
+    assert console_width() is None
+
+
+def test_info_json_is_one_document(model_dir):
+    result = runner.invoke(app, ["info", str(model_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["architecture"]["class"] == "LlamaForCausalLM"
+    assert document["targets"]["matrices"] == 6 and document["parameters"]["svf"] > 0
+
+
+# --------------------------------------------------------------------------- chat
+
+
+def chat(model_dir, text, *options):
+    result = runner.invoke(app, ["chat", "--model", str(model_dir), "--max-new-tokens", "4", *options], input=text,
+                           env={"COLUMNS": "250"})
+    return result.exit_code, result.output
+
+
+def test_chat_prints_markup_literally_and_answers_slash_commands(model_dir):
+    text = "[bold]hi[/] and [/]\n/help\n/experts\n/expert nope\n/foo\n/clear\nsecond\n/quit\nnever read\n"
+    code, out = chat(model_dir, text, "--adapt", "none")
+    assert code == 0, out
+    assert "you> [bold]hi[/] and [/]" in out  # the user's text, not rich markup
+    assert out.count("t2> ") == 2  # two prompts answered: commands are not prompts
+    assert "/expert NAME|auto" in out  # /help
+    assert "no experts are registered" in out  # /experts
+    assert "--adapt none" in out  # /expert NAME without experts
+    assert "unknown command /foo" in out and "/help lists the commands" in out
+    assert "conversation cleared" in out and "never read" not in out
+
+
+def test_chat_expert_command_fixes_the_expert_and_auto_undoes_it(model_dir):
+    assert run("decompose", model_dir)[0] == 0
+    register_random(model_dir, "math", "math", 1)
+    text = "/experts\n/expert math\nwhat?\n/expert auto\nagain\n/expert missing\n"
+    code, out = chat(model_dir, text, "--adapt", "fixed:math")
+    assert code == 0, out
+    assert "math  [math]" in out
+    assert "answering with math until /expert auto" in out
+    assert "expert: math (/expert)" in out and "pass 1 chooses the expert again" in out
+    assert "no expert named 'missing'" in out  # one line, and the session went on to the end of input
+    assert out.count("t2> ") == 2
+
+
+def test_ctrl_c_during_an_answer_stops_that_answer_not_the_session(model_dir, monkeypatch):
+    import t2cli.generation
+
+    real_stream = t2cli.generation.stream
+    calls = []
+
+    def interrupted_once(loaded, prompt, on_text, config=None):
+        calls.append(prompt)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real_stream(loaded, prompt, on_text, config)
+
+    monkeypatch.setattr(t2cli.generation, "stream", interrupted_once)
+    code, out = chat(model_dir, "first\nsecond\n", "--adapt", "none")
+    assert code == 0, out
+    assert "answer stopped" in out and len(calls) == 2
+    assert "first" not in calls[1]  # the stopped turn is not kept in the conversation

@@ -64,3 +64,72 @@ def test_eval_on_a_tiny_model_writes_report_and_samples(tmp_path, llama):
     assert {"id", "prompt", "output", "extracted", "correct"} <= set(samples[0])
     code, text = run("eval", "--task", "arc-challenge", "--model", model_dir, "--split", "test", "--limit", "1")
     assert code == 2 and "--data-dir" in text
+
+
+@pytest.fixture
+def tiny_dir(tmp_path, llama):
+    directory = tmp_path / "tiny"
+    llama.model.save_pretrained(directory)
+    llama.tokenizer.save_pretrained(directory)
+    return directory
+
+
+def test_score_json_and_per_item_out(tmp_path):
+    task = get_task("gsm8k")
+    examples = task.load("test").examples[:4]
+    rows = reference_predictions(task, examples)
+    rows[1] = {"id": rows[1]["id"], "output": "no idea"}
+    predictions = write(tmp_path / "p.jsonl", rows)
+    out = tmp_path / "items.jsonl"
+    result = runner.invoke(app, ["score", "--task", "gsm8k", "--predictions", str(predictions), "--json", "--out",
+                                 str(out)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)  # stdout is the JSON document and nothing else
+    assert document["n"] == 4 and document["correct"] == 3 and document["accuracy"] == 0.75
+    items = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [item["correct"] for item in items] == [True, False, True, True]
+    assert [item["id"] for item in items] == [str(ex["id"]) for ex in examples]
+
+
+def test_eval_json_is_one_document(tmp_path, tiny_dir):
+    out = tmp_path / "out"
+    args = ["eval", "--task", "arc-easy", "--model", str(tiny_dir), "--limit", "2", "--max-new-tokens", "3",
+            "--out", str(out), "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["n"] == 2 and document["samples_path"] == str(out / "samples.jsonl")
+    assert not (out / "predictions.partial.jsonl").exists()  # the report holds the answers now
+
+
+def test_ctrl_c_during_eval_keeps_the_finished_answers(tmp_path, tiny_dir, monkeypatch):
+    import t2cli.evaluate
+
+    real_generate = t2cli.evaluate.generate
+
+    def interrupted_after_one_batch(loaded, prompts, config, progress=None, on_batch=None):
+        def then_interrupt(indices, completions):
+            on_batch(indices, completions)
+            raise KeyboardInterrupt
+
+        return real_generate(loaded, prompts, config, progress=progress, on_batch=then_interrupt)
+
+    monkeypatch.setattr(t2cli.evaluate, "generate", interrupted_after_one_batch)
+    out = tmp_path / "out"
+    code, text = run("eval", "--task", "arc-easy", "--model", tiny_dir, "--limit", "5", "--batch-size", "2",
+                     "--max-new-tokens", "3", "--out", out)
+    assert code == 130, text
+    assert "interrupted" in text and "2 finished answers" in text
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    answers = [json.loads(line) for line in (out / "predictions.partial.jsonl").read_text().splitlines()]
+    assert len(samples) == len(answers) == 2 and {"id", "output", "correct"} <= set(samples[0])
+
+
+def test_a_data_file_with_the_wrong_fields_names_the_expected_fields(tmp_path, tiny_dir):
+    data = tmp_path / "data"
+    write_dir = data / "gsm8k"
+    write_dir.mkdir(parents=True)
+    write(write_dir / "test.jsonl", [{"problem": "1+1?", "solution": "2"}] * 3)
+    code, text = run("eval", "--task", "gsm8k", "--model", tiny_dir, "--data-dir", data, "--limit", "2")
+    assert code == 2, text
+    assert "no usable examples" in text and '"question" and "answer"' in text and "3 rows skipped" in text

@@ -10,6 +10,7 @@ import typer
 from toy import one_thread, toy_config, toy_task  # noqa: F401 (one_thread: an autouse fixture)
 from typer.testing import CliRunner
 
+from t2cli.adapt import factorised
 from t2cli.errors import RegistryError
 from t2cli.expert import ExpertVector
 from t2cli.registry import Registry
@@ -18,13 +19,13 @@ from t2cli.train import TrainError, train
 from t2cli.train.objective import Sample, completion_logits
 from t2cli.train.rl import group_advantages, pg_loss
 from t2cli.train.schedule import batch_indices, select_train_examples
-from t2cli.train.svf import factorised_layers, p_of, z_of
+from t2cli.train.svf import p_of, z_of
 
 
 @contextmanager
 def svf_forward(llama, store, z):
     """The SVF method's Forward for a fixed z (or a function giving it)."""
-    with factorised_layers(llama, store.load_all()) as adapted:
+    with factorised(llama, store) as adapted:
 
         def forward(samples, *, base=False):
             adapted.set_z(None if base else (z() if callable(z) else z))
