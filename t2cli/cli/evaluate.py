@@ -135,6 +135,8 @@ def eval_command(
     experts: str = typer.Option(None, "--experts", help=f"--adapt: {EXPERTS_HELP}"),
     shots: str = typer.Option(None, "--shots", help="cem: N shots of the split (not scored) or a JSONL file."),
     cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
+    cem_fitness: str = typer.Option(None, help="cem: score candidates by accuracy+loglik (shot accuracy, ties broken "
+                                    "by the answers' log-likelihood; default), accuracy, or loglik (no generation)."),
     pass1_tokens: int = typer.Option(None, help=PASS1_TOKENS_HELP),
     pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
     dtype: str = common.dtype_option(),
@@ -204,7 +206,12 @@ def eval_command(
                     data_dir=data_dir,
                     seed=seed,
                     experts=expert_names(experts),
-                    cem_config=CEMConfig(generations=cem_generations, seed=seed, max_new_tokens=max_new_tokens),
+                    cem_config=CEMConfig(
+                        generations=cem_generations,
+                        seed=seed,
+                        max_new_tokens=max_new_tokens,
+                        fitness=cem_fitness or CEMConfig.fitness,
+                    ),
                     request_tokens=pass1_tokens,
                     pass1_dtype=pass1_dtype,
                 )

@@ -184,7 +184,6 @@ def train_command(
         from t2cli.train import train
 
         reg = Registry(write_root=registry) if registry else Registry()
-        task_obj = None
         if config.task == "cls":  # the classifier learns the domains of the registered experts
             from t2cli.cli.common import registry_key
             from t2cli.dispatch import classifier_task

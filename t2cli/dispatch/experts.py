@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from t2cli.defaults import CLASSIFICATION, OTHER
-from t2cli.errors import DispatchError, ExpertError, RegistryError
+from t2cli.errors import DispatchError, ExpertError, RegistryError, T2Error
 from t2cli.expert import ExpertVector
 from t2cli.registry import Registry, RegistryEntry
 from t2cli.tasks.base import Task
@@ -170,9 +170,17 @@ def classification_expert(registry: Registry, base_model: str) -> ExpertVector:
 
 
 def expert_task(expert: ExpertVector) -> Task:
-    """The task an expert was trained on (named in its provenance)."""
+    """The task an expert was trained on (named in its provenance, or rebuilt from its data-file spec)."""
     from t2cli.tasks import get_task
 
+    spec = expert.provenance.get("task_spec")
+    if isinstance(spec, dict):  # trained from a data file: rebuild that task from its recorded settings
+        from t2cli.tasks.datafile import task_from_spec
+
+        try:
+            return task_from_spec(spec, origin=f"{expert.name}'s provenance")
+        except T2Error as error:
+            raise DispatchError(f"{expert.name}'s data-file task cannot be rebuilt: {error}") from error
     name = expert.provenance.get("task")
     if not name:
         raise DispatchError(f"{expert.name}'s provenance names no task: its training prompts are unknown")
