@@ -120,4 +120,3 @@ def chat_command(
             console.print("[bold green]you>[/]", Text(line.strip()))  # the user's text, literally
         if not session.handle(line):
             break
-
