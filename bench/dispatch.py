@@ -16,7 +16,8 @@ dtype (--pass1-dtypes float32,bfloat16). Same model, prompts and batch for all. 
 Over experts of one's own (a new domain): `--experts code,math,reasoning,geography` routes over those
 and measures on the cls split built from their tasks (`t2cli.dispatch.classifier_task`);
 `--held-out geography` adds that expert's task's validation rows (prompts no expert or classifier
-was trained on), labelled with its domain; `--classifiers dispatch-cls-4,dispatch-cls` runs the
+was trained on), labelled with its domain (`geography:validation:bare`: the question alone, as typed
+in a chat, without the task's answer-format instruction); `--classifiers dispatch-cls-4,dispatch-cls` runs the
 classifier methods once per classifier. Accuracy is also reported per set and per domain.
 
 Prints a table (accuracy, confusion, seconds per prompt) and writes bench/results/dispatch.json.
@@ -65,6 +66,9 @@ def main() -> None:
         help="also run the loglik methods reading only N tokens of each prompt, for each N",
     )
     parser.add_argument(
+        "--skip-full", action="store_true", help="skip the loglik/centroid runs that read whole prompts"
+    )
+    parser.add_argument(
         "--pass1-dtypes",
         default="float32",
         help="run the loglik methods on a copy of the model in each of these dtypes "
@@ -74,7 +78,8 @@ def main() -> None:
     parser.add_argument(
         "--held-out",
         default="",
-        help="also measure on these experts' tasks' validation rows (NAME or NAME:SPLIT), labelled with their domain",
+        help="also measure on these experts' tasks' validation rows (NAME, NAME:SPLIT, or NAME:SPLIT:bare for a "
+        "data-file task's prompt field alone, without the answer-format instruction), labelled with their domain",
     )
     parser.add_argument(
         "--classifiers", default="", help="run the cls/loglik-cls methods once with each of these classifiers"
@@ -96,16 +101,20 @@ def main() -> None:
     truth = [example["answer"] for example in examples]
     sets = [f"cls/{args.split}"] * len(examples)
     for spec in filter(None, args.held_out.split(",")):
-        name, _, split = spec.partition(":")
+        name, split, *bare = spec.split(":") + ([] if ":" in spec else ["validation"])
         expert = registry.load(name, args.model)
         task = expert_task(expert)
-        held_out = task.load(split or "validation").examples
-        questions += [task.prompt(example) for example in held_out]
+        held_out = task.load(split).examples
+        if bare:  # the prompt field alone, as a user would type it (a data-file task): no answer-format instruction
+            field = expert.provenance["task_spec"]["prompt_field"]
+            questions += [example[field] for example in held_out]
+        else:
+            questions += [task.prompt(example) for example in held_out]
         truth += [expert.domain] * len(held_out)
-        sets += [f"{task.name}/{split or 'validation'}"] * len(held_out)
+        sets += [f"{task.name}/{split}" + (" (bare)" if bare else "")] * len(held_out)
 
     methods = args.methods.split(",")
-    lengths = [None] + [int(n) for n in filter(None, args.request_tokens.split(","))]
+    lengths = ([] if args.skip_full else [None]) + [int(n) for n in filter(None, args.request_tokens.split(","))]
     reads = [method for method in methods if STRATEGIES[method].pass1_dtype]  # prefill methods: tokens, dtype
     runs = [(method, None, None) for method in methods if method not in reads]
     runs += [(method, n, dtype) for dtype in args.pass1_dtypes.split(",") for method in reads for n in lengths]
