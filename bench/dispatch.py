@@ -48,6 +48,7 @@ from t2cli.registry import Registry
 from t2cli.strategies import STRATEGIES
 from t2cli.svd_store import decompose
 from t2cli.tasks import get_task
+from t2cli.tasks.datafile import task_from_spec
 
 METHODS = ("prompt", "cls", "loglik", "loglik-cls", "centroid")
 CLASSIFIED = ("cls", "loglik-cls")  # the methods that read with the classification expert
@@ -104,12 +105,10 @@ def main() -> None:
         name, split, *bare = spec.split(":") + ([] if ":" in spec else ["validation"])
         expert = registry.load(name, args.model)
         task = expert_task(expert)
+        if bare:  # a data-file task's prompt field alone, as a user would type it: no answer-format instruction
+            task = task_from_spec({**expert.provenance["task_spec"], "instruction": ""})
         held_out = task.load(split).examples
-        if bare:  # the prompt field alone, as a user would type it (a data-file task): no answer-format instruction
-            field = expert.provenance["task_spec"]["prompt_field"]
-            questions += [example[field] for example in held_out]
-        else:
-            questions += [task.prompt(example) for example in held_out]
+        questions += [task.prompt(example) for example in held_out]
         truth += [expert.domain] * len(held_out)
         sets += [f"{task.name}/{split}" + (" (bare)" if bare else "")] * len(held_out)
 
