@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from t2cli.adapt import DenseAdapter
@@ -163,7 +164,7 @@ def main() -> None:
             "confusion": dict(sorted(confusion.items())),
             "per_domain": per_domain(labels, truth, sets),
         }
-        console.print(f"{method}: {correct}/{len(truth)} in {seconds:.1f} s ({cpu_seconds:.1f} s CPU)")
+        console.print(f"{escape(method)}: {correct}/{len(truth)} in {seconds:.1f} s ({cpu_seconds:.1f} s CPU)")
     switch.use(None)
 
     table = Table(title=f"Pass-1 dispatch on cls/{args.split} ({len(truth)} prompts), {args.model}, batch {args.batch}")
@@ -173,7 +174,7 @@ def main() -> None:
     fastest = min(r["seconds_per_prompt"] for r in results.values())
     for method, r in results.items():
         table.add_row(
-            method,
+            escape(method),
             f"{100 * r['accuracy']:.1f}% ({r['correct']}/{r['n']})",
             f"{r['seconds_per_prompt']:.3f}",
             f"{r['cpu_seconds_per_prompt']:.3f}",
