@@ -31,3 +31,9 @@ $PY bench/dispatch.py --experts code,math,reasoning,geography --held-out geograp
 $PY bench/dispatch.py --experts code,math,reasoning,geography --held-out geography,geography:validation:bare \
   --methods loglik-cls --classifiers dispatch-cls-4,dispatch-cls --request-tokens 8 --skip-full \
   --out bench/results/new-domain-loglik-cls.json
+$PY bench/dispatch.py --experts code,math,reasoning,geography --held-out geography,geography:validation:bare \
+  --methods loglik-cls --classifiers dispatch-cls-4,dispatch-cls --request-tokens 32 --skip-full \
+  --out bench/results/new-domain-loglik-cls-32.json
+# whole prompts (slow: several s/prompt here), the retrained classifier, the first 24 cls test prompts
+$PY bench/dispatch.py --experts code,math,reasoning,geography --limit 24 --methods loglik-cls \
+  --classifiers dispatch-cls-4 --request-tokens "" --out bench/results/new-domain-loglik-cls-full24.json
