@@ -51,7 +51,7 @@ else
   export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
   T2=("$PYTHON" -m t2cli.cli.app)
 fi
-$PYTHON -c 'import t2cli, pytest; print("t2cli from", t2cli.__file__)'
+(cd "$WORK" && $PYTHON -c 'import t2cli, pytest; print("t2cli from", t2cli.__file__)')
 export T2_HOME="$WORK/t2home" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
 # 2. the GPU tests (skipped cleanly without CUDA), from outside the checkout so the installed t2 is used
@@ -61,7 +61,7 @@ say "GPU tests"
 
 # 3. the plan for Llama-3-8B's config
 say "memory plan for Llama-3-8B (config only)"
-timeout 120 "${T2[@]}" info bench/configs/llama-3-8b --memory --dtype bfloat16 --device cuda --gpu-memory 48 \
+timeout 300 "${T2[@]}" info bench/configs/llama-3-8b --memory --dtype bfloat16 --device cuda --gpu-memory 48 \
   --batch-size 16 --max-new-tokens 512
 
 # 4. the 8B-shape rows of the scaling bench

@@ -78,7 +78,7 @@ def _racer(barrier, args: list[str], stderr_path: Path) -> None:
 def race(root: Path, sources: dict[float, Path], rounds: int, work: Path) -> dict:
     context = multiprocessing.get_context("fork")
     registry = Registry(roots=[root], write_root=root)
-    failures = []
+    failures, example = [], ""
     for i in range(rounds):
         barrier = context.Barrier(2)
         workers = {}
@@ -100,6 +100,8 @@ def race(root: Path, sources: dict[float, Path], rounds: int, work: Path) -> dic
             lines = workers[value][1].read_text().strip().splitlines()
             if codes[value] != 2 or len(lines) != 1:
                 problems.append(f"loser exit {codes[value]} with {len(lines)} stderr line(s): {lines[:3]}")
+            elif not example:
+                example = lines[0]
         try:
             if winners and value_of(registry) != winners[0]:
                 problems.append("the registered expert is not the winner's")
@@ -108,7 +110,6 @@ def race(root: Path, sources: dict[float, Path], rounds: int, work: Path) -> dic
         if problems:
             failures.append({"round": i, "problems": problems})
         registry.remove("same", BASE)
-    example = next(iter(work.glob("race-0-*.err"))).read_text().strip()
     return {"rounds": rounds, "failures": failures, "loser_line_example": example}
 
 
@@ -146,7 +147,11 @@ def kill(root: Path, sources: dict[float, Path], trials: int, work: Path, seed: 
     for i in range(trials):
         process, began = start(i)
         time.sleep(max(0.0, began + rng.uniform(0, window) - time.perf_counter()))
-        os.kill(process.pid, signal.SIGKILL)
+        if process.is_alive():
+            try:
+                os.kill(process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # it finished first
         process.join()
         if list(folder.glob(".same.old")):
             left["old aside"] += 1

@@ -26,6 +26,7 @@ import argparse
 import gzip
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -132,19 +133,31 @@ def build(size: str, directory: Path, device: str) -> None:
 # --------------------------------------------------------------------------- measured child processes
 
 
+TIME = Path("/usr/bin/time")
+
+
 def run_child(command: list[str], env: dict) -> tuple[float, int, str]:
-    """(seconds, peak resident set in bytes, stdout) of one child process, reaped with wait4 so the
-    peak is that child's own (RUSAGE_CHILDREN would give the largest child so far)."""
+    """(seconds, peak resident set in bytes, stdout) of one child process.
+
+    Measured by `/usr/bin/time -v` when it exists: a child started from this process inherits this
+    process's own peak in its rusage (fork/vfork, then exec), so the command runs as a grandchild of
+    `time` (whose own footprint is a few MB). Without it: wait4 on the child, and the parent keeps
+    itself small (models are built in a child too)."""
     started = time.time()
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out = process.stdout.read().decode()
-    err = process.stderr.read().decode()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
+    timed = TIME.is_file()
+    full = [str(TIME), "-v", *command] if timed else command
+    process = subprocess.Popen(full, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = process.communicate()
     seconds = time.time() - started
+    out, err = out.decode(), err.decode()
     if process.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}):\n{err[-3000:]}")
-    return seconds, usage.ru_maxrss * 1024, out
+    if timed:
+        line = next(line for line in err.splitlines() if "Maximum resident set size" in line)
+        peak = int(line.split(":")[-1]) * 1024
+    else:
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    return seconds, peak, out
 
 
 # --------------------------------------------------------------------------- stages (in the child)
@@ -326,39 +339,51 @@ def planned(directory: Path, device: str, dtype: str, **settings) -> dict[str, i
     return {stage.name: stage.total for stage in plan.stages}
 
 
-def measure(size: str, args, save=lambda row: None) -> dict:
+def measure(size: str, args, row: dict | None = None, save=lambda row: None) -> dict:
+    """Measure the --stages of one size (into `row`, keeping the stages it already has)."""
     work = Path(args.work).expanduser()
     directory = work / f"llama-{size}"
     home = work / f"t2home-{size}"
-    build_s, _ = _timed_plain(lambda: build(size, directory, "cuda" if args.device.startswith("cuda") else "cpu"))
+    stages = args.stages.split(",")
+    where = "cuda" if args.device.startswith("cuda") else "cpu"
+    started = time.time()
+    if not (directory / "config.json").is_file():  # built in a child, so this process stays small
+        here = str(Path(__file__).resolve())
+        subprocess.run([sys.executable, here, "--build", size, "--dir", str(directory), "--device", where], check=True)
     path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)  # an installed t2 first
     env = {**os.environ, "T2_HOME": str(home), "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
     env.setdefault("OMP_NUM_THREADS", "1")
-    shutil.rmtree(home / "fingerprints", ignore_errors=True)  # cold: the decompose hashes the weights too
-    row = {
-        "size": size,
-        "dtype": args.dtype,
-        "device": args.device,
-        "new_tokens": args.new_tokens,
-        "train_batch": args.train_batch,
-        "build_s": build_s,
+    row = dict(row or {})
+    row.update(
+        size=size,
+        dtype=args.dtype,
+        device=args.device,
+        new_tokens=args.new_tokens,
+        train_batch=args.train_batch,
+        micro_batch=args.micro_batch,
+        checkpointing=args.checkpointing,
+        keep=args.keep,
         **theory(size),
-    }
-    decompose_cmd = [
-        sys.executable,
-        "-m",
-        "t2cli.cli.app",
-        "decompose",
-        str(directory),
-        "--dtype",
-        args.dtype,
-        "--device",
-        args.device,
-        "--force",
-    ]
-    seconds, peak, _ = run_child(decompose_cmd, env)
-    row["decompose"] = {"seconds": seconds, "peak_rss_bytes": peak, "command": " ".join(decompose_cmd[1:])}
-    save(row)  # each stage is recorded as soon as it is measured
+    )
+    row.setdefault("build_s", time.time() - started)
+    if "decompose" in stages:
+        shutil.rmtree(home / "fingerprints", ignore_errors=True)  # cold: the decompose hashes the weights too
+        command = [
+            sys.executable,
+            "-m",
+            "t2cli.cli.app",
+            "decompose",
+            str(directory),
+            "--dtype",
+            args.dtype,
+            "--device",
+            args.device,
+            "--force",
+        ]
+        seconds, peak, _ = run_child(command, env)
+        shown = "t2 " + " ".join(command[3:])
+        row["decompose"] = {"seconds": seconds, "peak_rss_bytes": peak, "command": shown}
+        save(row)  # each stage is recorded as soon as it is measured
     child = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -370,15 +395,20 @@ def measure(size: str, args, save=lambda row: None) -> dict:
         args.device,
         "--new-tokens",
         str(args.new_tokens),
+        "--keep",
+        args.keep,
     ]
+    if args.micro_batch:
+        child += ["--micro-batch", str(args.micro_batch)]
+    if args.checkpointing:
+        child += ["--checkpointing"]
     for stage, batch in (("eval", 8), ("rl", args.train_batch), ("sft", args.train_batch)):
+        if stage not in stages:
+            continue
         seconds, peak, out = run_child([*child, "--stage", stage, "--batch", str(batch)], env)
-        row[stage] = {
-            "wall_s": seconds,
-            "peak_rss_bytes": peak,
-            "batch": batch,
-            **json.loads(out.strip().splitlines()[-1]),
-        }
+        measured = json.loads(out.strip().splitlines()[-1])
+        row[stage] = {"wall_s": seconds, "peak_rss_bytes": peak, "batch": batch, **measured}
+        save(row)
     row["plan"] = plan_row(row, directory, args)
     return row
 
@@ -391,8 +421,11 @@ def plan_row(row: dict, directory: Path, args) -> dict:
         "checkpointing": row.get("checkpointing", False),
         "keep": row.get("keep", "device"),
     }
+    plan = {"decompose": planned(directory, args.device, args.dtype, **common)["decompose"]}
+    if not all(stage in row for stage in ("eval", "rl", "sft")):
+        return plan | _ratios(row, plan, args)
     plan = {
-        "decompose": planned(directory, args.device, args.dtype, **common)["decompose"],
+        "decompose": plan["decompose"],
         "eval": planned(
             directory, args.device, args.dtype, batch_size=8, prompt_tokens=row["eval"]["prompt_tokens"], **common
         )["eval"],
@@ -416,17 +449,18 @@ def plan_row(row: dict, directory: Path, args) -> dict:
             **common,
         )["train"],
     }
-    for stage in ("decompose", "eval", "rl", "sft"):
+    return plan | _ratios(row, plan, args)
+
+
+def _ratios(row: dict, plan: dict, args) -> dict:
+    ratios = {}
+    for stage in plan:
+        if stage not in row:
+            continue
         measured = row[stage]["peak_rss_bytes"] if args.device == "cpu" else row[stage].get("cuda_peak_bytes")
         if measured:
-            plan[f"{stage}_ratio"] = plan[stage] / measured
-    return plan
-
-
-def _timed_plain(fn):
-    started = time.time()
-    out = fn()
-    return time.time() - started, out
+            ratios[f"{stage}_ratio"] = plan[stage] / measured
+    return ratios
 
 
 def plot(results: dict, path: Path) -> None:
@@ -481,6 +515,50 @@ def plot(results: dict, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+def _gib(count) -> str:
+    return f"{count / 2**30:.2f}" if count else "–"
+
+
+def table(results: dict) -> str:
+    """The rows as a Markdown table (for docs/RESULTS.md): peaks in GiB, the plan's in brackets."""
+    head = [
+        "size",
+        "parameters",
+        "decompose s",
+        "decompose peak (plan)",
+        "bf16 weights",
+        "compose all s",
+        "tok/s base → adapted",
+        "eval peak (plan)",
+        "RL iteration s, peak (plan)",
+        "SFT iteration s, peak (plan)",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in sorted(results["rows"].values(), key=lambda r: r["parameters"]):
+        plan = row.get("plan", {})
+
+        def peak(stage: str, row: dict = row, plan: dict = plan) -> str:
+            if stage not in row:
+                return "not run"
+            return f"{_gib(row[stage]['peak_rss_bytes'])} ({_gib(plan.get(stage))})"
+
+        ev = row.get("eval")
+        cells = [
+            f"{row['size']} ({row['device']}, {row['dtype']})",
+            f"{row['parameters'] / 1e6:.0f}M",
+            f"{row['decompose']['seconds']:.0f}" if "decompose" in row else "not run",
+            peak("decompose"),
+            _gib(row["bf16_weight_bytes"]),
+            f"{ev['compose_all_s']:.2f}" if ev else "–",
+            f"{ev['base_tok_s']:.1f} → {ev['adapted_tok_s']:.1f}" if ev else "–",
+            peak("eval"),
+            (f"{row['rl']['iteration_s']:.1f}, " if "rl" in row else "") + peak("rl"),
+            (f"{row['sft']['iteration_s']:.1f}, " if "sft" in row else "") + peak("sft"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="135m,360m,1.7b", help="comma-separated: tiny, 135m, 360m, 1.7b, 8b")
@@ -495,15 +573,25 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--force", action="store_true", help="re-measure sizes already in the results")
     parser.add_argument("--plot-only", action="store_true")
+    parser.add_argument("--table", action="store_true", help="print the results as a Markdown table")
     parser.add_argument("--merge", nargs="*", default=[], help="also take the rows of these result files")
     parser.add_argument("--replan", action="store_true", help="recompute the plan columns of the stored rows")
     parser.add_argument("--cpu-dry-run", action="store_true", help="the tiny shape on the CPU, to a scratch JSON")
     # internal: one stage in a child process
     parser.add_argument("--stage", choices=("eval", "rl", "sft"))
     parser.add_argument("--dir")
+    parser.add_argument("--build", help="internal: build the random model of this size in --dir")
+    parser.add_argument(
+        "--stages",
+        default="decompose,eval,rl,sft",
+        help="measure only these stages (the others of a stored row are kept)",
+    )
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
 
+    if args.build:
+        build(args.build, Path(args.dir), args.device)
+        return
     if args.stage:
         result = stage_eval(args) if args.stage == "eval" else stage_train(args)
         print(json.dumps(result))
@@ -515,7 +603,10 @@ def main() -> None:
     results = json.loads(out.read_text()) if out.is_file() else {"rows": {}}
     for other in args.merge:
         merged = json.loads(Path(other).read_text())
-        results["rows"].update(merged["rows"])
+        for key, row in merged["rows"].items():  # stage by stage: a re-measured stage replaces the old one
+            kept = results["rows"].get(key, {})
+            results["rows"][key] = {**kept, **{k: v for k, v in row.items() if k not in ("plan", "complete")}}
+            results["rows"][key]["complete"] = kept.get("complete", False) or row.get("complete", False)
         results.setdefault("machine", merged.get("machine"))
     if args.replan:
         for row in results["rows"].values():
@@ -526,7 +617,8 @@ def main() -> None:
     elif not args.plot_only:
         for size in args.sizes.split(","):
             key = f"{size}-{args.device.split(':')[0]}-{args.dtype}"
-            if results["rows"].get(key, {}).get("complete", key in results["rows"]) and not args.force:
+            done = results["rows"].get(key, {})
+            if done.get("complete", bool(done)) and not args.force and args.stages == "decompose,eval,rl,sft":
                 print(f"{key}: already measured (use --force)", flush=True)
                 continue
             print(f"{time.strftime('%H:%M:%S')} {key}: measuring", flush=True)
@@ -537,12 +629,15 @@ def main() -> None:
                 results["rows"][key] = {**row, "complete": False}
                 out.write_text(json.dumps(results, indent=2))
 
-            results["rows"][key] = {**measure(size, args, save), "complete": True}
+            previous = results["rows"].get(key)
+            results["rows"][key] = {**measure(size, args, previous, save), "complete": True}
             out.write_text(json.dumps(results, indent=2))
             print(json.dumps(results["rows"][key], indent=2), flush=True)
     if args.merge:
         out.write_text(json.dumps(results, indent=2))
     plot(results, out.with_suffix(".png"))
+    if args.table:
+        print(table(results))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ data, generation settings and strategy) and every output must equal the committe
     OMP_NUM_THREADS=1 .venv/bin/python docs/backfill_provenance.py verify runs/backfill
     .venv/bin/python docs/backfill_provenance.py stamp runs/backfill
 
-`verify` writes runs/backfill/verification.json (and one eval directory per report); `stamp`
+`verify` writes runs/backfill/verification.json (and one eval directory per report; a third
+argument, e.g. `svf/`, restricts it to reports under that folder and can run beside another
+verify with its own work folder, e.g. runs/backfill-svf); `stamp` merges every runs/backfill*/
+log into docs/results/provenance-verification.json, then
 writes the provenance of every base-model and LoRA report (the base fingerprint only: a LoRA
 adapter is not a registered expert) and of every report that verified, and lists the ones that
 did not. A report in HISTORICAL is not re-run: it is stamped with the experts of the registry
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -64,20 +68,26 @@ def eval_command(name: str, report: dict, out: Path, data_dir: Path | None) -> l
     return command
 
 
+def without_out(command: list[str]) -> list[str]:
+    at = command.index("--out")
+    return command[:at] + command[at + 2 :]
+
+
 def samples(directory: Path) -> list[dict]:
     return [json.loads(line) for line in (directory / "samples.jsonl").read_text().splitlines() if line.strip()]
 
 
-def verify(work: Path) -> None:
+def verify(work: Path, only: str = "") -> None:
     work.mkdir(parents=True, exist_ok=True)
     heldout = work / "data-mbpp-heldout"
     subprocess.run([sys.executable, str(ROOT / "docs" / "mbpp_heldout.py"), str(heldout)], check=True)
     env = os.environ | {"T2_REGISTRY": tempfile.mkdtemp(prefix="empty-registry-"), "PYTHONPATH": str(ROOT)}
     log_path = work / "verification.json"
     log = json.loads(log_path.read_text()) if log_path.exists() else {}
+    commands: dict[str, list[str]] = {}
     for name in reports():
         report = json.loads((RESULTS / name / "report.json").read_text())
-        if not uses_experts(report) or name in log:
+        if not uses_experts(report) or name in log or not name.startswith(only):
             continue
         if name in SKIP:
             log[name] = {"verified": False, "reason": SKIP[name]}
@@ -87,7 +97,13 @@ def verify(work: Path) -> None:
         out = work / name.replace("/", "--")
         command = eval_command(name, report, out, data_dir)
         started = time.perf_counter()
-        run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        same = next((done for done, c in commands.items() if without_out(c) == without_out(command)), None)
+        if same:  # the same first items with the same settings (e.g. a longer subset of one split): reuse
+            out = work / same
+            run = subprocess.CompletedProcess(command, 0)
+        else:
+            run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        commands[out.name] = command
         entry = {"command": " ".join(command[1:]).replace(str(ROOT) + "/", ""), "seconds": 0.0}
         entry["seconds"] = round(time.perf_counter() - started, 1)
         if run.returncode != 0:
@@ -102,6 +118,11 @@ def verify(work: Path) -> None:
         log_path.write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
         print(name, entry.get("identical_outputs", entry.get("reason")), f"{entry['seconds']} s", flush=True)
     log_path.write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
+
+
+def shown(command: str) -> str:
+    """The logged command as a user would type it (`t2 eval …`, without the scratch --out)."""
+    return re.sub(r" --out \S+", "", command.replace("-m t2cli.cli.app ", "t2 "))
 
 
 def historical_experts(commit: str, base: str) -> dict[str, str]:
@@ -123,7 +144,10 @@ def stamp(work: Path) -> None:
     from t2cli.models import load_model
     from t2cli.registry import Registry
 
-    log = json.loads((work / "verification.json").read_text())
+    log = {}
+    for path in sorted(work.parent.glob(f"{work.name}*/verification.json")):  # e.g. runs/backfill, runs/backfill-svf
+        log |= json.loads(path.read_text())
+    (RESULTS / "provenance-verification.json").write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
     shipped = ROOT / "registry"
     registry = Registry(roots=[shipped], write_root=shipped)
     models: dict = {}
@@ -136,6 +160,9 @@ def stamp(work: Path) -> None:
         if report["model"] not in models:
             models[report["model"]] = load_model(report["model"])
         loaded = models[report["model"]]
+        made_for = {e.meta["base_fingerprint"] for e in registry.list(loaded.name) if e.error is None}
+        if made_for - {loaded.fingerprint}:
+            raise SystemExit(f"the registered experts were made for {made_for}, not {loaded.fingerprint}")
         pool = {e.name: e.meta["tensors_sha256"] for e in registry.list(loaded.name) if e.error is None}
         if not uses_experts(report):
             how = "base model only" if not report.get("expert") else "LoRA adapter (not a registered expert)"
@@ -160,11 +187,12 @@ def stamp(work: Path) -> None:
             record = provenance(loaded, used)
             record["backfilled"] = {
                 "verified": True,
-                "how": f"`{log[name]['command']}` with today's registry/ gave outputs identical to this "
+                "how": f"`{shown(log[name]['command'])}` with today's registry/ gave outputs identical to this "
                 f"report's first {ITEMS} samples ({log[name]['identical_outputs']})",
             }
         else:
-            unverified.append(f"{name}: {log.get(name, {}).get('reason') or log.get(name)}")
+            why = log[name].get("reason") or f"outputs differ: {log[name]}" if name in log else "not re-run (time)"
+            unverified.append(f"{name}: {why}")
             continue
         report["provenance"] = record
         path.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
@@ -176,7 +204,7 @@ def stamp(work: Path) -> None:
 if __name__ == "__main__":
     step, work = sys.argv[1], Path(sys.argv[2])
     if step == "verify":
-        verify(work)
+        verify(work, *sys.argv[3:4])
     elif step == "stamp":
         stamp(work)
     else:

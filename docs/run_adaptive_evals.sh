@@ -7,8 +7,11 @@
 #              humaneval first 100). ARC-Challenge's test split is not in ../shared/data, so the
 #              official validation split ("dev") stands in; with the test file, add --data-dir DIR
 #              --split test.
-#   cem        few-shot CEM on ARC-Challenge with 10 shots from its TRAIN split (not the evaluated
-#              split, so the evaluated items are exactly the base rows'), 3 generations of 32 (CPU budget).
+#   cem        few-shot CEM stability (bench/cem.py): seeds × fitness × shots on ARC-Challenge dev
+#              (first 50 items), shots from its TRAIN split, α over the shipped experts; every cell
+#              appends one JSON line to bench/results/cem*.jsonl (resumable); the table: --summary.
+#              (The earlier single run, docs/results/adaptive/arc-challenge-dev-cem, was made with the
+#              first `math` expert and is superseded by this bench.)
 # (`prompt` is measured on the cls split only: the base model never writes a label, so it routes
 # every prompt to "other" = the base model.)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -47,7 +50,7 @@ case "${1:?which step: dispatch | unseen-arc | unseen-arc-truncated | unseen-mat
       $T2 eval --task humaneval --limit 100 --adapt $s --out $OUT/humaneval-$s
     done ;;
   cem)
-    $T2 eval --task arc-challenge --split dev --limit 150 --adapt cem \
-      --shots $OUT/arc-challenge-shots.jsonl --cem-generations 3 --out $OUT/arc-challenge-dev-cem ;;
+    PYTHONPATH=. .venv/bin/python bench/cem.py
+    PYTHONPATH=. .venv/bin/python bench/cem.py --summary ;;
   *) echo "unknown step $1" >&2; exit 2 ;;
 esac

@@ -1,16 +1,20 @@
 """Few-shot adaptation (SPEC §3c): the cross-entropy method searches mixing weights α over the
 domain experts, z' = Σ αₖ zₖ, on k labelled shots of the target task.
 
-Fitness of a candidate α = (accuracy of greedy answers on the shots, mean per-token log-likelihood of
-their reference answers), compared in that order — the log-likelihood breaks the many accuracy ties
-of a handful of shots. Global α (one per expert) or per-matrix α; seeded, so the same inputs give
-the same α. `split_shots` takes the shots out of an evaluation set so they are never scored.
+Fitness of a candidate α (`CEMConfig.fitness`, every candidate scored on the same shots):
+  accuracy+loglik  accuracy of greedy answers on the shots, ties broken by the mean per-token
+                   log-likelihood of their reference answers (a handful of shots gives many ties)
+  accuracy         the accuracy alone (ties go to the earlier candidate: the best so far first)
+  loglik           the log-likelihood alone: one teacher-forced forward per shot, batched, no
+                   generation — far cheaper per candidate
+Global α (one per expert) or per-matrix α; seeded, so the same inputs give the same α.
+`split_shots` takes the shots out of an evaluation set so they are never scored.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +42,9 @@ def split_shots(examples: Sequence[dict], k: int, seed: int = 0) -> tuple[list[d
     return shots, rest
 
 
+FITNESSES = ("accuracy+loglik", "accuracy", "loglik")
+
+
 @dataclass(frozen=True)
 class CEMConfig:
     population: int = 32  # candidate α per generation
@@ -50,9 +57,12 @@ class CEMConfig:
     per_matrix: bool = False  # one α per expert per matrix instead of one per expert
     seed: int = 0
     max_new_tokens: int | None = None  # pass-2 budget on the shots (default: the task's)
-    batch_size: int = 16
+    batch_size: int = 16  # shots per generation batch and per log-likelihood forward
+    fitness: str = "accuracy+loglik"  # one of FITNESSES
 
     def __post_init__(self) -> None:
+        if self.fitness not in FITNESSES:
+            raise DispatchError(f"unknown CEM fitness {self.fitness!r}: choose one of {', '.join(FITNESSES)}")
         if self.population < 2 or self.generations < 1:
             raise ValueError("CEM needs a population ≥ 2 and ≥ 1 generation")
         if not 0 < self.elite_ratio <= 1:
@@ -63,12 +73,13 @@ class CEMConfig:
 class CEMResult:
     expert: ExpertVector  # the mixture; register it to reuse it for the task
     alphas: torch.Tensor  # (K,) or (K, M): the best α
-    accuracy: float  # on the shots
-    loglik: float  # mean per-token log-likelihood of the shots' reference answers
+    accuracy: float | None  # on the shots (None with fitness "loglik": nothing was generated)
+    loglik: float | None  # mean per-token log-likelihood of the shots' reference answers (None: "accuracy")
     experts: list[str]
     modules: list[str]
     history: list[dict]  # per generation: best/mean fitness, mean α
-    evaluations: int
+    evaluations: int  # candidates scored
+    reused: int = 0  # of which scores came from the caller's memo (`cem_search(scores=...)`)
 
     @property
     def weights(self) -> dict[str, float]:
@@ -77,7 +88,7 @@ class CEMResult:
         return {name: round(float(a), 6) for name, a in zip(self.experts, alphas)}
 
 
-CEMProgress = Callable[[int, int, float], None]  # (generation, generations, best accuracy)
+CEMProgress = Callable[[int, int, float], None]  # (generation, generations, best score: see `Fitness.score`)
 
 
 def mixture(experts: Sequence[ExpertVector], alphas: torch.Tensor, modules: Sequence[str], name: str) -> ExpertVector:
@@ -94,28 +105,82 @@ def mixture(experts: Sequence[ExpertVector], alphas: torch.Tensor, modules: Sequ
     return mix(experts, [1.0] * len(experts), name, per_layer=per_layer)
 
 
+@dataclass(frozen=True)
+class Fitness:
+    """One candidate's score; candidates compare by `key` (larger is better)."""
+
+    key: tuple[float, ...]
+    accuracy: float | None = None
+    loglik: float | None = None
+
+    @property
+    def score(self) -> float:
+        """The leading component: shot accuracy, or the log-likelihood for fitness "loglik"."""
+        return self.key[0]
+
+
 def shot_fitness(
-    loaded: LoadedModel, task: Task, shots: Sequence[dict], config: GenerationConfig
-) -> tuple[float, float]:
-    """(accuracy of greedy answers, mean per-token log-likelihood of the reference answers)."""
+    loaded: LoadedModel,
+    task: Task,
+    shots: Sequence[dict],
+    config: GenerationConfig,
+    fitness: str = "accuracy+loglik",
+    known: Mapping[str, float] | None = None,
+) -> Fitness:
+    """Score the model as it stands on the shots: greedy answers are generated only when the
+    fitness uses accuracy, reference log-likelihoods computed only when it uses them, and
+    neither when `known` (scores of these weights on these shots) already holds it."""
+    scores = dict(known or {})
     prompts = [chat_prompt(loaded.tokenizer, task.messages(example)) for example in shots]
-    outputs = [c.text for c in generate(loaded, prompts, config)]
-    accuracy = sum(task.check_many(outputs, shots)) / len(shots)
-    return accuracy, reference_loglik(loaded, prompts, [task.reference_output(e) for e in shots])
+    if fitness != "loglik" and "accuracy" not in scores:
+        outputs = [c.text for c in generate(loaded, prompts, config)]
+        scores["accuracy"] = sum(task.check_many(outputs, shots)) / len(shots)
+    if fitness != "accuracy" and "loglik" not in scores:
+        answers = [task.reference_output(example) for example in shots]
+        scores["loglik"] = reference_loglik(loaded, prompts, answers, batch_size=config.batch_size)
+    return make_fitness(fitness, scores)
+
+
+def make_fitness(fitness: str, scores: Mapping[str, float]) -> Fitness:
+    """The `fitness` of a candidate whose shot scores ("accuracy", "loglik") are `scores`."""
+    accuracy, loglik = scores.get("accuracy"), scores.get("loglik")
+    key = {"accuracy+loglik": (accuracy, loglik), "accuracy": (accuracy,), "loglik": (loglik,)}[fitness]
+    return Fitness(key, accuracy, loglik)
 
 
 @torch.no_grad()
-def reference_loglik(loaded: LoadedModel, prompts: Sequence[str], answers: Sequence[str]) -> float:
-    """Mean over prompts of the mean per-token log-probability of each answer after its prompt."""
+def reference_loglik(
+    loaded: LoadedModel, prompts: Sequence[str], answers: Sequence[str], batch_size: int = 16
+) -> float:
+    """Mean over prompts of the mean per-token log-probability of each answer after its prompt.
+
+    Teacher-forced, `batch_size` sequences per forward: left-padded with an attention mask and
+    positions that skip the padding, so every answer ends at the last position and only the
+    last (longest answer + 1) positions are projected onto the vocabulary.
+    """
+    if len(prompts) != len(answers) or not prompts:
+        raise ValueError("reference_loglik needs one answer per prompt and at least one prompt")
     tokenizer, model, device = loaded.tokenizer, loaded.model, loaded.device
-    total = 0.0
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    encoded = []
     for prompt, answer in zip(prompts, answers):
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
-        ids = torch.tensor([prompt_ids + answer_ids], device=device)
-        logits = model(input_ids=ids, logits_to_keep=len(answer_ids) + 1).logits[0, :-1].float()
-        logp = torch.log_softmax(logits, dim=-1)
-        total += float(logp[torch.arange(len(answer_ids)), torch.tensor(answer_ids, device=device)].mean())
+        encoded.append((prompt_ids + answer_ids, len(answer_ids)))
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # similar lengths, less padding
+    total = 0.0
+    for start in range(0, len(order), max(1, batch_size)):
+        batch = [encoded[i] for i in order[start : start + max(1, batch_size)]]
+        width = max(len(ids) for ids, _ in batch)
+        keep = max(n for _, n in batch) + 1
+        ids = torch.tensor([[pad] * (width - len(seq)) + seq for seq, _ in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(seq)) + [1] * len(seq) for seq, _ in batch], device=device)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # position j predicts token width-keep+j+1
+        for row, (seq, n) in enumerate(batch):
+            targets = torch.tensor(seq[-n:], device=device)
+            total += float(logp[row, keep - 1 - n :].gather(1, targets[:, None]).mean())
     return total / len(prompts)
 
 
@@ -128,13 +193,18 @@ def cem_search(
     config: CEMConfig = CEMConfig(),
     name: str | None = None,
     progress: CEMProgress | None = None,
+    scores: MutableMapping[bytes, dict[str, float]] | None = None,
 ) -> CEMResult:
     """Cross-entropy-method search of α for z' = Σ αₖ zₖ on labelled shots (SPEC §3c).
 
     Each generation samples α ~ N(mean, std) clamped to [0, 1] (the first member is always the
-    best α so far, re-evaluated); fitness is (accuracy, reference log-likelihood), compared in
-    that order; the elite fraction sets the next mean and std. Seeded: the same inputs and seed
+    best α so far, re-evaluated); every member is scored on all the shots by `config.fitness`
+    (see the module docstring); the elite fraction sets the next mean and std. Seeded: the same inputs and seed
     give the same α. The model is left with its base weights.
+
+    `scores`, when given, memoises shot scores by α (the caller keeps one per set of shots and
+    experts): a candidate already scored there — the best so far, re-sampled in every generation,
+    or the first generation of another search with the same seed — is not evaluated again.
     """
     if not experts:
         raise DispatchError("CEM needs at least one domain expert in the registry")
@@ -152,9 +222,9 @@ def cem_search(
         batch_size=config.batch_size,
         stop=tuple(task.stop),
     )
-    best: tuple[tuple[float, float], torch.Tensor] | None = None
+    best: tuple[Fitness, torch.Tensor] | None = None
     history: list[dict] = []
-    evaluations, stale = 0, 0
+    evaluations, reused, stale = 0, 0, 0
     try:
         for generation in range(config.generations):
             population = (mean + std * torch.randn((config.population, *shape), generator=generator)).clamp(0, 1)
@@ -162,12 +232,25 @@ def cem_search(
                 population[0] = best[1]  # the best so far is always re-evaluated
             fitness = []
             for member, alphas in enumerate(population):
+                memo_key = alphas.numpy().tobytes()
+                known = scores.get(memo_key, {}) if scores is not None else {}
+                evaluations += 1
+                if all(part in known for part in config.fitness.split("+")):
+                    fitness.append(make_fitness(config.fitness, known))
+                    reused += 1
+                    continue
                 vector = mixture(experts, alphas, modules, f"cem-{generation}-{member}")
                 switch.adapter.load_weights(switch.adapter.compose(vector), f"cem:{generation}:{member}")
-                fitness.append(shot_fitness(loaded, task, shots, generation_config))
-                evaluations += 1
-            order = sorted(range(len(population)), key=lambda i: fitness[i], reverse=True)
-            improved = best is None or fitness[order[0]] > best[0]
+                fitness.append(shot_fitness(loaded, task, shots, generation_config, config.fitness, known))
+                if scores is not None:
+                    scores[memo_key] = {
+                        k: v
+                        for k, v in (("accuracy", fitness[-1].accuracy), ("loglik", fitness[-1].loglik))
+                        if v is not None
+                    }
+            # stable: among equal keys the earlier member (the best so far, at 0) stays first
+            order = sorted(range(len(population)), key=lambda i: fitness[i].key, reverse=True)
+            improved = best is None or fitness[order[0]].key > best[0].key
             if improved:
                 best = (fitness[order[0]], population[order[0]].clone())
             stale = 0 if improved else stale + 1
@@ -177,22 +260,22 @@ def cem_search(
             history.append(
                 {
                     "generation": generation,
-                    "best_accuracy": best[0][0],
-                    "best_loglik": round(best[0][1], 6),
-                    "mean_accuracy": sum(f[0] for f in fitness) / len(fitness),
+                    "best_accuracy": best[0].accuracy,
+                    "best_loglik": None if best[0].loglik is None else round(best[0].loglik, 6),
+                    "mean_score": sum(f.score for f in fitness) / len(fitness),
                     "mean_alpha": [round(float(a), 4) for a in (mean if mean.ndim == 1 else mean.mean(dim=1))],
                 }
             )
             if progress:
-                progress(generation + 1, config.generations, best[0][0])
-            if config.stop_at_perfect and best[0][0] >= 1.0:
+                progress(generation + 1, config.generations, best[0].score)
+            if config.stop_at_perfect and best[0].accuracy is not None and best[0].accuracy >= 1.0:
                 break
             if config.patience is not None and stale >= config.patience:
                 break
     finally:
         switch.adapter.revert()
     assert best is not None
-    (accuracy, loglik), alphas = best
+    accuracy, loglik, alphas = best[0].accuracy, best[0].loglik, best[1]
     expert_names = [e.name for e in experts]
     result_name = name or f"cem-{task.name}"
     vector = mixture(experts, alphas, modules, result_name)
@@ -206,10 +289,11 @@ def cem_search(
             "loglik": loglik,
             "generations": len(history),
             "evaluations": evaluations,
+            "fitness": config.fitness,
             "per_matrix": config.per_matrix,
             "seed": config.seed,
             "population": config.population,
             "elite_ratio": config.elite_ratio,
         },
     }
-    return CEMResult(vector, alphas, accuracy, loglik, expert_names, modules, history, evaluations)
+    return CEMResult(vector, alphas, accuracy, loglik, expert_names, modules, history, evaluations, reused)

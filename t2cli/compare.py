@@ -60,8 +60,10 @@ def load_run(directory: str | Path, label: str | None = None) -> Run:
     directory = Path(directory)
     summary_path, samples_path = directory / REPORT_FILE, directory / SAMPLES_FILE
     if not summary_path.is_file() or not samples_path.is_file():
-        raise CompareError(f"{directory} is not an evaluation report: it needs {REPORT_FILE} and {SAMPLES_FILE} "
-                           "(written by `t2 eval --out DIR`)")
+        raise CompareError(
+            f"{directory} is not an evaluation report: it needs {REPORT_FILE} and {SAMPLES_FILE} "
+            "(written by `t2 eval --out DIR`)"
+        )
     try:
         summary = json.loads(summary_path.read_text())
         correct = {}
@@ -95,8 +97,10 @@ def compare(a: Run, b: Run) -> Comparison:
     """Pair two runs of one task and split on the items both scored."""
     for key in ("task", "split"):
         if a.summary.get(key) != b.summary.get(key):
-            raise CompareError(f"the reports are of different {key}s ({a.summary.get(key)} vs {b.summary.get(key)}); "
-                               "compare runs of one task split")
+            raise CompareError(
+                f"the reports are of different {key}s ({a.summary.get(key)} vs {b.summary.get(key)}); "
+                "compare runs of one task split"
+            )
     common = [item for item in a.correct if item in b.correct]
     if not common:
         raise CompareError("the reports share no item ids; were they made with other data files?")
@@ -104,7 +108,15 @@ def compare(a: Run, b: Run) -> Comparison:
     only_a = sum(a.correct[i] and not b.correct[i] for i in common)
     only_b = sum(b.correct[i] and not a.correct[i] for i in common)
     return Comparison(
-        task=a.summary["task"], split=a.summary.get("split", "?"), a=a.label, b=b.label, n=len(common),
-        a_correct=both + only_a, b_correct=both + only_b, both=both, only_a=only_a, only_b=only_b,
+        task=a.summary["task"],
+        split=a.summary.get("split", "?"),
+        a=a.label,
+        b=b.label,
+        n=len(common),
+        a_correct=both + only_a,
+        b_correct=both + only_b,
+        both=both,
+        only_a=only_a,
+        only_b=only_b,
         p_value=mcnemar_exact(only_a, only_b),
     )

@@ -132,7 +132,7 @@ class ExpertVector:
             z = load_safetensors_bytes(payload)
         except (SafetensorError, ValueError, RuntimeError) as error:
             raise ExpertError(f"{tensors_path} is not a readable safetensors file: {error}") from error
-        for module, tensor in z.items():
+        for module, tensor in sorted(z.items()):
             if tensor.ndim != 1:
                 raise ExpertError(f"{tensors_path}: {module} must be a 1-D vector, has shape {tuple(tensor.shape)}")
             if not tensor.is_floating_point():
@@ -201,7 +201,7 @@ _JSON_NAMES = {str: "string", list: "list", dict: "object", int: "integer"}
 
 def _check_finite(z: Mapping[str, torch.Tensor], name: str) -> None:
     """Finite values and a positive sum per matrix: the composed weights divide by Σ(σ ⊙ z)."""
-    for module, tensor in z.items():
+    for module, tensor in sorted(z.items()):
         if not tensor.is_floating_point():
             raise ExpertError(f"expert {name!r}: {module} holds {tensor.dtype} values; z vectors are floats")
         if not torch.isfinite(tensor).all():

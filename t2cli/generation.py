@@ -148,4 +148,3 @@ def _trim(ids: list[int], eos: int | None, pad: int | None) -> list[int]:
     while ids and ids[-1] == pad:
         ids.pop()
     return ids
-

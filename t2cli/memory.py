@@ -7,8 +7,9 @@ shapes; the per-token activation factors and the process size are estimates of w
 transformers keep (the scaling benchmark, bench/scaling.py, compares them with measured peaks).
 
 Stages:
-  decompose  one matrix at a time: the largest tensor read (twice: mapped pages and its copy), its
-             float copy, the SVD's factors and workspace, the store-dtype copies being written.
+  decompose  one tensor at a time: the largest tensor read and its float32 copy (the fingerprint
+             pass), or the largest target, its float copy, the SVD's factors and workspace and the
+             store-dtype copies being written, whichever is larger.
   eval       the model, the factors, the kept originals, generation (KV cache, one layer's
              prefill activations, the last position's logits).
   train      eval's residents, z with Adam, rollouts' KV cache, and the loss's forward/backward
@@ -222,9 +223,9 @@ def plan(
         + (m * r + r * r + r * n + m * n) * 4  # U, σ, Vᵀ and the LAPACK workspace
         + 2 * (m * r + r * n) * bs  # the store-dtype copies and their serialised form
     )
-    fingerprint = 2 * s.largest_tensor * bf + (s.largest_tensor * 4 if bf != 4 else 0)
+    fingerprint = s.largest_tensor * bf + (s.largest_tensor * 4 if bf != 4 else 0)  # as read, and in float32
     stages = (
-        Stage("decompose", {"process": process, "one matrix at a time": max(svd, fingerprint)}),
+        Stage("decompose", {"process": process, "one tensor at a time": max(svd, fingerprint)}),
         Stage(
             "eval",
             {
@@ -299,7 +300,7 @@ def plan_for(
         compute = dtype_name(resolve_dtype(dtype, "cpu" if absent_gpu else where))
     skeleton = meta_model(name_or_path)
     shapes = shapes_of(skeleton, targets)
-    config_dtype = getattr(skeleton.config, "dtype", None) or getattr(skeleton.config, "torch_dtype", None)
+    config_dtype = getattr(skeleton.config, "dtype", None)
     file_dtype = dtype_name(config_dtype) if isinstance(config_dtype, torch.dtype) else config_dtype
     settings.setdefault("file_dtype", file_dtype if file_dtype in DTYPE_BYTES else compute)
     if settings.get("available") is None:

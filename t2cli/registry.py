@@ -114,8 +114,13 @@ class Registry:
         entry = self.find(name, base_model)
         if not self._in_write_root(entry):
             return ExpertVector.load(entry.path)
-        with self._locked(base_model, name):  # never read half of an overwrite
-            return ExpertVector.load(self.find(name, base_model).path)
+        try:
+            with self._locked(base_model, name):  # never read half of an overwrite
+                return ExpertVector.load(self.find(name, base_model).path)
+        except RegistryError:
+            if os.access(entry.path.parent, os.W_OK):
+                raise
+            return ExpertVector.load(entry.path)  # a read-only registry has no writers to wait for
 
     # ------------------------------------------------------------------ writing
 
@@ -167,14 +172,19 @@ class Registry:
     def _locked(self, base_model: str, name: str) -> Iterator[None]:
         """Hold the expert's lock, after finishing or undoing whatever a killed writer left."""
         folder = self.write_root / base_model
-        folder.mkdir(parents=True, exist_ok=True)
         lock = FileLock(folder / f".{name}.lock", timeout=self.lock_timeout)
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             lock.acquire()
         except Timeout:
             raise RegistryError(
                 f"expert {name!r} for {base_model} is being written by another t2 process "
                 f"(lock {lock.lock_file} held for {self.lock_timeout:g} s); retry when it has finished"
+            ) from None
+        except OSError as error:
+            raise RegistryError(
+                f"cannot lock expert {name!r} in {folder} ({error.strerror or error}): the user registry "
+                "must be writable (set $T2_REGISTRY or --registry to a directory you can write)"
             ) from None
         try:
             _recover(folder / name)

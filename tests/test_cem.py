@@ -6,8 +6,9 @@ import pytest
 import torch
 from test_dispatch import SHOTS, TOY, make_setup
 
-from t2cli.cem import CEMConfig, cem_search, split_shots
+from t2cli.cem import FITNESSES, CEMConfig, cem_search, reference_loglik, split_shots
 from t2cli.dispatch import DispatchError, load_domain_experts
+from t2cli.generation import chat_prompt
 
 
 @pytest.fixture
@@ -27,11 +28,16 @@ def test_split_shots_is_deterministic_and_disjoint():
         split_shots(examples, 20)
 
 
-@pytest.mark.parametrize("per_matrix", [False, True])
-def test_cem_is_reproducible_and_clamped(llama, setup, per_matrix):
+@pytest.mark.parametrize(
+    ("per_matrix", "fitness"),
+    [(False, "accuracy+loglik"), (True, "accuracy+loglik"), (False, "accuracy"), (True, "loglik")],
+)
+def test_cem_is_reproducible_and_clamped(llama, setup, per_matrix, fitness):
     _, registry, switch = setup
     experts = list(load_domain_experts(registry, llama.name).values())
-    config = CEMConfig(population=5, generations=2, seed=7, per_matrix=per_matrix, stop_at_perfect=False)
+    config = CEMConfig(
+        population=5, generations=2, seed=7, per_matrix=per_matrix, stop_at_perfect=False, fitness=fitness
+    )
     first = cem_search(llama, switch, experts, TOY, SHOTS, config)
     second = cem_search(llama, switch, experts, TOY, SHOTS, config)
     assert torch.equal(first.alphas, second.alphas)
@@ -41,6 +47,8 @@ def test_cem_is_reproducible_and_clamped(llama, setup, per_matrix):
     assert first.evaluations == 10 and len(first.history) == 2
     assert switch.active is None  # the search leaves the base weights in place
     assert first.expert.provenance["objective"] == "cem"
+    assert first.expert.provenance["cem"]["fitness"] == fitness
+    assert (first.accuracy is None) == (fitness == "loglik") and (first.loglik is None) == (fitness == "accuracy")
     assert first.expert.provenance["cem"]["shots"] == ["0", "1", "2", "3"]
     first.expert.validate_for(setup[0].ranks, llama.name, llama.fingerprint)
     assert set(first.weights) == {"math-expert", "code-expert", "reasoning-expert"}
@@ -50,7 +58,7 @@ def test_cem_is_reproducible_and_clamped(llama, setup, per_matrix):
         experts,
         TOY,
         SHOTS,
-        CEMConfig(population=5, generations=2, seed=8, per_matrix=per_matrix, stop_at_perfect=False),
+        CEMConfig(population=5, generations=2, seed=8, per_matrix=per_matrix, stop_at_perfect=False, fitness=fitness),
     )
     assert not torch.equal(first.alphas, other.alphas)
 
@@ -83,3 +91,94 @@ def test_cem_stops_early(llama, setup):
     experts = list(load_domain_experts(registry, llama.name).values())
     result = cem_search(llama, switch, experts, TOY, SHOTS, CEMConfig(population=3, generations=10, patience=1))
     assert len(result.history) < 10
+
+
+def test_loglik_fitness_never_generates_and_accuracy_fitness_never_scores_references(llama, setup, monkeypatch):
+    import t2cli.cem as cem
+
+    _, registry, switch = setup
+    experts = list(load_domain_experts(registry, llama.name).values())
+    real_generate, real_loglik = cem.generate, cem.reference_loglik
+    calls = {"generate": 0, "loglik": 0}
+
+    def counting_generate(*args, **kwargs):
+        calls["generate"] += 1
+        return real_generate(*args, **kwargs)
+
+    def counting_loglik(*args, **kwargs):
+        calls["loglik"] += 1
+        return real_loglik(*args, **kwargs)
+
+    monkeypatch.setattr(cem, "generate", counting_generate)
+    monkeypatch.setattr(cem, "reference_loglik", counting_loglik)
+    config = CEMConfig(population=3, generations=2, stop_at_perfect=False, fitness="loglik")
+    result = cem_search(llama, switch, experts, TOY, SHOTS, config)
+    assert calls == {"generate": 0, "loglik": 6}
+    logliks = [h["best_loglik"] for h in result.history]
+    assert logliks == sorted(logliks) and result.loglik is not None and result.accuracy is None
+    calls.update(generate=0, loglik=0)
+    cem_search(llama, switch, experts, TOY, SHOTS, CEMConfig(population=3, generations=2, fitness="accuracy"))
+    assert calls["loglik"] == 0 and calls["generate"] >= 3
+    calls.update(generate=0, loglik=0)
+    cem_search(llama, switch, experts, TOY, SHOTS, CEMConfig(population=3, generations=1))
+    assert calls == {"generate": 3, "loglik": 3}  # the default scores both
+
+
+def test_fitnesses_can_choose_different_alphas(llama, setup):
+    _, registry, switch = setup
+    experts = list(load_domain_experts(registry, llama.name).values())
+    found = {
+        fitness: cem_search(
+            llama, switch, experts, TOY, SHOTS, CEMConfig(population=6, generations=2, seed=3, fitness=fitness)
+        )
+        for fitness in FITNESSES
+    }
+    # the same seed samples the same first generation; with accuracy ties everywhere on a random model,
+    # only the log-likelihood can move the search away from the first member
+    assert not torch.equal(found["loglik"].alphas, found["accuracy"].alphas)
+
+
+def test_batched_reference_loglik_matches_one_at_a_time(llama):
+    prompts = [chat_prompt(llama.tokenizer, TOY.messages(example)) for example in SHOTS]
+    answers = ["1", "22 and more", "3", "a longer reference answer"]
+    one = reference_loglik(llama, prompts, answers, batch_size=1)
+    batched = reference_loglik(llama, prompts, answers, batch_size=3)
+    assert batched == pytest.approx(one, abs=1e-4)
+    # by hand, the first prompt alone: mean log-probability of its answer's tokens
+    ids = llama.tokenizer(prompts[0], add_special_tokens=False)["input_ids"]
+    target = llama.tokenizer(answers[0], add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(llama.model(input_ids=torch.tensor([ids + target])).logits[0].float(), dim=-1)
+    expected = float(torch.stack([logp[len(ids) - 1 + j, t] for j, t in enumerate(target)]).mean())
+    assert reference_loglik(llama, prompts[:1], answers[:1]) == pytest.approx(expected, abs=1e-4)
+
+
+def test_unknown_fitness_is_a_clear_error():
+    with pytest.raises(DispatchError, match="accuracy\\+loglik"):
+        CEMConfig(fitness="reward")
+
+
+def test_memoised_scores_give_the_same_search_and_skip_known_candidates(llama, setup, monkeypatch):
+    import t2cli.cem as cem
+
+    _, registry, switch = setup
+    experts = list(load_domain_experts(registry, llama.name).values())
+    config = CEMConfig(population=4, generations=3, seed=5, stop_at_perfect=False)
+    plain = cem_search(llama, switch, experts, TOY, SHOTS, config)
+    memo: dict = {}
+    memoised = cem_search(llama, switch, experts, TOY, SHOTS, config, scores=memo)
+    assert torch.equal(plain.alphas, memoised.alphas) and plain.history == memoised.history
+    # at least the best so far, re-sampled in generations 2 and 3 (clamping to [0, 1] makes more repeats)
+    assert plain.reused == 0 and memoised.reused >= 2
+    assert len(memo) == 12 - memoised.reused and all(set(v) == {"accuracy", "loglik"} for v in memo.values())
+    calls = {"generate": 0}
+    real_generate = cem.generate
+
+    def counting_generate(*args, **kwargs):
+        calls["generate"] += 1
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(cem, "generate", counting_generate)
+    other = CEMConfig(population=4, generations=1, seed=5, stop_at_perfect=False, fitness="accuracy")
+    again = cem_search(llama, switch, experts, TOY, SHOTS, other, scores=memo)
+    assert calls["generate"] == 0 and again.reused == 4  # the same seed samples the same first generation

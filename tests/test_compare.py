@@ -11,11 +11,18 @@ from t2cli.compare import CompareError, compare, load_run, mcnemar_exact
 
 def write_report(directory, correct, task="gsm8k", split="test", expert=None):
     directory.mkdir(parents=True)
-    summary = {"task": task, "split": split, "model": "tiny", "expert": expert, "n": len(correct),
-               "correct": sum(correct)}
+    summary = {
+        "task": task,
+        "split": split,
+        "model": "tiny",
+        "expert": expert,
+        "n": len(correct),
+        "correct": sum(correct),
+    }
     (directory / "report.json").write_text(json.dumps(summary))
     (directory / "samples.jsonl").write_text(
-        "".join(json.dumps({"id": f"test-{i}", "output": "", "correct": c}) + "\n" for i, c in enumerate(correct)))
+        "".join(json.dumps({"id": f"test-{i}", "output": "", "correct": c}) + "\n" for i, c in enumerate(correct))
+    )
     return directory
 
 

@@ -74,8 +74,12 @@ def test_stream_stops_where_the_callback_interrupts(llama):
 def test_on_batch_hands_over_each_finished_batch_in_the_callers_indices(llama):
     prompts = ["a", "The answer is (A).", "1 + 2 =", "b c"]
     seen = []
-    results = generate(llama, prompts, GenerationConfig(max_new_tokens=3, batch_size=3),
-                       on_batch=lambda indices, done: seen.append((indices, done)))
+    results = generate(
+        llama,
+        prompts,
+        GenerationConfig(max_new_tokens=3, batch_size=3),
+        on_batch=lambda indices, done: seen.append((indices, done)),
+    )
     assert [len(indices) for indices, _ in seen] == [3, 1]
     assert sorted(i for indices, _ in seen for i in indices) == [0, 1, 2, 3]
     for indices, done in seen:

@@ -94,7 +94,7 @@ def test_training_step_peak_against_the_plan(tokenizer):
     loaded = from_model(LlamaForCausalLM(config), tokenizer, "peak-test", device="cpu")
     store = decompose(loaded, ["mlp"])
     shapes = shapes_of(loaded.model, ["mlp"])
-    batch, prompt, new = 4, 96, 96
+    batch, prompt, new = 8, 48, 48  # short sequences: the attention scores (kernel-dependent) stay small
     ids = torch.randint(0, len(tokenizer), (batch, prompt + new))
     attention = torch.ones_like(ids)
     attention[0, :10] = 0  # left padding, as the training library's batches have

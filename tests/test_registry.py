@@ -241,3 +241,17 @@ def test_a_writer_waiting_past_the_timeout_gets_one_clear_error(tmp_path):
     finally:
         done.set()
         holder.join()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
+def test_a_read_only_registry_is_read_without_a_lock_and_writes_say_why(tmp_path):
+    registry = Registry(roots=[tmp_path], write_root=tmp_path)
+    registry.add(constant("same", 0.5))
+    (tmp_path / "tiny" / ".same.lock").unlink()
+    os.chmod(tmp_path / "tiny", 0o555)
+    try:
+        assert float(registry.load("same", "tiny").z["m.up"][0]) == 0.5
+        with pytest.raises(RegistryError, match="must be writable"):
+            registry.add(constant("same", 0.25), overwrite=True)
+    finally:
+        os.chmod(tmp_path / "tiny", 0o755)

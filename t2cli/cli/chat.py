@@ -83,14 +83,20 @@ def chat_command(
                 task=task_obj,
                 shots=shot_examples,
                 cem_config=config,
-                cem_progress=(lambda done, total, best: update(done, total, f"best shot accuracy {best:.2f}"))
+                cem_progress=(lambda done, total, best: update(done, total, f"best fitness {best:.3f}"))
                 if update
                 else None,
             )
         show_choice(adaptive)
         if adaptive.cem is not None:
             weights = ", ".join(f"{name} {alpha:.3f}" for name, alpha in adaptive.cem.weights.items())
-            console.print(f"cem on {len(shot_examples)} shots: accuracy {adaptive.cem.accuracy:.2f}; α: {weights}")
+            found = adaptive.cem
+            fitness = "; ".join(
+                f"{label} {value:.3f}"
+                for label, value in (("accuracy", found.accuracy), ("log-likelihood", found.loglik))
+                if value is not None
+            )
+            console.print(f"cem on {len(shot_examples)} shots: {fitness}; α: {weights}")
             if save_mixture:
                 adaptive.cem.expert.name = save_mixture
                 entry = adaptive.registry.add(adaptive.cem.expert)
@@ -114,4 +120,3 @@ def chat_command(
             console.print("[bold green]you>[/]", Text(line.strip()))  # the user's text, literally
         if not session.handle(line):
             break
-

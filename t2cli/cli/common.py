@@ -188,23 +188,44 @@ def show_choice(adaptive: AdaptiveModel) -> None:
 
 # ------------------------------------------------------------------ the task: by name, task file or data file
 # Shared by `t2 eval` and `t2 train` (t2cli/tasks/datafile.py defines what each setting means).
-TaskFileOpt = typer.Option(None, "--task-file", help="A TOML task file (keys: data, prompt_field, answer_field, "
-                           "checker, …), instead of --task.")
-DataOpt = typer.Option(None, "--data", help="A task from a data file (JSONL, JSON, CSV, Parquet) or a Hub dataset "
-                       "id, instead of --task. With --prompt-field or --template, --answer-field, --checker.")
+TaskFileOpt = typer.Option(
+    None,
+    "--task-file",
+    help="A TOML task file (keys: data, prompt_field, answer_field, checker, …), instead of --task.",
+)
+DataOpt = typer.Option(
+    None,
+    "--data",
+    help="A task from a data file (JSONL, JSON, CSV, Parquet) or a Hub dataset "
+    "id, instead of --task. With --prompt-field or --template, --answer-field, --checker.",
+)
 PromptFieldOpt = typer.Option(None, "--prompt-field", help="--data: the field holding each prompt.")
-TemplateOpt = typer.Option(None, "--template", help='--data: the prompt, with {field} placeholders, e.g. '
-                           '"Q: {question}" (instead of --prompt-field; nothing is appended).')
+TemplateOpt = typer.Option(
+    None,
+    "--template",
+    help="--data: the prompt, with {field} placeholders, e.g. "
+    '"Q: {question}" (instead of --prompt-field; nothing is appended).',
+)
 AnswerFieldOpt = typer.Option(None, "--answer-field", help="--data: the field holding each answer.")
-CheckerOpt = typer.Option(None, "--checker", help="--data: exact (normalised text), number, choice (a letter), "
-                          "contains, regex:PATTERN (group 1 is the answer) or python-tests (the answer field holds "
-                          "asserts, run in the sandbox). Default exact.")
-TargetFieldOpt = typer.Option(None, "--target-field", help="--data: full solutions, the SFT target (default: "
-                              "built from the answer).")
-SplitFieldOpt = typer.Option(None, "--split-field", help="--data: the field naming each row's split "
-                             "(train / validation / test). Without it, --val-fraction of the rows is held out.")
-ValFractionOpt = typer.Option(None, "--val-fraction", help="--data: the seeded share of rows held out for "
-                              "validation (default 0.2).")
+CheckerOpt = typer.Option(
+    None,
+    "--checker",
+    help="--data: exact (normalised text), number, choice (a letter), "
+    "contains, regex:PATTERN (group 1 is the answer) or python-tests (the answer field holds "
+    "asserts, run in the sandbox). Default exact.",
+)
+TargetFieldOpt = typer.Option(
+    None, "--target-field", help="--data: full solutions, the SFT target (default: built from the answer)."
+)
+SplitFieldOpt = typer.Option(
+    None,
+    "--split-field",
+    help="--data: the field naming each row's split "
+    "(train / validation / test). Without it, --val-fraction of the rows is held out.",
+)
+ValFractionOpt = typer.Option(
+    None, "--val-fraction", help="--data: the seeded share of rows held out for validation (default 0.2)."
+)
 DomainOpt = typer.Option(None, "--domain", help="--data: the task's domain (an expert trained on it carries it).")
 SystemOpt = typer.Option(None, "--system", help="--data: a system prompt.")
 
@@ -216,8 +237,10 @@ def choose_task(task: str | None, task_file: Path | None, data: str | None, **se
 
     given = [name for name, value in (("--task", task), ("--task-file", task_file), ("--data", data)) if value]
     if len(given) != 1:
-        fail("give one of --task NAME, --task-file FILE or --data FILE" + (f", not {' and '.join(given)}" if given
-                                                                             else ""))
+        fail(
+            "give one of --task NAME, --task-file FILE or --data FILE"
+            + (f", not {' and '.join(given)}" if given else "")
+        )
     stray = [key for key, value in settings.items() if value is not None]
     if stray and not data:
         fail(f"--{stray[0].replace('_', '-')} applies to --data FILE (a task file sets {stray[0]} itself)")

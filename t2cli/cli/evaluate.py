@@ -135,6 +135,11 @@ def eval_command(
     experts: str = typer.Option(None, "--experts", help=f"--adapt: {EXPERTS_HELP}"),
     shots: str = typer.Option(None, "--shots", help="cem: N shots of the split (not scored) or a JSONL file."),
     cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
+    cem_fitness: str = typer.Option(
+        None,
+        help="cem: score candidates by accuracy+loglik (shot accuracy, ties broken "
+        "by the answers' log-likelihood; default), accuracy, or loglik (no generation).",
+    ),
     pass1_tokens: int = typer.Option(None, help=PASS1_TOKENS_HELP),
     pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
     dtype: str = common.dtype_option(),
@@ -165,9 +170,18 @@ def eval_command(
     if experts and not adapt:
         fail("--experts chooses what --adapt routes over: add --adapt STRATEGY, or use --expert NAME for one expert")
     task_obj = choose_task(
-        task, task_file, data, prompt_field=prompt_field, template=template, answer_field=answer_field,
-        checker=checker, target_field=target_field, split_field=split_field, val_fraction=val_fraction,
-        domain=domain, system=system,
+        task,
+        task_file,
+        data,
+        prompt_field=prompt_field,
+        template=template,
+        answer_field=answer_field,
+        checker=checker,
+        target_field=target_field,
+        split_field=split_field,
+        val_fraction=val_fraction,
+        domain=domain,
+        system=system,
     )
     if out is not None and out.exists() and not out.is_dir():
         fail(f"--out {out} is a file: give a directory for report.json and samples.jsonl")
@@ -204,7 +218,12 @@ def eval_command(
                     data_dir=data_dir,
                     seed=seed,
                     experts=expert_names(experts),
-                    cem_config=CEMConfig(generations=cem_generations, seed=seed, max_new_tokens=max_new_tokens),
+                    cem_config=CEMConfig(
+                        generations=cem_generations,
+                        seed=seed,
+                        max_new_tokens=max_new_tokens,
+                        fitness=cem_fitness or CEMConfig.fitness,
+                    ),
                     request_tokens=pass1_tokens,
                     pass1_dtype=pass1_dtype,
                 )
@@ -259,8 +278,9 @@ def score_command(
     predictions: Path = typer.Option(..., "--predictions", "-p", help='JSONL with {"id": …, "output": …} per line.'),
     split: str = typer.Option("test", help="Split the ids belong to."),
     data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data."),
-    out: Path = typer.Option(None, "--out", help='Write per-item results here: JSONL, {"id", "extracted", '
-                             '"correct"} per scored prediction.'),
+    out: Path = typer.Option(
+        None, "--out", help='Write per-item results here: JSONL, {"id", "extracted", "correct"} per scored prediction.'
+    ),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Score given outputs with the task's checkers (no model needed)."""
@@ -282,8 +302,15 @@ def score_command(
                 fail(f"cannot write --out {out}: {error.strerror or error}")
     if json_output:
         summary = {k: v for k, v in report.to_dict().items() if k != "rows"}
-        print_json({**summary, "split": split, "predictions": str(predictions), "time_s": round(elapsed, 2),
-                    "out": str(out) if out else None})
+        print_json(
+            {
+                **summary,
+                "split": split,
+                "predictions": str(predictions),
+                "time_s": round(elapsed, 2),
+                "out": str(out) if out else None,
+            }
+        )
         return
     table = Table(title=f"{task} / {split} — {predictions}")
     for column in ("accuracy", "correct / scored", "split examples without prediction", "time"):
@@ -328,13 +355,21 @@ class FinishedAnswers:
         except KeyboardInterrupt:
             return f"interrupted: {len(self.examples)} finished answers kept (unscored) in {self.path}"
         samples = self.path.parent / "samples.jsonl"
-        atomic_write_text(samples, "".join(
-            json.dumps({"id": row.id, "output": output, "extracted": row.extracted, "correct": row.correct},
-                       ensure_ascii=False) + "\n"
-            for row, output in zip(scored.rows, self.outputs)
-        ))
-        return (f"interrupted: the {scored.n} finished answers are kept ({scored.correct} correct) in {samples} "
-                f"and {self.path}")
+        atomic_write_text(
+            samples,
+            "".join(
+                json.dumps(
+                    {"id": row.id, "output": output, "extracted": row.extracted, "correct": row.correct},
+                    ensure_ascii=False,
+                )
+                + "\n"
+                for row, output in zip(scored.rows, self.outputs)
+            ),
+        )
+        return (
+            f"interrupted: the {scored.n} finished answers are kept ({scored.correct} correct) in {samples} "
+            f"and {self.path}"
+        )
 
 
 def compare_command(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,16 +11,17 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from t2cli.cli.common import console, err_console, fail, open_registry, registry_key, user_errors
+from t2cli.cli.output import JSON_HELP, print_json
 from t2cli.defaults import DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from t2cli.registry import RegistryEntry
+    from t2cli.registry import Registry, RegistryEntry
 
 app = typer.Typer(help="List, inspect, import, export and share expert vectors.", no_args_is_help=True)
 
 ModelKey = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Base model the experts belong to.")
 RegistryDir = typer.Option(None, "--registry", help="Registry to write to (default: $T2_REGISTRY or T2_HOME/registry).")
-JsonOutput = typer.Option(False, "--json", help="Print one JSON document on stdout and nothing else.")
+JsonOutput = typer.Option(False, "--json", help=JSON_HELP)
 
 
 def entry_json(entry: RegistryEntry) -> dict:
@@ -36,8 +36,18 @@ def entry_json(entry: RegistryEntry) -> dict:
     }
 
 
-def print_json(document: object) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, sort_keys=True) + "\n")
+def checked(registry: Registry, entry: RegistryEntry) -> RegistryEntry:
+    """The entry, marked broken if its tensors fail the checks too (hash, dtype, finite, sums)."""
+    from dataclasses import replace
+
+    from t2cli.errors import ExpertError
+
+    if entry.error is None:
+        try:
+            registry.load(entry.name, entry.base_model)
+        except ExpertError as error:
+            return replace(entry, meta={}, error=str(error))
+    return entry
 
 
 def _metrics(entry: RegistryEntry) -> str:
@@ -81,7 +91,8 @@ def list_command(
 ) -> None:
     """List registered experts (user registry first, then the shipped registry/); broken ones are marked."""
     with user_errors():
-        entries = open_registry(registry).list(registry_key(model) if model else None)
+        reg = open_registry(registry)
+        entries = [checked(reg, entry) for entry in reg.list(registry_key(model) if model else None)]
     if as_json:
         print_json([entry_json(entry) for entry in entries])
         return

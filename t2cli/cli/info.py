@@ -80,9 +80,17 @@ def info_command(
     total, svf, lora = counts["model"], counts["svf"], counts["lora"]
     by_shape = Counter((name.split(".")[-1], matrix_shapes[name]) for name in names)
     if json_output:
-        settings = dict(dtype=dtype, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                        prompt_tokens=prompt_tokens, micro_batch=micro_batch, checkpointing=checkpointing, keep=keep,
-                        available=int(gpu_memory * 2**30) if gpu_memory else None)
+        settings = dict(
+            dtype=dtype,
+            device=device,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            prompt_tokens=prompt_tokens,
+            micro_batch=micro_batch,
+            checkpointing=checkpointing,
+            keep=keep,
+            available=int(gpu_memory * 2**30) if gpu_memory else None,
+        )
         with user_errors():
             plan = _plan_document(model, names_targets, **settings) if memory else None
         print_json(
@@ -156,8 +164,13 @@ def _plan_document(model: str, targets: list[str], **settings) -> dict:
         "device": str(plan.device),
         "available_bytes": plan.available,
         "stages": [
-            {"name": st.name, "total_bytes": st.total, "parts": dict(st.parts), "host": dict(st.host),
-             "fits": plan.fits(st.name)}
+            {
+                "name": st.name,
+                "total_bytes": st.total,
+                "parts": dict(st.parts),
+                "host": dict(st.host),
+                "fits": plan.fits(st.name),
+            }
             for st in plan.stages
         ],
     }

@@ -203,6 +203,17 @@ def train_command(
         console.print(result_table(result, config))
 
 
+def plan_line(plan) -> str:
+    """One line: what training needs on its device and whether it fits (`t2 info --memory` shows every stage)."""
+    from t2cli.memory import format_bytes
+
+    stage = plan.stage("train")
+    fits = plan.fits("train")
+    verdict = "" if fits is None else (" — fits" if fits else " — does NOT fit: lower --batch-size or --micro-batch")
+    available = "" if plan.available is None else f" of {format_bytes(plan.available)} available"
+    return f"memory plan: training needs ~{format_bytes(stage.total)} on {plan.device}{available}{verdict}"
+
+
 def interrupted_message(config: TrainConfig, renderer: EventRenderer) -> str:
     """What an interrupted run leaves, truthfully: a checkpoint to resume from, or nothing."""
     from t2cli.train.checkpoint import CHECKPOINT_FILE
@@ -253,6 +264,8 @@ class EventRenderer:
         kind = event["event"]
         if kind == "budget":
             err_console.print(budget_line(event), highlight=False, soft_wrap=True)
+        elif kind == "plan" and event["plan"] is not None:
+            err_console.print(plan_line(event["plan"]), highlight=False, soft_wrap=True)
         elif kind == "setup":
             self.update(0, self.total, event["message"] + "…")
         elif kind == "start":

@@ -132,6 +132,9 @@ def train(
         emit({"event": "setup", "message": f"loading {config.model}"})
         loaded = load_model(config.model, dtype=config.dtype, device=device)
 
+    # ---- the memory plan of this run, from the loaded shapes (the CLI shows it before any work)
+    emit({"event": "plan", "plan": _memory_plan(config, loaded, max_new_tokens)})
+
     # ---- data
     train_data = task.load("train", config.data_dir)
     train_examples = select_train_examples(task, train_data.examples, config, loaded.tokenizer)
@@ -492,3 +495,22 @@ def provenance(
 
 def _json(data: dict) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def _memory_plan(config: TrainConfig, loaded: LoadedModel, max_new_tokens: int):
+    """The bytes the run needs on its device (`t2cli.memory`), or None when the targets cannot be
+    resolved here (the method then raises its own clear error)."""
+    from t2cli.memory import PlanError, training_plan
+
+    try:
+        return training_plan(
+            loaded,
+            config.targets,
+            batch_size=config.batch_size * config.rollouts_per_prompt,
+            max_new_tokens=max_new_tokens,
+            micro_batch=config.micro_batch_size,
+            checkpointing=config.grad_checkpointing,
+            objective="sft" if config.objective == "sft" else "rl",
+        )
+    except (PlanError, ValueError):
+        return None

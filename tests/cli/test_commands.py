@@ -224,8 +224,7 @@ def test_every_rule_names_an_option_of_its_command():
     from t2cli.cli.validate import RULES, checked
 
     commands = {
-        name: getattr(app_module, f"{name}_command")
-        for name in ("eval", "chat", "demo", "decompose", "info", "export")
+        name: getattr(app_module, f"{name}_command") for name in ("eval", "chat", "demo", "decompose", "info", "export")
     }
     assert set(RULES) <= set(commands)
     for name in RULES:
@@ -286,8 +285,9 @@ def test_info_json_is_one_document(model_dir):
 
 
 def chat(model_dir, text, *options):
-    result = runner.invoke(app, ["chat", "--model", str(model_dir), "--max-new-tokens", "4", *options], input=text,
-                           env={"COLUMNS": "250"})
+    result = runner.invoke(
+        app, ["chat", "--model", str(model_dir), "--max-new-tokens", "4", *options], input=text, env={"COLUMNS": "250"}
+    )
     return result.exit_code, result.output
 
 

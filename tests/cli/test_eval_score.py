@@ -81,8 +81,9 @@ def test_score_json_and_per_item_out(tmp_path):
     rows[1] = {"id": rows[1]["id"], "output": "no idea"}
     predictions = write(tmp_path / "p.jsonl", rows)
     out = tmp_path / "items.jsonl"
-    result = runner.invoke(app, ["score", "--task", "gsm8k", "--predictions", str(predictions), "--json", "--out",
-                                 str(out)])
+    result = runner.invoke(
+        app, ["score", "--task", "gsm8k", "--predictions", str(predictions), "--json", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)  # stdout is the JSON document and nothing else
     assert document["n"] == 4 and document["correct"] == 3 and document["accuracy"] == 0.75
@@ -93,8 +94,20 @@ def test_score_json_and_per_item_out(tmp_path):
 
 def test_eval_json_is_one_document(tmp_path, tiny_dir):
     out = tmp_path / "out"
-    args = ["eval", "--task", "arc-easy", "--model", str(tiny_dir), "--limit", "2", "--max-new-tokens", "3",
-            "--out", str(out), "--json"]
+    args = [
+        "eval",
+        "--task",
+        "arc-easy",
+        "--model",
+        str(tiny_dir),
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--out",
+        str(out),
+        "--json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
@@ -116,8 +129,21 @@ def test_ctrl_c_during_eval_keeps_the_finished_answers(tmp_path, tiny_dir, monke
 
     monkeypatch.setattr(t2cli.evaluate, "generate", interrupted_after_one_batch)
     out = tmp_path / "out"
-    code, text = run("eval", "--task", "arc-easy", "--model", tiny_dir, "--limit", "5", "--batch-size", "2",
-                     "--max-new-tokens", "3", "--out", out)
+    code, text = run(
+        "eval",
+        "--task",
+        "arc-easy",
+        "--model",
+        tiny_dir,
+        "--limit",
+        "5",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--out",
+        out,
+    )
     assert code == 130, text
     assert "interrupted" in text and "2 finished answers" in text
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]

@@ -101,6 +101,10 @@ def test_budget_comes_first_and_eta_after_every_iteration(llama, tmp_path):
     assert (budget["rollouts"], budget["rollout_tokens"]) == (3 * 4 * 2, 3 * 4 * 2 * 6)
     assert (budget["validations"], budget["validation_tokens"]) == (3, 3 * 4 * 6)  # base, after 2, after 3
     assert budget["sft_samples"] == 0 and budget["rl_iters"] == 3
+    (plan,) = [e["plan"] for e in events if e["event"] == "plan"]  # before the first iteration, from the shapes
+    assert [e["event"] for e in events].index("plan") < [e["event"] for e in events].index("iteration")
+    train = plan.stage("train")
+    assert train.parts["factors"] > 0 and train.total > train.parts["factors"]
     etas = [e for e in events if e["event"] == "eta"]
     assert [e["iter"] for e in etas] == [1, 2, 3]
     first = etas[0]

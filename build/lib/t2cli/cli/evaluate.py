@@ -1,0 +1,214 @@
+"""`t2 eval --task T` and `t2 score --task T --predictions P.jsonl`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.table import Table
+
+from t2cli.cli import common
+from t2cli.cli.common import (
+    PASS1_DTYPE_HELP,
+    PASS1_TOKENS_HELP,
+    console,
+    fail,
+    progress_bar,
+    status,
+    user_errors,
+)
+from t2cli.defaults import DEFAULT_MODEL
+from t2cli.tasks import TASKS, get_task
+
+if TYPE_CHECKING:
+    from t2cli.evaluate import EvalReport
+
+TASK_HELP = f"Task: {', '.join(TASKS)}."
+
+
+def report_table(report: EvalReport) -> Table:
+    table = Table(
+        title=f"{report.task} / {report.split} — {report.model}" + (f" + {report.expert}" if report.expert else "")
+    )
+    for column in ("accuracy", "correct / n", "skipped rows", "wall time", "generation", "tokens/s"):
+        table.add_column(column)
+    table.add_row(
+        f"[bold]{100 * report.accuracy:.2f}%[/]",
+        f"{report.correct} / {report.n}",
+        str(report.skipped_rows),
+        f"{report.wall_time_s:.1f} s",
+        f"{report.new_tokens} tokens in {report.generation_s:.1f} s",
+        f"{report.tokens_per_s:.1f}",
+    )
+    return table
+
+
+def dispatch_table(report: EvalReport) -> Table | None:
+    """For two-pass reports: where pass 1 sent the prompts, accuracy per choice, and pass costs."""
+    dispatch = report.config.get("dispatch")
+    if not dispatch:
+        return None
+    table = Table(title=f"pass 1 ({dispatch['strategy']}) — task domain: {dispatch['task_domain']}")
+    for column in ("chosen label", "prompts", "share", "correct answers"):
+        table.add_column(column)
+    for label, counts in sorted(dispatch["by_label"].items(), key=lambda item: -item[1]["n"]):
+        mark = " ✓" if label == dispatch["task_domain"] else ""
+        table.add_row(f"{label}{mark}", str(counts["n"]), f"{counts['n'] / report.n:.0%}",
+                      f"{counts['correct']} / {counts['n']}")
+    ratio = dispatch["pass1_over_pass2"]
+    table.caption = (f"pass 1 {dispatch['pass1_s']:.1f} s · pass 2 {dispatch['pass2_s']:.1f} s · pass 1 / pass 2 = "
+                     + (f"{ratio:.1%}" if ratio is not None else "-")
+                     + (f" · pass-1 set-up, once: {setup:.1f} s" if (setup := dispatch.get("pass1_setup_s")) else ""))
+    return table
+
+
+def eval_command(
+    task: str = typer.Option(..., "--task", help=TASK_HELP),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded model name, local directory or Hub id."),
+    split: str = typer.Option("test", help="Split to evaluate."),
+    limit: int = typer.Option(None, help="Only the first N examples (a fixed, stated subset)."),
+    expert: str = typer.Option(None, "--expert", "-e", help="Apply this registered expert (pass 2 only)."),
+    lora: Path = typer.Option(None, "--lora", help="Evaluate with this PEFT LoRA adapter directory (the baseline; "
+                              "from `t2 train --method lora`) on the base model."),
+    adapt: str = typer.Option(None, "--adapt", help="Two-pass inference: prompt, cls, loglik, loglik-cls, cem, "
+                              "none or fixed:NAME (pass 1 picks the expert per prompt)."),
+    shots: str = typer.Option(None, "--shots", help="cem: N shots of the split (not scored) or a JSONL file."),
+    cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
+    pass1_tokens: int = typer.Option(None, help=PASS1_TOKENS_HELP),
+    pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
+    dtype: str = common.dtype_option(),
+    device: str = common.device_option(),
+    device_map: str = common.device_map_option(),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data (extra splits)."),
+    out: Path = typer.Option(None, "--out", help="Write report.json + samples.jsonl here (default runs/eval-…)."),
+    batch_size: int = typer.Option(16, help="Prompts per generation batch."),
+    max_new_tokens: int = typer.Option(None, help="Override the task's generation limit."),
+    sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature (with --sample)."),
+    top_p: float = typer.Option(1.0, help="Nucleus sampling p (with --sample)."),
+    seed: int = typer.Option(0, help="Random seed for sampling."),
+) -> None:
+    """Generate answers for a task split (optionally with an expert) and score them."""
+    from t2cli.evaluate import evaluate, write_report
+    from t2cli.generation import GenerationConfig
+    from t2cli.models import load_model
+
+    if lora and expert:
+        fail("--lora and --expert are mutually exclusive: evaluate the LoRA baseline or an SVF expert")
+    if adapt and (lora or expert):
+        fail("--adapt chooses the experts itself: drop --expert / --lora")
+    with user_errors():
+        task_obj = get_task(task)
+        with status(f"loading {model}…"):
+            loaded = load_model(model, dtype=dtype, device=device, device_map=device_map)
+        expert_name = None
+        if lora:
+            from t2cli.train.lora import load_lora
+
+            load_lora(loaded, lora)
+            expert_name = f"lora-{lora.name if lora.name != 'adapter' else lora.parent.name}"
+        if expert:
+            from t2cli.adapt import DenseAdapter
+            from t2cli.registry import Registry
+            from t2cli.svd_store import open_store
+
+            vector = Registry().load(expert, loaded.name)
+            adapter = DenseAdapter(loaded, open_store(loaded, vector.targets))
+            adapter.apply(vector)
+            expert_name = vector.name
+        evaluate_with = evaluate  # --adapt: the same loop, answered in two passes
+        if adapt:
+            from t2cli.cli.chat import adaptive_evaluator
+
+            evaluate_with = adaptive_evaluator(
+                loaded,
+                task_obj,
+                adapt,
+                shots,
+                split,
+                data_dir,
+                seed,
+                cem_generations,
+                max_new_tokens,
+                pass1_tokens,
+                pass1_dtype,
+            )
+            expert_name = f"adapt-{adapt.replace(':', '-')}"
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens or task_obj.max_new_tokens,
+            batch_size=batch_size,
+            do_sample=sample,
+            temperature=temperature,
+            top_p=top_p,
+            stop=tuple(task_obj.stop),
+            seed=seed,
+        )
+        with progress_bar(f"{task} {split}") as update:
+            report = evaluate_with(
+                loaded,
+                task_obj,
+                split=split,
+                limit=limit,
+                data_dir=data_dir,
+                generation=config,
+                expert_name=expert_name,
+                progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"),
+            )
+        out = out or Path("runs") / f"eval-{task}-{split}-{expert_name or 'base'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if lora:
+            report.config["lora"] = str(lora.resolve())
+        summary_path, samples_path = write_report(report, out)
+    console.print(report_table(report))
+    if (routing := dispatch_table(report)) is not None:
+        console.print(routing)
+    console.print(f"report: {summary_path}\nsamples: {samples_path}")
+
+
+def score_command(
+    task: str = typer.Option(..., "--task", help=TASK_HELP),
+    predictions: Path = typer.Option(..., "--predictions", "-p", help='JSONL with {"id": …, "output": …} per line.'),
+    split: str = typer.Option("test", help="Split the ids belong to."),
+    data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data."),
+) -> None:
+    """Score given outputs with the task's checkers (no model needed)."""
+    from t2cli.scoring import score_predictions
+
+    with user_errors():
+        task_obj = get_task(task)
+        started = time.perf_counter()
+        report = score_predictions(task_obj, predictions, split=split, data_dir=data_dir)
+        elapsed = time.perf_counter() - started
+    table = Table(title=f"{task} / {split} — {predictions}")
+    for column in ("accuracy", "correct / scored", "split examples without prediction", "time"):
+        table.add_column(column)
+    table.add_row(
+        f"[bold]{100 * report.accuracy:.2f}%[/]",
+        f"{report.correct} / {report.n}",
+        str(report.missing),
+        f"{elapsed:.1f} s",
+    )
+    console.print(table)
+
+
+def compare_command(
+    report_a: Path = typer.Argument(..., help="A `t2 eval --out` directory (report.json + samples.jsonl)."),
+    report_b: Path = typer.Argument(..., help="Another one, of the same task split."),
+    label_a: str = typer.Option(None, help="Name for the first run (default: its expert or model)."),
+    label_b: str = typer.Option(None, help="Name for the second run."),
+) -> None:
+    """Compare two evaluations of one task item by item: who got what right, and McNemar's exact p."""
+    from t2cli.compare import compare, load_run
+
+    with user_errors():
+        result = compare(load_run(report_a, label_a), load_run(report_b, label_b))
+    table = Table(title=f"{result.task} / {result.split}: {result.n} items scored by both")
+    for column in ("run", "accuracy", "correct", "only this run correct"):
+        table.add_column(column)
+    table.add_row(result.a, f"{result.a_accuracy:.2%}", str(result.a_correct), str(result.only_a))
+    table.add_row(result.b, f"{result.b_accuracy:.2%}", str(result.b_correct), str(result.only_b))
+    console.print(table)
+    verdict = "a difference this large is rare by chance" if result.p_value < 0.05 else "within chance"
+    console.print(f"both correct: {result.both} · McNemar exact two-sided p = {result.p_value:.3g} ({verdict} "
+                  f"at 0.05)", highlight=False)
