@@ -37,3 +37,4 @@ $PY bench/dispatch.py --experts code,math,reasoning,geography --held-out geograp
 # whole prompts (slow: several s/prompt here), the retrained classifier, the first 24 cls test prompts
 $PY bench/dispatch.py --experts code,math,reasoning,geography --limit 24 --methods loglik-cls \
   --classifiers dispatch-cls-4 --request-tokens "" --out bench/results/new-domain-loglik-cls-full24.json
+$PY docs/new_domain_calibration.py > bench/results/new-domain-calibration.txt   # the calibration prior vs the raw argmax
