@@ -13,6 +13,13 @@ dtype (--pass1-dtypes float32,bfloat16). Same model, prompts and batch for all. 
     python bench/dispatch.py [--model smollm2-135m] [--split test|validation] [--limit N] [--batch 16]
                              [--pass1-dtypes float32,bfloat16]
 
+Over experts of one's own (a new domain): `--experts code,math,reasoning,geography` routes over those
+and measures on the cls split built from their tasks (`t2cli.dispatch.classifier_task`);
+`--held-out geography` adds that expert's task's validation rows (prompts no expert or classifier
+was trained on), labelled with its domain (`geography:validation:bare`: the question alone, as typed
+in a chat, without the task's answer-format instruction); `--classifiers dispatch-cls-4,dispatch-cls` runs the
+classifier methods once per classifier. Accuracy is also reported per set and per domain.
+
 Prints a table (accuracy, confusion, seconds per prompt) and writes bench/results/dispatch.json.
 Needs the shipped domain experts and the dispatch classifier in the registry.
 """
@@ -31,17 +38,21 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from t2cli.adapt import DenseAdapter
-from t2cli.dispatch import ExpertSwitch, make_dispatcher
+from t2cli.dispatch import ExpertSwitch, classifier_task, make_dispatcher
+from t2cli.dispatch.experts import domain_experts, expert_task
 from t2cli.models import load_model
 from t2cli.registry import Registry
 from t2cli.strategies import STRATEGIES
 from t2cli.svd_store import decompose
 from t2cli.tasks import get_task
+from t2cli.tasks.datafile import task_from_spec
 
 METHODS = ("prompt", "cls", "loglik", "loglik-cls", "centroid")
+CLASSIFIED = ("cls", "loglik-cls")  # the methods that read with the classification expert
 
 
 def main() -> None:
@@ -57,10 +68,23 @@ def main() -> None:
         help="also run the loglik methods reading only N tokens of each prompt, for each N",
     )
     parser.add_argument(
+        "--skip-full", action="store_true", help="skip the loglik/centroid runs that read whole prompts"
+    )
+    parser.add_argument(
         "--pass1-dtypes",
         default="float32",
         help="run the loglik methods on a copy of the model in each of these dtypes "
         "(float32, bfloat16, float16); bfloat16 pays off only on CPUs with bfloat16 units",
+    )
+    parser.add_argument("--experts", default=None, help="domain experts to route over (default: the registered set)")
+    parser.add_argument(
+        "--held-out",
+        default="",
+        help="also measure on these experts' tasks' validation rows (NAME, NAME:SPLIT, or NAME:SPLIT:bare for a "
+        "data-file task's prompt field alone, without the answer-format instruction), labelled with their domain",
+    )
+    parser.add_argument(
+        "--classifiers", default="", help="run the cls/loglik-cls methods once with each of these classifiers"
     )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "dispatch.json")
     args = parser.parse_args()
@@ -69,28 +93,55 @@ def main() -> None:
     loaded = load_model(args.model)
     store = decompose(loaded, ["mlp"])
     switch = ExpertSwitch(DenseAdapter(loaded, store))
-    examples = get_task("cls").load(args.split).examples[: args.limit]
+    registry = Registry()
+    experts = args.experts.split(",") if args.experts else None
+    if args.classifiers and experts is None:  # each classifier is named beside the default domain experts
+        experts = list(domain_experts(registry, args.model).values())
+    cls = classifier_task(registry, args.model, experts) if experts else get_task("cls")
+    examples = cls.load(args.split).examples[: args.limit]
     questions = [example["question"] for example in examples]
     truth = [example["answer"] for example in examples]
+    sets = [f"cls/{args.split}"] * len(examples)
+    for spec in filter(None, args.held_out.split(",")):
+        name, split, *bare = spec.split(":") + ([] if ":" in spec else ["validation"])
+        expert = registry.load(name, args.model)
+        task = expert_task(expert)
+        if bare:  # a data-file task's prompt field alone, as a user would type it: no answer-format instruction
+            task = task_from_spec({**expert.provenance["task_spec"], "instruction": ""})
+        held_out = task.load(split).examples
+        questions += [task.prompt(example) for example in held_out]
+        truth += [expert.domain] * len(held_out)
+        sets += [f"{task.name}/{split}" + (" (bare)" if bare else "")] * len(held_out)
 
     methods = args.methods.split(",")
-    lengths = [None] + [int(n) for n in filter(None, args.request_tokens.split(","))]
+    lengths = ([] if args.skip_full else [None]) + [int(n) for n in filter(None, args.request_tokens.split(","))]
     reads = [method for method in methods if STRATEGIES[method].pass1_dtype]  # prefill methods: tokens, dtype
     runs = [(method, None, None) for method in methods if method not in reads]
     runs += [(method, n, dtype) for dtype in args.pass1_dtypes.split(",") for method in reads for n in lengths]
+    classifiers = list(filter(None, args.classifiers.split(",")))
+    if classifiers:  # the classifier methods once per classifier
+        runs = [
+            (method, n, dtype, c)
+            for method, n, dtype in runs
+            for c in (classifiers if method in CLASSIFIED else [None])
+        ]
+    else:
+        runs = [(method, n, dtype, None) for method, n, dtype in runs]
     results = {}
-    for method, request_tokens, dtype in runs:
+    for method, request_tokens, dtype, classifier in runs:
         dispatcher = make_dispatcher(
             method,
             loaded,
             switch,
-            Registry(),
+            registry,
+            experts=(experts or []) + [classifier] if classifier else experts,
             request_tokens=request_tokens,
             batch_size=args.batch,
             pass1_dtype=None if dtype == "float32" else dtype,  # float32: the shared model itself
         )
         method += f" (≤{request_tokens} tokens)" if request_tokens else ""
         method += f", {dtype} copy" if dtype and dtype != "float32" else ""
+        method += f" [{classifier}]" if classifier else ""
         setup_s = dispatcher.prepare()  # one-time: model copy, calibration prefill, centroids, first composition
         dispatcher.decide(questions[:2])  # warm-up: allocator
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -111,8 +162,9 @@ def main() -> None:
             "cpu_seconds_per_prompt": round(cpu_seconds / len(truth), 4),
             "setup_seconds": round(setup_s, 2),
             "confusion": dict(sorted(confusion.items())),
+            "per_domain": per_domain(labels, truth, sets),
         }
-        console.print(f"{method}: {correct}/{len(truth)} in {seconds:.1f} s ({cpu_seconds:.1f} s CPU)")
+        console.print(f"{escape(method)}: {correct}/{len(truth)} in {seconds:.1f} s ({cpu_seconds:.1f} s CPU)")
     switch.use(None)
 
     table = Table(title=f"Pass-1 dispatch on cls/{args.split} ({len(truth)} prompts), {args.model}, batch {args.batch}")
@@ -122,7 +174,7 @@ def main() -> None:
     fastest = min(r["seconds_per_prompt"] for r in results.values())
     for method, r in results.items():
         table.add_row(
-            method,
+            escape(method),
             f"{100 * r['accuracy']:.1f}% ({r['correct']}/{r['n']})",
             f"{r['seconds_per_prompt']:.3f}",
             f"{r['cpu_seconds_per_prompt']:.3f}",
@@ -138,10 +190,25 @@ def main() -> None:
         f"CPU {torch.backends.cpu.get_cpu_capability()}, bfloat16 units: {cpu_has_bf16_units()}",
         "load_average_at_end": round(os.getloadavg()[0], 1),  # other jobs on the machine (1-minute load)
         "split": f"cls/{args.split}",
+        "sets": dict(sorted(Counter(sets).items())),
+        "experts": experts,
         "results": results,
     }
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     console.print(f"wrote {args.out}")
+
+
+def per_domain(labels: list[str], truth: list[str], sets: list[str]) -> dict[str, dict]:
+    """{set: {domain: correct, n, accuracy}}: how each domain's prompts of each set were routed."""
+    counts: dict[str, dict[str, list[int]]] = {}
+    for label, answer, name in zip(labels, truth, sets):
+        tally = counts.setdefault(name, {}).setdefault(answer, [0, 0])
+        tally[0] += label == answer
+        tally[1] += 1
+    return {
+        name: {d: {"correct": c, "n": n, "accuracy": round(c / n, 4)} for d, (c, n) in sorted(domains.items())}
+        for name, domains in sorted(counts.items())
+    }
 
 
 def cpu_has_bf16_units() -> bool:
