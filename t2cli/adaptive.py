@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from t2cli.cem import CEMConfig, CEMProgress, CEMResult
 from t2cli.dispatch import Decision, Dispatcher, DispatchError, choose_experts, make_dispatcher
 from t2cli.evaluate import EvalReport
 from t2cli.expert import ExpertVector
-from t2cli.generation import GenerationConfig, GenerationProgress, chat_prompt, generate
+from t2cli.generation import Completion, GenerationConfig, GenerationProgress, chat_prompt, generate
 from t2cli.models import LoadedModel
 from t2cli.registry import Registry
 from t2cli.scoring import score_outputs
@@ -135,10 +135,13 @@ class AdaptiveModel:
         prompts: Sequence[Prompt],
         generation_config: GenerationConfig | None = None,
         progress: GenerationProgress | None = None,
+        on_group: Callable[[list[int], list[Completion]], None] | None = None,
     ) -> list[AdaptiveAnswer]:
         """Each prompt is dispatched on its own; pass 2 runs in one batch per chosen expert.
 
         A prompt's `pass2_s` is its share of its group's time (switching weights included).
+        `on_group(indices, completions)` receives each expert's answers as soon as they are done
+        (an interrupted run keeps what finished).
         """
         config = generation_config or GenerationConfig()
         messages = [as_messages(p) for p in prompts]
@@ -155,6 +158,8 @@ class AdaptiveModel:
             switch_s = (time.perf_counter() - started) / len(indices)
             texts = [chat_prompt(self.loaded.tokenizer, messages[i]) for i in indices]
             completions = generate(self.loaded, texts, config)
+            if on_group is not None:
+                on_group(indices, completions)
             share = (time.perf_counter() - started) / len(indices)
             for i, completion in zip(indices, completions):
                 decision = decisions[i]
@@ -228,6 +233,7 @@ def evaluate_adaptive(
     generation: GenerationConfig | None = None,
     exclude: Sequence[dict] = (),
     progress: GenerationProgress | None = None,
+    on_completions: Callable[[list[dict], list[Completion]], None] | None = None,
 ) -> EvalReport:
     """Two-pass answers for a task split, scored like `t2cli.evaluate.evaluate`.
 
@@ -244,7 +250,10 @@ def evaluate_adaptive(
     if not examples:
         raise ValueError(f"{task.name}/{split} has no examples left to evaluate ({len(excluded)} excluded as shots)")
     generation = generation or GenerationConfig(max_new_tokens=task.max_new_tokens, stop=tuple(task.stop))
-    answers = model.generate_many([task.messages(example) for example in examples], generation, progress)
+    on_group = None
+    if on_completions is not None:
+        on_group = lambda indices, done: on_completions([examples[i] for i in indices], done)  # noqa: E731
+    answers = model.generate_many([task.messages(example) for example in examples], generation, progress, on_group)
     outputs = [answer.text for answer in answers]
     scored = score_outputs(task, examples, outputs)
     pass1 = sum(answer.pass1_s for answer in answers)

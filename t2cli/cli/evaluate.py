@@ -241,7 +241,7 @@ def eval_command(
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = out or Path("runs") / f"eval-{task_obj.name}-{split}-{expert_name or 'base'}-{stamp}"
         finished = FinishedAnswers(out)
-        keep = {} if adapt else {"on_completions": finished.add}  # (two-pass runs: not yet)
+        keep = {"on_completions": finished.add}  # answers kept as they finish (plain and two-pass runs)
         with progress_bar(f"{task_obj.name} {split}") as update:
             try:
                 report = evaluate_with(

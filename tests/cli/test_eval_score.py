@@ -159,3 +159,25 @@ def test_a_data_file_with_the_wrong_fields_names_the_expected_fields(tmp_path, t
     code, text = run("eval", "--task", "gsm8k", "--model", tiny_dir, "--data-dir", data, "--limit", "2")
     assert code == 2, text
     assert "no usable examples" in text and '"question" and "answer"' in text and "3 rows skipped" in text
+
+
+def test_ctrl_c_during_a_two_pass_eval_keeps_the_finished_answers(tmp_path, tiny_dir, monkeypatch):
+    """Pass 2 hands each expert group's answers over as they finish: an interrupt keeps them."""
+    import t2cli.cli.evaluate
+
+    real_add = t2cli.cli.evaluate.FinishedAnswers.add
+
+    def add_then_interrupt(self, examples, completions):
+        real_add(self, examples, completions)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(t2cli.cli.evaluate.FinishedAnswers, "add", add_then_interrupt)
+    out = tmp_path / "out"
+    code, text = run(
+        "eval", "--task", "arc-easy", "--model", tiny_dir, "--limit", "3", "--adapt", "none",
+        "--max-new-tokens", "3", "--out", out,
+    )  # fmt: skip
+    assert code == 130, text
+    assert "interrupted" in text and "3 finished answers" in text
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 3 and {"id", "output", "correct"} <= set(samples[0])
