@@ -144,10 +144,11 @@ def stamp(work: Path) -> None:
     from t2cli.models import load_model
     from t2cli.registry import Registry
 
-    log = {}
+    committed = RESULTS / "provenance-verification.json"  # earlier verifications stay; this work's runs update them
+    log = {k: v for k, v in json.loads(committed.read_text()).items() if (RESULTS / k).is_dir()} if committed.exists() else {}
     for path in sorted(work.parent.glob(f"{work.name}*/verification.json")):  # e.g. runs/backfill, runs/backfill-svf
         log |= json.loads(path.read_text())
-    (RESULTS / "provenance-verification.json").write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
+    committed.write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
     shipped = ROOT / "registry"
     registry = Registry(roots=[shipped], write_root=shipped)
     models: dict = {}
