@@ -145,7 +145,8 @@ def stamp(work: Path) -> None:
     from t2cli.registry import Registry
 
     committed = RESULTS / "provenance-verification.json"  # earlier verifications stay; this work's runs update them
-    log = {k: v for k, v in json.loads(committed.read_text()).items() if (RESULTS / k).is_dir()} if committed.exists() else {}
+    earlier = json.loads(committed.read_text()) if committed.exists() else {}
+    log = {name: entry for name, entry in earlier.items() if (RESULTS / name).is_dir()}
     for path in sorted(work.parent.glob(f"{work.name}*/verification.json")):  # e.g. runs/backfill, runs/backfill-svf
         log |= json.loads(path.read_text())
     committed.write_text(json.dumps(log, indent=2, sort_keys=True) + "\n")
