@@ -337,6 +337,9 @@ def test_text_tasks_reference_and_wrong(task: str, split: str) -> None:
 
 
 CODE_SUBSET = {"mbpp": 60, "mbpp-plus": 33, "humaneval": 55}
+# References that need most of the 10 s sandbox limit on a quiet 2-core machine (MBPP 123: 7.4 s), so
+# they time out whenever the machine is loaded: left out of the subset, which is about the checkers.
+SLOW_REFERENCES = {"123"}
 CODE_SPLITS = [("mbpp", "test"), ("mbpp-plus", "test"), ("humaneval", "test")]
 if FULL:
     CODE_SPLITS += [("mbpp", "train"), ("mbpp", "validation"), ("mbpp-plus", "train"), ("mbpp-plus", "validation")]
@@ -348,6 +351,7 @@ def test_code_tasks_reference_and_wrong(task: str, split: str) -> None:
     examples = t.load(split).examples
     if not FULL:
         examples = examples[:: max(1, len(examples) // CODE_SUBSET[task])][: CODE_SUBSET[task]]
+        examples = [ex for ex in examples if ex["id"] not in SLOW_REFERENCES]
     report = score_outputs(t, examples, [t.reference_output(ex) for ex in examples], max_workers=2)
     assert [r.id for r in report.rows if not r.correct] == []
     for wrong in WRONG_OUTPUTS:
