@@ -79,18 +79,18 @@ def info_command(
     counts = parameter_counts(shapes)
     total, svf, lora = counts["model"], counts["svf"], counts["lora"]
     by_shape = Counter((name.split(".")[-1], matrix_shapes[name]) for name in names)
+    settings = dict(  # the memory plan's settings, for --json and the table alike
+        dtype=dtype,
+        device=device,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        prompt_tokens=prompt_tokens,
+        micro_batch=micro_batch,
+        checkpointing=checkpointing,
+        keep=keep,
+        available=int(gpu_memory * 2**30) if gpu_memory else None,
+    )
     if json_output:
-        settings = dict(
-            dtype=dtype,
-            device=device,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            prompt_tokens=prompt_tokens,
-            micro_batch=micro_batch,
-            checkpointing=checkpointing,
-            keep=keep,
-            available=int(gpu_memory * 2**30) if gpu_memory else None,
-        )
         with user_errors():
             plan = _plan_document(model, names_targets, **settings) if memory else None
         print_json(
@@ -136,19 +136,7 @@ def info_command(
     console.print(sizes)
     if memory:
         with user_errors():
-            _print_plan(
-                model,
-                names_targets,
-                dtype=dtype,
-                device=device,
-                batch_size=batch_size,
-                max_new_tokens=max_new_tokens,
-                prompt_tokens=prompt_tokens,
-                micro_batch=micro_batch,
-                checkpointing=checkpointing,
-                keep=keep,
-                available=int(gpu_memory * 2**30) if gpu_memory else None,
-            )
+            _print_plan(model, names_targets, **settings)
     if entry is not None:
         console.print(f"[bold]expert {entry.name}[/] ({entry.path})")
         console.print(Syntax(json.dumps(entry.meta, indent=2, sort_keys=True), "json", word_wrap=True))
