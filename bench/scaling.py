@@ -346,14 +346,15 @@ def measure(size: str, args, row: dict | None = None, save=lambda row: None) -> 
     home = work / f"t2home-{size}"
     stages = args.stages.split(",")
     where = "cuda" if args.device.startswith("cuda") else "cpu"
-    started = time.time()
+    row = dict(row or {})
     if not (directory / "config.json").is_file():  # built in a child, so this process stays small
         here = str(Path(__file__).resolve())
+        started = time.time()
         subprocess.run([sys.executable, here, "--build", size, "--dir", str(directory), "--device", where], check=True)
+        row["build_s"] = time.time() - started
     path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), str(ROOT)) if p)  # an installed t2 first
     env = {**os.environ, "T2_HOME": str(home), "PYTHONPATH": path, "HF_HUB_OFFLINE": "1"}
     env.setdefault("OMP_NUM_THREADS", "1")
-    row = dict(row or {})
     row.update(
         size=size,
         dtype=args.dtype,
@@ -365,7 +366,6 @@ def measure(size: str, args, row: dict | None = None, save=lambda row: None) -> 
         keep=args.keep,
         **theory(size),
     )
-    row.setdefault("build_s", time.time() - started)
     if "decompose" in stages:
         shutil.rmtree(home / "fingerprints", ignore_errors=True)  # cold: the decompose hashes the weights too
         command = [

@@ -318,12 +318,19 @@ def evaluate_adaptive(
 
 
 def load_shots(
-    spec: str, task: Task, split: str = "train", data_dir: str | Path | None = None, seed: int = 0
+    spec: str | None, task: Task, split: str = "train", data_dir: str | Path | None = None, seed: int = 0
 ) -> tuple[list[dict], list[dict]]:
     """(shots, the split's other examples): from a JSONL file of task rows, or N seeded picks of
-    `split` (`t2cli.cem.split_shots`; the rest is what may then be evaluated)."""
-    from t2cli.cem import split_shots
+    `split` (`t2cli.cem.split_shots`; the rest is what may then be evaluated). `spec` None: the
+    default number of picks (`t2cli.cem.default_shot_count`: 32 where the split allows)."""
+    from t2cli.cem import default_shot_count, split_shots
 
+    if spec is None:
+        examples = task.load(split, data_dir).examples
+        count = default_shot_count(len(examples))
+        if count < 1:
+            raise DispatchError(f"{task.name}/{split} has {len(examples)} example(s): too few to take cem shots from")
+        return split_shots(examples, count, seed)
     path = Path(spec)
     if path.is_file():
         rows = read_jsonl(path)
@@ -365,10 +372,11 @@ def adaptive_evaluator(
 ) -> AdaptiveEvaluator:
     """The evaluator of `task` in two passes with `strategy` (its set-up is paid here, once).
 
-    `shots` (cem: N examples of the evaluated split, or a JSONL file) are excluded from the
-    evaluation; `options` go to `AdaptiveModel.open` (experts, request_tokens, pass1_dtype,
-    cem_config, …).
+    `shots` (cem: N examples of the evaluated split, or a JSONL file; None: 32 where the split
+    allows) are excluded from the evaluation; `options` go to `AdaptiveModel.open` (experts,
+    request_tokens, pass1_dtype, cem_config, …).
     """
-    shot_examples = load_shots(shots, task, split, data_dir, seed)[0] if shots else []
+    needs_shots = parse_strategy(strategy)[0].needs_shots
+    shot_examples = load_shots(shots, task, split, data_dir, seed)[0] if shots or needs_shots else []
     model = AdaptiveModel.open(loaded, strategy, registry, task=task, shots=shot_examples, **options)
     return AdaptiveEvaluator(model, shot_examples)

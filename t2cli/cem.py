@@ -27,6 +27,18 @@ from t2cli.generation import GenerationConfig, chat_prompt, generate
 from t2cli.models import LoadedModel
 from t2cli.tasks.base import Task
 
+DEFAULT_SHOTS = 32  # cem shots when none are named: as many as the split allows, up to this
+
+
+def default_shot_count(available: int) -> int:
+    """The number of shots cem takes from a split of `available` examples when none is named:
+    DEFAULT_SHOTS, or half the split when it is smaller (the rest stays to be evaluated).
+
+    >>> default_shot_count(1119), default_shot_count(40), default_shot_count(1)
+    (32, 20, 0)
+    """
+    return min(DEFAULT_SHOTS, available // 2)
+
 
 def split_shots(examples: Sequence[dict], k: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """(k shots, the remaining examples in their original order): the shots never get evaluated.

@@ -31,7 +31,8 @@ class Strategy:
 
     `argument` names what follows "NAME:" (e.g. "NAME" for fixed:NAME; None: no argument);
     `pass1_dtype` says whether it can read with its own copy of the model (--pass1-dtype);
-    `uses_experts` is False only when it never applies an expert (no SVD store is needed).
+    `uses_experts` is False only when it never applies an expert (no SVD store is needed);
+    `needs_shots` says that it searches on labelled examples of a task (cem: `--shots`).
     """
 
     name: str
@@ -40,6 +41,7 @@ class Strategy:
     argument: str | None = None
     pass1_dtype: bool = False
     uses_experts: bool = True
+    needs_shots: bool = False
 
     @property
     def usage(self) -> str:
@@ -140,6 +142,8 @@ for _strategy in (
         _centroid,
         pass1_dtype=True,
     ),
-    Strategy("cem", "few-shot: a mixture of the experts searched on labelled shots, then fixed", _cem),
+    Strategy(
+        "cem", "few-shot: a mixture of the experts searched on labelled shots, then fixed", _cem, needs_shots=True
+    ),
 ):
     register_strategy(_strategy)

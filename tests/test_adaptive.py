@@ -168,6 +168,19 @@ def test_evaluate_adaptive_never_scores_the_shots(llama, setup):
     assert all(s["pass2_s"] >= s["switch_s"] >= 0 for s in report.samples)
 
 
+def test_adaptive_evaluator_takes_default_shots_for_cem(llama, setup):
+    from t2cli.adaptive import adaptive_evaluator
+
+    store, registry, _ = setup
+    examples = [{"id": str(i), "question": f"What is {i} + 1?", "answer": str((i + 1) % 10)} for i in range(12)]
+    task = dataclasses.replace(TOY, loader=lambda split, data_dir: TaskData(examples, 0, "inline"), splits=("test",))
+    config = CEMConfig(population=3, generations=1)
+    evaluator = adaptive_evaluator(llama, task, "cem", registry=registry, cem_config=config)  # no --shots
+    assert len(evaluator.shots) == 6  # half of a 12-example split (32 where the split allows)
+    assert evaluator.model.cem is not None and evaluator.model.cem.evaluations == 3
+    assert adaptive_evaluator(llama, task, "loglik", registry=registry).shots == []  # only cem takes shots
+
+
 def saved_with_experts(llama, tmp_path, domains) -> str:
     """The tiny model saved as a directory (as a CLI user passes it), random experts registered."""
     from t2cli.models import load_model

@@ -28,6 +28,27 @@ def test_split_shots_is_deterministic_and_disjoint():
         split_shots(examples, 20)
 
 
+def test_load_shots_defaults_to_32_where_the_split_allows():
+    import dataclasses
+
+    from t2cli.adaptive import load_shots
+    from t2cli.tasks.base import TaskData
+
+    def task_of(n: int):
+        examples = [{"id": str(i), "question": f"What is {i} + 1?", "answer": str(i + 1)} for i in range(n)]
+        return dataclasses.replace(
+            TOY, loader=lambda split, data_dir: TaskData(examples, 0, "inline"), splits=("train", "test")
+        )
+
+    shots, rest = load_shots(None, task_of(100), seed=1)
+    assert (len(shots), len(rest)) == (32, 68)
+    assert (shots, rest) == load_shots("32", task_of(100), seed=1)  # the same as naming 32
+    shots, rest = load_shots(None, task_of(10))
+    assert (len(shots), len(rest)) == (5, 5)  # a small split: half of it, the rest stays evaluable
+    with pytest.raises(DispatchError, match="too few"):
+        load_shots(None, task_of(1))
+
+
 @pytest.mark.parametrize(
     ("per_matrix", "fitness"),
     [(False, "accuracy+loglik"), (True, "accuracy+loglik"), (False, "accuracy"), (True, "loglik")],

@@ -46,6 +46,24 @@ def test_load_model_in_a_dtype_keeps_the_fingerprint(model_dir, llama, dtype):
     assert loaded.fingerprint == llama.fingerprint == weight_fingerprint(llama.model)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16", "float16"])
+def test_half_precision_cpu_head_gets_a_contiguous_input(model_dir, dtype):
+    """generate's last-position slice is strided; in half precision on a CPU the head would
+    materialise its weight once per sequence for it (see models.contiguous_head_input)."""
+    loaded = load_model(str(model_dir), dtype=dtype, device="cpu")
+    head = loaded.model.get_output_embeddings()
+    seen = []
+    head.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    hidden = torch.randn(3, 5, head.in_features, dtype=loaded.dtype)
+    strided = hidden[:, -1:, :]
+    assert not strided.is_contiguous()
+    with torch.no_grad():
+        logits = head(strided)
+    assert seen == [dtype != "float32"]  # float32 is left exactly as it was (its numbers unchanged)
+    given = strided if dtype == "float32" else strided.contiguous()
+    assert torch.equal(logits, torch.nn.functional.linear(given, head.weight))
+
+
 def test_weight_files_read_single_tensors_from_shards(model_dir, llama):
     files = WeightFiles(model_dir)
     assert len(set(files.where.values())) > 1  # sharded

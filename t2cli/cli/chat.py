@@ -27,11 +27,14 @@ from t2cli.cli.common import (
     user_errors,
 )
 from t2cli.defaults import DEFAULT_MODEL
-from t2cli.strategies import strategy_names
+from t2cli.strategies import parse_strategy, strategy_names
 from t2cli.tasks import get_task
 
 ADAPT_HELP = f"Pass-1 strategy: {', '.join(strategy_names())}."
-SHOTS_HELP = "cem shots: a JSONL file of task rows, or a number N of examples taken from --shots-split."
+SHOTS_HELP = (
+    "cem shots: a JSONL file of task rows, or a number N of examples taken from --shots-split "
+    "(default: 32, or half the split when it is smaller)."
+)
 
 
 def chat_command(
@@ -65,7 +68,9 @@ def chat_command(
 
     with user_errors():
         task_obj = get_task(task) if task else None
-        shot_examples = load_shots(shots, task_obj, shots_split, data_dir, seed)[0] if task_obj and shots else []
+        needs_shots = parse_strategy(adapt)[0].needs_shots
+        wants_shots = task_obj is not None and (shots or needs_shots)
+        shot_examples = load_shots(shots, task_obj, shots_split, data_dir, seed)[0] if wants_shots else []
         with status(f"loading {model}…"):
             loaded = load_model(model, dtype=dtype, device=device, device_map=device_map)
         config = CEMConfig(

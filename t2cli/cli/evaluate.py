@@ -133,7 +133,11 @@ def eval_command(
         None, "--adapt", help=f"Two-pass inference: {', '.join(strategy_names())} (pass 1 picks the expert per prompt)."
     ),
     experts: str = typer.Option(None, "--experts", help=f"--adapt: {EXPERTS_HELP}"),
-    shots: str = typer.Option(None, "--shots", help="cem: N shots of the split (not scored) or a JSONL file."),
+    shots: str = typer.Option(
+        None,
+        "--shots",
+        help="cem: N shots of the split (not scored) or a JSONL file (default: 32, or half the split when smaller).",
+    ),
     cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
     cem_fitness: str = typer.Option(
         None,

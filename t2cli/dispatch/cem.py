@@ -31,7 +31,7 @@ class CEMDispatcher(Dispatcher):
         progress: CEMProgress | None = None,
     ):
         if not shots:
-            raise DispatchError("the cem strategy needs a task and labelled shots (CLI: --task T --shots FILE|N)")
+            raise DispatchError("the cem strategy needs a task and labelled shots (CLI: --task T [--shots FILE|N])")
         self.loaded, self.switch, self.experts, self.task, self.shots = loaded, switch, list(experts), task, shots
         self.config, self.progress = config or CEMConfig(), progress
         self.cem: CEMResult | None = None
@@ -39,7 +39,7 @@ class CEMDispatcher(Dispatcher):
     @classmethod
     def from_context(cls, context: DispatchContext) -> CEMDispatcher:
         if context.task is None or not context.shots:
-            raise DispatchError("the cem strategy needs a task and labelled shots (CLI: --task T --shots FILE|N)")
+            raise DispatchError("the cem strategy needs a task and labelled shots (CLI: --task T [--shots FILE|N])")
         experts = list(context.domain_experts().values())
         return cls(
             context.loaded,
