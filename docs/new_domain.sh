@@ -18,9 +18,10 @@ time $T2 train --data docs/data/geography.jsonl --prompt-field question --answer
   --domain geography --objective sft --iters 2 -b 4 --max-new-tokens 16 --val-limit 8 --name geography \
   --out "$OUT/train-geography"
 # 2. The classifier, retrained with one command: its set is the training prompts of the registered
-#    domain experts' tasks (now four), labelled with their domains (CPU-sized: 8 iterations)
-time $T2 train --task cls --objective sft --iters 8 -b 8 --lr 5e-2 --eval-every 8 --val-limit 8 \
-  --max-new-tokens 8 --name dispatch-cls-4 --out "$OUT/train-dispatch-cls-4"
+#    domain experts' tasks (now four), labelled with their domains (the shipped dispatch-cls recipe:
+#    20 iterations of batch 16, validation on 60 items every 5)
+time $T2 train --task cls --objective sft --iters 20 -b 16 --lr 5e-2 --eval-every 5 --val-limit 60 \
+  --checkpoint-every 5 --name dispatch-cls-4 --out "$OUT/train-dispatch-cls-4"
 $T2 experts list
 # 3. Routing accuracy per domain: the cls test split of the four experts' tasks (the old three's 200
 #    prompts + 19 geography training-split prompts the classifier did not see) and geography's 24
