@@ -44,6 +44,7 @@ from rich.table import Table
 from t2cli.adapt import DenseAdapter
 from t2cli.dispatch import ExpertSwitch, classifier_task, make_dispatcher
 from t2cli.dispatch.experts import domain_experts, expert_task
+from t2cli.evaluate import provenance
 from t2cli.models import load_model
 from t2cli.registry import Registry
 from t2cli.strategies import STRATEGIES
@@ -53,6 +54,15 @@ from t2cli.tasks.datafile import task_from_spec
 
 METHODS = ("prompt", "cls", "loglik", "loglik-cls", "centroid")
 CLASSIFIED = ("cls", "loglik-cls")  # the methods that read with the classification expert
+
+
+def used_experts(registry: Registry, model: str, experts, methods: list[str], classifiers: list[str]) -> dict[str, str]:
+    """{name: tensors sha256} of every expert the runs could apply: the routed domain experts and,
+    for the classifier methods, each classifier (the shipped dispatch-cls when none is named)."""
+    names = {getattr(e, "name", e) for e in (experts or domain_experts(registry, model).values())}
+    if any(method in CLASSIFIED for method in methods):
+        names |= set(classifiers or ["dispatch-cls"])
+    return {name: registry.find(name, model).meta["tensors_sha256"] for name in sorted(names)}
 
 
 def main() -> None:
@@ -193,6 +203,7 @@ def main() -> None:
         "sets": dict(sorted(Counter(sets).items())),
         "experts": experts,
         "results": results,
+        "provenance": provenance(loaded, used_experts(registry, args.model, experts, methods, classifiers)),
     }
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     console.print(f"wrote {args.out}")
