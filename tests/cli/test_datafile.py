@@ -13,6 +13,7 @@ from t2cli.cli.app import app
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "data"
 DATA = DOCS / "arithmetic.jsonl"
 FIELDS = ["--prompt-field", "problem", "--answer-field", "answer", "--checker", "number"]
+ONE_TINY_ITERATION = ["--iters", "1", "--batch-size", "2", "--val-limit", "2", "--max-new-tokens", "3"]
 
 
 def run(*args, **env):
@@ -89,14 +90,7 @@ def test_train_data_registers_an_expert_with_its_domain_and_task(model_dir, tmp_
         "arithmetic",
         "--model",
         model_dir,
-        "--iters",
-        "1",
-        "--batch-size",
-        "2",
-        "--val-limit",
-        "2",
-        "--max-new-tokens",
-        "3",
+        *ONE_TINY_ITERATION,
         "--name",
         "mine",
         "--out",
@@ -198,14 +192,7 @@ def test_train_sft_on_a_data_file_learns_from_the_target_field(model_dir, tmp_pa
         "sft",
         "--model",
         model_dir,
-        "--iters",
-        "1",
-        "--batch-size",
-        "2",
-        "--val-limit",
-        "2",
-        "--max-new-tokens",
-        "3",
+        *ONE_TINY_ITERATION,
         "--name",
         "sums-sft",
         "--out",
