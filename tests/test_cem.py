@@ -141,8 +141,9 @@ def test_loglik_fitness_never_generates_and_accuracy_fitness_never_scores_refere
     cem_search(llama, switch, experts, TOY, SHOTS, CEMConfig(population=3, generations=2, fitness="accuracy"))
     assert calls["loglik"] == 0 and calls["generate"] >= 3
     calls.update(generate=0, loglik=0)
-    cem_search(llama, switch, experts, TOY, SHOTS, CEMConfig(population=3, generations=1))
-    assert calls == {"generate": 3, "loglik": 3}  # the default scores both
+    cem_search(llama, switch, experts, TOY, SHOTS, CEMConfig(population=3, generations=1, fitness="accuracy+loglik"))
+    assert calls == {"generate": 3, "loglik": 3}  # the paper's scores both
+    assert CEMConfig().fitness == "loglik"  # the default: chosen on ARC-Challenge dev (bench/cem.py)
 
 
 def test_fitnesses_can_choose_different_alphas(llama, setup):
@@ -184,7 +185,7 @@ def test_memoised_scores_give_the_same_search_and_skip_known_candidates(llama, s
 
     _, registry, switch = setup
     experts = list(load_domain_experts(registry, llama.name).values())
-    config = CEMConfig(population=4, generations=3, seed=5, stop_at_perfect=False)
+    config = CEMConfig(population=4, generations=3, seed=5, stop_at_perfect=False, fitness="accuracy+loglik")
     plain = cem_search(llama, switch, experts, TOY, SHOTS, config)
     memo: dict = {}
     memoised = cem_search(llama, switch, experts, TOY, SHOTS, config, scores=memo)

@@ -141,8 +141,8 @@ def eval_command(
     cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
     cem_fitness: str = typer.Option(
         None,
-        help="cem: score candidates by accuracy+loglik (shot accuracy, ties broken "
-        "by the answers' log-likelihood; default), accuracy, or loglik (no generation).",
+        help="cem: score candidates by loglik (the reference answers' log-likelihood, no "
+        "generation; default), accuracy+loglik (shot accuracy, ties broken by it), or accuracy.",
     ),
     pass1_tokens: int = typer.Option(None, help=PASS1_TOKENS_HELP),
     pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
