@@ -120,14 +120,43 @@ def check() -> int:
 
     sys.path.insert(0, str(ROOT))
     from t2cli.registry import Registry
-    from t2cli.results import check_reports
+    from t2cli.results import check_provenance, check_reports
 
     shipped = ROOT / "registry"
-    findings = check_reports(RESULTS, Registry(roots=[shipped], write_root=shipped))
+    registry = Registry(roots=[shipped], write_root=shipped)
+    findings = check_reports(RESULTS, registry)
+    print(f"{len(list(RESULTS.rglob('report.json')))} reports checked against registry/")
+    records, elsewhere = bench_records(registry)
+    for source, record in records:
+        findings += check_provenance(source, record, registry)
+    print(f"{len(records)} benchmark records (bench/results) checked against registry/")
+    for source in elsewhere:  # e.g. the new-domain experts, made in a scratch registry on purpose
+        print(f"not checked: {source.relative_to(ROOT)} names experts made outside registry/")
     for finding in findings:
         print(f"stale: {finding.report.relative_to(ROOT)}: {finding.problem}")
-    print(f"{len(list(RESULTS.rglob('report.json')))} reports checked against registry/, {len(findings)} finding(s)")
+    print(f"{len(findings)} finding(s)")
     return 1 if findings else 0
+
+
+def bench_records(registry) -> tuple[list[tuple[Path, dict]], list[Path]]:
+    """The provenance of the benchmark outputs that used registered experts: bench JSON files with a
+    `provenance` key, and every line of bench/results/cem*.jsonl (its `experts`: {name: {tensors_sha256}}).
+    Second: the files whose experts were made outside the shipped registry (not checkable here)."""
+    bench = ROOT / "bench" / "results"
+    records, elsewhere = [], []
+    for path in sorted(bench.glob("*.json")):
+        data = json.loads(path.read_text())
+        if isinstance(data, dict) and "provenance" in data:
+            names = data["provenance"]["experts"]
+            shipped = {entry.name for entry in registry.list(data["provenance"]["base_model"])}
+            (records.append((path, data["provenance"])) if set(names) <= shipped else elsewhere.append(path))
+    for path in sorted(bench.glob("cem*.jsonl")):
+        for line in path.read_text().splitlines():
+            cell = json.loads(line)
+            experts = {name: entry["tensors_sha256"] for name, entry in cell["experts"].items()}
+            record = {"base_model": cell["model"], "base_fingerprint": cell["model_fingerprint"], "experts": experts}
+            records.append((path, record))
+    return records, elsewhere
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from t2cli.evaluate import provenance
 from t2cli.expert import ExpertVector
 from t2cli.registry import Registry
-from t2cli.results import check_reports
+from t2cli.results import check_provenance, check_reports
 
 BASE = SimpleNamespace(name="tiny", fingerprint="a" * 32)
 
@@ -40,6 +40,19 @@ def test_a_report_whose_expert_changed_is_flagged(tmp_path):
     assert "no longer registered" in check_reports(results, registry)[0].problem
     write_report(results / "old", {})
     assert any("no provenance" in f.problem for f in check_reports(results, registry))
+
+
+def test_a_benchmark_record_whose_expert_changed_is_flagged(tmp_path):
+    """Benchmark outputs (bench/results: cem lines, dispatch files) carry the same record."""
+    registry = Registry(roots=[tmp_path / "registry"], write_root=tmp_path / "registry")
+    math = registry.load(registry.add(expert("math", 0.5)).name, "tiny")
+    record = provenance(BASE, {"math": math.tensors_sha256})
+    source = tmp_path / "cem.jsonl"
+    assert check_provenance(source, record, registry) == []
+    registry.add(expert("math", 0.25), overwrite=True)
+    (finding,) = check_provenance(source, record, registry)
+    assert finding.report == source and "expert 'math' changed" in finding.problem
+    assert "no provenance" in check_provenance(source, {"experts": {}}, registry)[0].problem
 
 
 def test_a_report_on_other_base_weights_is_flagged(tmp_path):
