@@ -59,7 +59,7 @@ CLASSIFIED = ("cls", "loglik-cls")  # the methods that read with the classificat
 def used_experts(registry: Registry, model: str, experts, methods: list[str], classifiers: list[str]) -> dict[str, str]:
     """{name: tensors sha256} of every expert the runs could apply: the routed domain experts and,
     for the classifier methods, each classifier (the shipped dispatch-cls when none is named)."""
-    names = {getattr(e, "name", e) for e in (experts or domain_experts(registry, model).values())}
+    names = set(experts or domain_experts(registry, model).values())
     if any(method in CLASSIFIED for method in methods):
         names |= set(classifiers or ["dispatch-cls"])
     return {name: registry.find(name, model).meta["tensors_sha256"] for name in sorted(names)}

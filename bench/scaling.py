@@ -556,6 +556,40 @@ def table(results: dict) -> str:
             (f"{row['sft']['iteration_s']:.1f}, " if "sft" in row else "") + peak("sft"),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + growth_table(results)
+
+
+GROWTH = {  # cost name → how to read it from a complete row
+    "decompose (s)": lambda row: row["decompose"]["seconds"],
+    "compose all (s)": lambda row: row["eval"]["compose_all_s"],
+    "generation, s per token (batch 8)": lambda row: 1 / row["eval"]["base_tok_s"],
+    "RL iteration (s)": lambda row: row["rl"]["iteration_s"],
+    "RL iteration without composing (s)": lambda row: row["rl"]["iteration_s"] - row["eval"]["compose_all_s"],
+    "SFT iteration (s)": lambda row: row["sft"]["iteration_s"],
+}
+
+
+def growth_table(results: dict) -> str:
+    """Each cost's growth between consecutive complete sizes, and its log-log slope from the
+    smallest to the largest against parameters and against Σ m·n·min(m, n) (the SVD's work)."""
+    import math
+
+    rows = sorted((r for r in results["rows"].values() if r.get("complete")), key=lambda r: r["parameters"])
+    if len(rows) < 2:
+        return ""
+    steps = list(zip(rows, rows[1:]))
+    head = ["cost", *(f"{a['size']} → {b['size']}" for a, b in steps), f"{rows[0]['size']} → {rows[-1]['size']}"]
+    head += ["slope vs parameters", "slope vs Σ m·n·min(m,n)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    first, last = rows[0], rows[-1]
+    for name, read in [("parameters", lambda r: r["parameters"]), ("Σ m·n·min(m,n)", lambda r: r["svd_flops_proxy"])]:
+        ratios = [f"{read(b) / read(a):.1f}×" for a, b in steps] + [f"{read(last) / read(first):.1f}×"]
+        lines.append("| " + " | ".join([name, *ratios, "", ""]) + " |")
+    for name, read in GROWTH.items():
+        ratios = [f"{read(b) / read(a):.1f}×" for a, b in steps] + [f"{read(last) / read(first):.1f}×"]
+        growth = math.log(read(last) / read(first))
+        slopes = [f"{growth / math.log(last[key] / first[key]):.2f}" for key in ("parameters", "svd_flops_proxy")]
+        lines.append("| " + " | ".join([name, *ratios, *slopes]) + " |")
     return "\n".join(lines)
 
 

@@ -325,14 +325,8 @@ def load_shots(
     default number of picks (`t2cli.cem.default_shot_count`: 32 where the split allows)."""
     from t2cli.cem import default_shot_count, split_shots
 
-    if spec is None:
-        examples = task.load(split, data_dir).examples
-        count = default_shot_count(len(examples))
-        if count < 1:
-            raise DispatchError(f"{task.name}/{split} has {len(examples)} example(s): too few to take cem shots from")
-        return split_shots(examples, count, seed)
-    path = Path(spec)
-    if path.is_file():
+    if spec is not None and Path(spec).is_file():
+        path = Path(spec)
         rows = read_jsonl(path)
         try:
             shots = [task.to_example(row, f"shot-{i}") for i, row in enumerate(rows) if row is not None]
@@ -341,9 +335,13 @@ def load_shots(
         if not shots:
             raise DispatchError(f"{path} holds no {task.name} examples")
         return shots, []
-    if not spec.isdigit():
+    if spec is not None and not spec.isdigit():
         raise DispatchError(f"--shots {spec!r} is neither a file nor a number of examples")
-    return split_shots(task.load(split, data_dir).examples, int(spec), seed)
+    examples = task.load(split, data_dir).examples
+    count = default_shot_count(len(examples)) if spec is None else int(spec)
+    if spec is None and count < 1:  # a named N is checked by split_shots
+        raise DispatchError(f"{task.name}/{split} has {len(examples)} example(s): too few to take cem shots from")
+    return split_shots(examples, count, seed)
 
 
 @dataclass

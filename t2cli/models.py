@@ -372,7 +372,7 @@ def contiguous_head_input(model: torch.nn.Module) -> None:
     `generate` computes the logits of the last position only, a strided slice of the hidden states
     (batch, 1, hidden); PyTorch's half-precision CPU linear turns a strided 3-D input into a batched
     matmul that materialises the head's weight once per sequence: batch × vocab × hidden × 2 bytes
-    (442 MB transient at batch 8 for a 49152 × 576 head; 16.8 GB at batch 16 for Llama-3-8B's).
+    allocated at every generated token.
     Copying the slice (batch × hidden) avoids it; the logits agree to rounding (another summation
     order). float32 (whose numbers must not move) and GPUs are left as they are.
     """

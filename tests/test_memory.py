@@ -76,9 +76,9 @@ def test_training_step_peak_against_the_plan(monkeypatch):
     the peak resident set over one factorised forward/backward is within the plan's 20%. Measured in
     a fresh process: in the test session's own, memory freed by earlier tests is reused and hides it.
     With glibc's default the mmap threshold moves with the history of frees, so whether a large
-    freed block is returned or kept varied from run to run (peaks of 50 or 67 MB for the same
-    work); a fixed threshold returns every large tensor when freed, so the peak is what was live
-    (46–47 MB over six runs, the plan 52 MB)."""
+    freed block is returned or kept varied from run to run (the same work's peak moved by a
+    quarter); a fixed threshold returns every large tensor when freed, so the peak is what was
+    live (docs/RELIABILITY.md has the command and the figures)."""
     if not _reset_hwm():
         pytest.skip("needs Linux /proc/self/clear_refs to reset the peak resident set")
     import multiprocessing
