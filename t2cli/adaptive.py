@@ -41,6 +41,7 @@ class AdaptiveAnswer:
     pass2_s: float  # generation, plus this prompt's share of switching weights (`switch_s`)
     num_new_tokens: int = 0
     switch_s: float = 0.0  # this prompt's share of loading/composing its expert's weights
+    cut_off: bool = False  # the token budget ended the answer
 
 
 class AdaptiveModel:
@@ -164,7 +165,13 @@ class AdaptiveModel:
             for i, completion in zip(indices, completions):
                 decision = decisions[i]
                 answers[i] = AdaptiveAnswer(
-                    completion.text, decision, decision.seconds, share, completion.num_new_tokens, switch_s
+                    completion.text,
+                    decision,
+                    decision.seconds,
+                    share,
+                    completion.num_new_tokens,
+                    switch_s,
+                    completion.cut_off,
                 )
                 tokens += completion.num_new_tokens
             done += len(indices)
@@ -270,9 +277,11 @@ def evaluate_adaptive(
             "pass1_s": round(answer.pass1_s, 4),
             "pass2_s": round(answer.pass2_s, 4),
             "switch_s": round(answer.switch_s, 4),
+            "cut_off": answer.cut_off,
         }
         for row, answer in zip(scored.rows, answers)
     ]
+    cut_off = sum(answer.cut_off for answer in answers)
     by_label: dict[str, dict[str, int]] = {}
     for row, answer in zip(scored.rows, answers):
         counts = by_label.setdefault(answer.decision.label, {"n": 0, "correct": 0})
@@ -314,6 +323,8 @@ def evaluate_adaptive(
         tokens_per_s=round(new_tokens / pass2, 2) if pass2 else 0.0,
         config={"limit": limit, "data_source": data.source, "dispatch": dispatch, **asdict(generation)},
         samples=samples,
+        cut_off=cut_off,
+        cut_off_share=round(cut_off / len(answers), 4),
     )
 
 

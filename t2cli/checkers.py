@@ -90,43 +90,46 @@ _ANSWER_IS = re.compile(
     r"(?:[Aa]nswer|ANSWER|correct (?:option|choice))\s*(?:is\s*:?|:)\s*"
     r"(?:\(\s*([A-Za-z0-9])\s*\)|([A-Z0-9])(?![\w']))"
 )
-_TRAILING_PAREN = re.compile(r"\(\s*([A-Za-z0-9])\s*\)[\s.!*\"'`]*$")
-_BARE_LETTER = re.compile(r"(?<![\w'])([A-Z])(?![\w'])")
+# "(B) is the correct answer", "B is the best option"
+_LABEL_IS_ANSWER = re.compile(
+    r"(?:\(\s*([A-Za-z0-9])\s*\)|(?<![\w'])([A-Z0-9]))\s+is\s+(?:the\s+)?(?:correct|right|best|final)\s+"
+    r"(?:answer|option|choice)"
+)
+_WHOLE_LABEL = re.compile(r"[\s(]*([A-Za-z0-9])[\s).!\"'`]*")
 
 
 def extract_choice(text: str, labels: Sequence[str] = DEFAULT_CHOICE_LABELS) -> str | None:
-    """The chosen option label, strictly: None when no label can be read.
+    """The option label the text states as its final answer; None when it states none.
 
-    Tried in order: the last "answer is (X)" / "answer is X" / "Answer: X"; the last \\boxed{X};
-    a "(X)" ending the text; the last standalone capital letter that is a valid label (letters
-    only, and not the article in "A plant ...": a bare digit in a reasoning chain is too ambiguous).
+    A label counts only where it is given as the answer, not where it is discussed: the last
+    "answer is (X)" / "answer is X" / "Answer: X" / "correct option is (X)" (also "final answer",
+    "correct answer"); else the last "(X) is the correct answer" (or "right", "best", "final";
+    "option", "choice"); else the last \\boxed{X}; else a text that is nothing but the label
+    ("B", "(B).").  A model that walks through the options ("(D) Sunlight is converted …") and
+    stops without stating one gets None, which scores as wrong.
 
     >>> extract_choice("Plants need light. The answer is (B).", "ABCD")
     'B'
-    >>> extract_choice("Answer: c", "ABCD"), extract_choice("A plant grows.", "ABCD")
-    (None, None)
+    >>> extract_choice("(D) Sunlight is converted to sugar. This step is not the first.", "ABCD")
+    >>> extract_choice("Answer: c", "ABCD"), extract_choice("A plant grows.", "ABCD"), extract_choice("(C)", "ABCD")
+    (None, None, 'C')
     """
     text = (text or "").replace("*", "")
     valid = {str(label).upper(): str(label) for label in labels}
-    for match in reversed(list(_ANSWER_IS.finditer(text))):
-        in_parens, bare = match.groups()
-        label = (in_parens or "").upper() or bare
-        if label in valid:
-            return valid[label]
+    for pattern in (_ANSWER_IS, _LABEL_IS_ANSWER):
+        for match in reversed(list(pattern.finditer(text))):
+            in_parens, bare = match.groups()
+            label = (in_parens or "").upper() or bare
+            if label in valid:
+                return valid[label]
     boxed = extract_boxed(text)
     if boxed is not None:
         label = re.sub(r"\\text\s*\{([^{}]*)\}", r"\1", boxed).strip().strip("()").strip().upper()
         if label in valid:
             return valid[label]
-    match = _TRAILING_PAREN.search(text)
-    if match and match.group(1).upper() in valid:
-        return valid[match.group(1).upper()]
-    for match in reversed(list(_BARE_LETTER.finditer(text))):
-        letter = match.group(1)
-        if letter == "A" and re.match(r"\s+[a-z]", text[match.end() :]):
-            continue  # the article: "A plant needs ..."
-        if letter in valid:
-            return valid[letter]
+    whole = _WHOLE_LABEL.fullmatch(text)
+    if whole and whole.group(1).upper() in valid and (whole.group(1).isupper() or whole.group(1).isdigit()):
+        return valid[whole.group(1).upper()]
     return None
 
 

@@ -45,6 +45,8 @@ class EvalReport:
     config: dict
     samples: list[dict] = field(default_factory=list, repr=False)
     provenance: dict = field(default_factory=dict)
+    cut_off: int = 0  # answers the token budget ended (no end-of-turn, no stop string)
+    cut_off_share: float = 0.0
 
     def summary(self) -> dict:
         return {k: v for k, v in asdict(self).items() if k != "samples"}
@@ -104,9 +106,17 @@ def evaluate(
     scored = score_outputs(task, examples, outputs)
     new_tokens = sum(c.num_new_tokens for c in completions)
     samples = [
-        {"id": row.id, "prompt": prompt, "output": output, "extracted": row.extracted, "correct": row.correct}
-        for row, prompt, output in zip(scored.rows, prompts, outputs)
+        {
+            "id": row.id,
+            "prompt": prompt,
+            "output": completion.text,
+            "extracted": row.extracted,
+            "correct": row.correct,
+            "cut_off": completion.cut_off,
+        }
+        for row, prompt, completion in zip(scored.rows, prompts, completions)
     ]
+    cut_off = sum(completion.cut_off for completion in completions)
     return EvalReport(
         task=task.name,
         split=split,
@@ -123,6 +133,8 @@ def evaluate(
         config={"limit": limit, "data_source": data.source, **asdict(generation)},
         samples=samples,
         provenance=provenance(loaded, experts),
+        cut_off=cut_off,
+        cut_off_share=round(cut_off / len(completions), 4),
     )
 
 

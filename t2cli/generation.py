@@ -45,6 +45,7 @@ class Completion:
     completion_ids: list[int]  # generated token ids (up to and including the stop/eos)
     prompt_ids: list[int]
     num_new_tokens: int
+    cut_off: bool = False  # the token budget ended it: no eos and no stop string
 
 
 def chat_prompt(tokenizer, messages: Sequence[dict[str, str]]) -> str:
@@ -107,8 +108,10 @@ def generate(
         for row, index in enumerate(indices):
             ids = output[row, width:].tolist()
             ids = _trim(ids, eos, pad)
-            text = cut_at_stop(tokenizer.decode(ids, skip_special_tokens=True), config.stop)
-            results[index] = Completion(text, ids, encoded[index], len(ids))
+            full = tokenizer.decode(ids, skip_special_tokens=True)
+            text = cut_at_stop(full, config.stop)
+            cut_off = len(ids) >= config.max_new_tokens and (not ids or ids[-1] != eos) and text == full
+            results[index] = Completion(text, ids, encoded[index], len(ids), cut_off)
             new_tokens += len(ids)
         done += len(indices)
         if on_batch:

