@@ -180,13 +180,19 @@ def _data_roots(data_dir: str | Path | None) -> list[tuple[str, Path]]:
     return roots
 
 
+def _describe(label: str, file: str) -> str:
+    """Where a split was read from, with no machine-specific path: `t2cli/data/FILE` for the bundled
+    copy, `--data-dir:FILE` or `$T2_DATA:FILE` relative to the data directory given."""
+    return f"t2cli/data/{file}" if label == "bundled data" else f"{label}:{file}"
+
+
 def read_split(task: str, split: str, source: SplitSource, data_dir: str | Path | None) -> tuple[Rows, str]:
     """All rows of the split's file, indexed, and a description of where they were found."""
     looked = []
     for label, root in _data_roots(data_dir):
         path = root / source.file
         if path.is_file():
-            return list(enumerate(read_jsonl(path))), str(path)
+            return list(enumerate(read_jsonl(path))), _describe(label, source.file)
         looked.append(f"{label} ({root})")
     hub_note = ""
     if source.hub is not None:

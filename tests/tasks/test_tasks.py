@@ -216,7 +216,7 @@ def test_malformed_rows_are_skipped_and_counted(tmp_path: Path) -> None:
     )
     data = get_task("gsm8k").load("test", data_dir=tmp_path)
     assert [ex["answer"] for ex in data.examples] == ["2", "4"]
-    assert data.skipped == 5 and data.source == str(tmp_path / "gsm8k/test.jsonl")
+    assert data.skipped == 5 and data.source == "--data-dir:gsm8k/test.jsonl"
 
 
 def test_malformed_arc_and_code_rows(tmp_path: Path) -> None:

@@ -122,3 +122,56 @@ def test_learning_curve_is_skipped_without_matplotlib(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib → ImportError
     assert plot_learning_curve(metrics, tmp_path / "b.png", "t") is None
     assert not (tmp_path / "b.png").exists()
+
+
+def test_a_run_committed_to_git_resumes_exactly_in_a_fresh_clone(tokenizer, tmp_path):
+    """A run that outlives its machine: the stopped run's directory is committed, cloned elsewhere
+    (another path, nothing else carried over) and resumed there; it ends where an unbroken run does."""
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("git not installed")
+    settings = dict(iters=4, eval_every=2, checkpoint_every=1, rollouts_per_prompt=2, kl=0.1)
+    whole = train(
+        toy_config(tmp_path / "whole", name="whole", **settings),
+        loaded=tiny_llama(tokenizer),
+        task=toy_task(),
+        registry=Registry(write_root=tmp_path / "registry"),
+    )
+    origin = tmp_path / "origin"
+    with pytest.raises(Stop):
+        train(
+            toy_config(origin / "runs" / "math", name="parts", **settings),
+            loaded=tiny_llama(tokenizer),
+            task=toy_task(),
+            registry=Registry(write_root=tmp_path / "registry"),
+            on_event=stop_after(2),
+        )
+
+    def git(*args, cwd):
+        env = {
+            "GIT_AUTHOR_NAME": "t",
+            "GIT_AUTHOR_EMAIL": "t@t",
+            "GIT_COMMITTER_NAME": "t",
+            "GIT_COMMITTER_EMAIL": "t@t",
+        }
+        subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, env={**env, "PATH": "/usr/bin:/bin"})
+
+    git("init", "-q", cwd=origin)
+    git("add", "runs", cwd=origin)
+    git("commit", "-qm", "checkpoint", cwd=origin)
+    clone = tmp_path / "elsewhere" / "clone"
+    git("clone", "-q", str(origin), str(clone), cwd=tmp_path)
+    shutil.rmtree(origin)  # the first machine is gone
+
+    resumed = train(
+        toy_config(clone / "runs" / "math", name="parts", **settings),
+        loaded=tiny_llama(tokenizer),
+        task=toy_task(),
+        registry=Registry(write_root=tmp_path / "registry2"),
+        resume=True,
+    )
+    for name, z in whole.final_z.items():
+        assert torch.equal(resumed.final_z[name], z), name
+    assert [m["iter"] for m in read_metrics(clone / "runs" / "math" / "metrics.jsonl")] == [1, 2, 3, 4]
