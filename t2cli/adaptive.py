@@ -20,6 +20,7 @@ from pathlib import Path
 from t2cli.adapt import DenseAdapter, ExpertSwitch
 from t2cli.cem import CEMConfig, CEMProgress, CEMResult
 from t2cli.dispatch import Decision, Dispatcher, DispatchError, choose_experts, make_dispatcher
+from t2cli.embedded import answer_budget
 from t2cli.evaluate import EvalReport
 from t2cli.expert import ExpertVector
 from t2cli.generation import Completion, GenerationConfig, GenerationProgress, chat_prompt, generate
@@ -256,7 +257,9 @@ def evaluate_adaptive(
     examples = examples[:limit] if limit else examples
     if not examples:
         raise ValueError(f"{task.name}/{split} has no examples left to evaluate ({len(excluded)} excluded as shots)")
-    generation = generation or GenerationConfig(max_new_tokens=task.max_new_tokens, stop=tuple(task.stop))
+    generation = generation or GenerationConfig(
+        max_new_tokens=answer_budget(model.loaded.name, task), stop=tuple(task.stop)
+    )
     on_group = None
     if on_completions is not None:
         on_group = lambda indices, done: on_completions([examples[i] for i in indices], done)  # noqa: E731

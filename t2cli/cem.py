@@ -23,6 +23,7 @@ import torch
 
 from t2cli.adapt import ExpertSwitch
 from t2cli.defaults import CLASSIFICATION, OTHER
+from t2cli.embedded import answer_budget
 from t2cli.errors import DispatchError
 from t2cli.expert import ExpertVector, mix
 from t2cli.generation import GenerationConfig, chat_prompt, generate
@@ -232,7 +233,7 @@ def cem_search(
     std = torch.full(shape, config.init_std)
     n_elite = max(1, round(config.elite_ratio * config.population))
     generation_config = GenerationConfig(
-        max_new_tokens=config.max_new_tokens or task.max_new_tokens,
+        max_new_tokens=config.max_new_tokens or answer_budget(loaded.name, task),
         batch_size=config.batch_size,
         stop=tuple(task.stop),
     )

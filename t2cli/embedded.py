@@ -19,8 +19,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -160,6 +160,9 @@ class EmbeddedModel:
     description: str
     locate_gguf: Callable[[], Path]
     end_of_turn: str | None = None  # the chat template's end-of-turn token, when generation must stop there
+    # answer-token budget per task where the task's own limit cuts this model's answers short,
+    # chosen on the validation split by bench/token_budget.py (bench/results/token-budget-*.json)
+    token_budgets: Mapping[str, int] = field(default_factory=dict)
 
 
 def _chunked(name: str, chunks: ChunkedGGUF) -> Callable[[], Path]:
@@ -231,3 +234,11 @@ def _stop_ids(tokenizer, eos: int | list[int] | None, entry: EmbeddedModel) -> i
     if token_id not in ids:
         ids.insert(0, token_id)
     return ids[0] if len(ids) == 1 else ids
+
+
+def answer_budget(model: str, task) -> int:
+    """New tokens an answer of `task` may take on `model`: the embedded model's budget for the task
+    when it declares one, else the task's own limit."""
+    entry = EMBEDDED_MODELS.get(model)
+    budget = entry.token_budgets.get(task.name) if entry is not None else None
+    return budget or task.max_new_tokens

