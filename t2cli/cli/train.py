@@ -287,8 +287,9 @@ class EventRenderer:
                 parts.append(f"best {self.best:.1%}")
             parts.append(f"{event['time/iter']:.1f} s/it")
             self.summary = " · ".join(parts)
-            self.update(self.iteration, self.total, self.summary)
-        elif kind == "eta":
+        elif kind == "eta":  # follows each iteration: the line shows both, once
+            left = f" · ETA {_duration(event['remaining_s'])}" if event["remaining_s"] > 0 else ""
+            self.update(self.iteration, self.total, self.summary + left)
             if not self.eta_shown and event["remaining_s"] > 0:
                 self.eta_shown = True
                 err_console.print(

@@ -211,3 +211,15 @@ def test_budget_line_states_the_work():
         "budget: 20 iterations: 160 rollouts (20 RL iterations × 8 prompts × 1 rollouts) of ≤ 64 new "
         "tokens; 3 validations × 32 items × ≤ 64 new tokens"
     )
+
+
+def test_each_iterations_progress_line_has_its_time_and_the_eta():
+    from t2cli.cli.train import EventRenderer
+
+    lines = []
+    renderer = EventRenderer(lambda done, total, label: lines.append((done, label)), 120)
+    renderer({"event": "iteration", "iter": 3, "reward/mean": 0.25, "time/iter": 412.0})
+    assert lines == []  # shown once, with the estimate that follows it
+    event = {"event": "eta", "iter": 3, "seconds_per_iter": 412.0, "seconds_per_validation": 300.0}
+    renderer(event | {"remaining_s": 117 * 412.0 + 12 * 300.0})
+    assert lines == [(3, "reward +0.25 · 412.0 s/it · ETA 14 h 23 min")]
