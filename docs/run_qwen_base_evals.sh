@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Base accuracy of the three embedded instruct models on every task: the same prompts, subsets and
+# answer checks for each (greedy, bfloat16, batch 16). Each row is one `t2 eval`; its report and
+# every sample go to docs/results/base-models/<model>/<task>/. A row whose report exists is skipped,
+# so the script continues where an earlier (cut-off) session stopped.
+#   docs/run_qwen_base_evals.sh [MODEL ...]     default: qwen2.5-coder-0.5b qwen2.5-coder-1.5b smollm2-135m
+# Token budgets: each model's own per task (t2cli.embedded, chosen on validation by bench/token_budget.py),
+# else the task's limit. Subsets: the first N of the split, N = 200 where the split has them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T2=.venv/bin/t2
+models=("$@")
+[ ${#models[@]} -gt 0 ] || models=(qwen2.5-coder-0.5b qwen2.5-coder-1.5b smollm2-135m)
+rows=(
+  "arc-challenge dev 200"
+  "arc-easy test 200"
+  "gsm8k test 200"
+  "math test 200"
+  "mbpp-plus test 200"
+  "humaneval test 200"
+)
+for model in "${models[@]}"; do
+  for row in "${rows[@]}"; do
+    read -r task split limit <<<"$row"
+    out="docs/results/base-models/$model/$task"
+    [ -f "$out/report.json" ] && { echo "skip $model $task (done)"; continue; }
+    echo "$model $task $split --limit $limit"
+    $T2 eval -m "$model" --task "$task" --split "$split" --limit "$limit" --dtype bfloat16 --batch-size 16 --out "$out"
+  done
+done
