@@ -84,3 +84,21 @@ def test_on_batch_hands_over_each_finished_batch_in_the_callers_indices(llama):
     assert sorted(i for indices, _ in seen for i in indices) == [0, 1, 2, 3]
     for indices, done in seen:
         assert [results[i] for i in indices] == done
+
+
+def test_an_answer_the_budget_ends_is_marked_cut_off(llama):
+    eos = llama.tokenizer.eos_token_id
+    long = generate(llama, ["The answer is"], GenerationConfig(max_new_tokens=8))[0]
+    assert eos not in long.completion_ids  # a random tiny model does not stop by itself
+    assert long.cut_off and long.num_new_tokens == 8
+    marker = long.text[1:3]
+    stopped = generate(llama, ["The answer is"], GenerationConfig(max_new_tokens=8, stop=(marker,)))[0]
+    assert not stopped.cut_off  # a stop string ended it
+    llama.model.generation_config.eos_token_id = long.completion_ids[2]
+    llama.tokenizer.eos_token = llama.tokenizer.convert_ids_to_tokens(long.completion_ids[2])
+    try:
+        ended = generate(llama, ["The answer is"], GenerationConfig(max_new_tokens=8))[0]
+        assert ended.completion_ids[-1] == long.completion_ids[2] and not ended.cut_off
+    finally:
+        llama.tokenizer.eos_token = llama.tokenizer.convert_ids_to_tokens(eos)
+        llama.model.generation_config.eos_token_id = eos

@@ -72,6 +72,8 @@ def test_a_registered_task_runs_through_evaluation(echo, llama) -> None:
     report = evaluate(llama, get_task("echo"), split="test", limit=4, generation=GenerationConfig(max_new_tokens=3))
     assert report.task == "echo" and report.n == 4 and [s["id"] for s in report.samples] == [r["id"] for r in ROWS[:4]]
     assert report.correct == sum(s["correct"] for s in report.samples)
+    assert report.cut_off == sum(s["cut_off"] for s in report.samples) == 4  # 3 tokens end every answer
+    assert report.summary()["cut_off_share"] == 1.0
     scored = echo.check_many(["apple!", "no"], echo.load("test").examples[:2])
     assert scored == [True, False]  # the task's own checker decides
 
