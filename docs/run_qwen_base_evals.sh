@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Base accuracy of the three embedded instruct models on every task: the same prompts, subsets and
-# answer checks for each (greedy, bfloat16, batch 16). Each row is one `t2 eval`; its report and
+# answer checks for each (greedy, float32 — a CPU without bfloat16 units runs bfloat16 several times slower —, batch 16). Each row is one `t2 eval`; its report and
 # every sample go to docs/results/base-models/<model>/<task>/. A row whose report exists is skipped,
 # so the script continues where an earlier (cut-off) session stopped.
 #   docs/run_qwen_base_evals.sh [MODEL ...]     default: qwen2.5-coder-0.5b qwen2.5-coder-1.5b smollm2-135m
@@ -25,6 +25,6 @@ for model in "${models[@]}"; do
     out="docs/results/base-models/$model/$task"
     [ -f "$out/report.json" ] && { echo "skip $model $task (done)"; continue; }
     echo "$model $task $split --limit $limit"
-    $T2 eval -m "$model" --task "$task" --split "$split" --limit "$limit" --dtype bfloat16 --batch-size 16 --out "$out"
+    $T2 eval -m "$model" --task "$task" --split "$split" --limit "$limit" --dtype float32 --batch-size 16 --out "$out"
   done
 done
