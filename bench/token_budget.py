@@ -13,7 +13,8 @@ read.
         --budgets 192,320,512,768 [--dtype bfloat16] [--batch 16]
 
 Writes bench/results/token-budget-<model>-<task>.json (per budget: accuracy, cut-off share,
-mean tokens; the choice; the command, machine and provenance).
+mean tokens; the choice; the command, machine and provenance) and, beside it, .samples.jsonl
+(the longest budget's answers).
 """
 
 from __future__ import annotations
@@ -119,6 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or RESULTS / f"token-budget-{args.model}-{task.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
+    samples = out.with_suffix(".samples.jsonl")  # the longest budget's answers; shorter ones are their prefixes
+    samples.write_text(
+        "".join(
+            json.dumps({"id": example.id, "output": completion.text, "tokens": completion.num_new_tokens}) + "\n"
+            for example, completion in zip(examples, completions)
+        )
+    )
     print(f"{'budget':>7} {'accuracy':>9} {'cut off':>8} {'mean tokens':>12}")
     for row in rows:
         print(f"{row['budget']:>7} {row['accuracy']:>9.1%} {row['cut_off_share']:>8.0%} {row['mean_tokens']:>12}")
