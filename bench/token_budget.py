@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from t2cli.evaluate import provenance
-from t2cli.generation import GenerationConfig, chat_prompt, cut_at_stop, generate
+from t2cli.generation import GenerationConfig, chat_prompt, decode_answer, generate
 from t2cli.models import load_model
 from t2cli.scoring import score_outputs
 from t2cli.tasks import get_task
@@ -40,15 +40,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def budget_rows(task, examples, completions, tokenizer, budgets, stop):
     """Accuracy and cut-off share of each budget, from completions generated at max(budgets)."""
-    eos = tokenizer.eos_token_id
     rows = []
     for budget in sorted(budgets):
         outputs, cut = [], 0
         for completion in completions:
-            ids = completion.completion_ids[:budget]
-            full = tokenizer.decode(ids, skip_special_tokens=True)
-            text = cut_at_stop(full, stop)
-            cut += len(ids) >= budget and (not ids or ids[-1] != eos) and text == full
+            text, cut_off = decode_answer(tokenizer, completion.completion_ids[:budget], budget, stop)
+            cut += cut_off
             outputs.append(text)
         scored = score_outputs(task, examples, outputs)
         tokens = [min(len(c.completion_ids), budget) for c in completions]
@@ -91,14 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     prompts = [chat_prompt(loaded.tokenizer, task.messages(example)) for example in examples]
     stop = tuple(task.stop)
     started = time.perf_counter()
-    done = []
 
     def progress(finished, total, tokens):
         elapsed = time.perf_counter() - started
         print(f"  {finished}/{total} prompts, {tokens} tokens, {elapsed:.0f} s", file=sys.stderr, flush=True)
 
     config = GenerationConfig(max_new_tokens=budgets[-1], batch_size=args.batch, stop=stop)
-    completions = generate(loaded, prompts, config, progress=progress, on_batch=lambda i, c: done.extend(c))
+    completions = generate(loaded, prompts, config, progress=progress)
     seconds = time.perf_counter() - started
     rows = budget_rows(task, examples, completions, loaded.tokenizer, budgets, stop)
     chosen = choose(rows, args.tolerance)

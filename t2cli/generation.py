@@ -65,6 +65,14 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
     return text[:cut]
 
 
+def decode_answer(tokenizer, ids: Sequence[int], budget: int, stop: Sequence[str]) -> tuple[str, bool]:
+    """The answer's text, cut at the first stop string, and whether the token budget ended it
+    (all `budget` tokens used, no end-of-turn token last, no stop string reached)."""
+    full = tokenizer.decode(ids, skip_special_tokens=True)
+    text = cut_at_stop(full, stop)
+    return text, len(ids) >= budget and (not ids or ids[-1] != tokenizer.eos_token_id) and text == full
+
+
 @torch.no_grad()
 def generate(
     loaded: LoadedModel,
@@ -108,9 +116,7 @@ def generate(
         for row, index in enumerate(indices):
             ids = output[row, width:].tolist()
             ids = _trim(ids, eos, pad)
-            full = tokenizer.decode(ids, skip_special_tokens=True)
-            text = cut_at_stop(full, config.stop)
-            cut_off = len(ids) >= config.max_new_tokens and (not ids or ids[-1] != eos) and text == full
+            text, cut_off = decode_answer(tokenizer, ids, config.max_new_tokens, config.stop)
             results[index] = Completion(text, ids, encoded[index], len(ids), cut_off)
             new_tokens += len(ids)
         done += len(indices)

@@ -3,6 +3,7 @@ installed, the converted directory checked against the GGUF itself."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import os
@@ -51,12 +52,12 @@ def test_chunks_assemble_in_numeric_order_once(chunk_packages, tmp_path):
     stamp = path.stat().st_mtime_ns
     assert spec.assemble("fake", tmp_path / "gguf") == path
     assert path.stat().st_mtime_ns == stamp  # reused, not rewritten
-    assert [p.name for p in (tmp_path / "gguf").iterdir()] == sorted(["fake.gguf", "fake.sha256"], reverse=False)
+    assert sorted(p.name for p in (tmp_path / "gguf").iterdir()) == ["fake.gguf", "fake.sha256"]
 
 
 def test_a_wrong_checksum_is_refused_and_leaves_nothing(chunk_packages, tmp_path):
     spec, _, _ = chunk_packages
-    bad = ChunkedGGUF(**{**spec.__dict__, "sha256": "0" * 64})
+    bad = dataclasses.replace(spec, sha256="0" * 64)
     with pytest.raises(ModelNotFoundError, match=r"SHA-256 .* expected .*scripts/install.sh --models fake"):
         bad.assemble("fake", tmp_path / "gguf")
     assert list((tmp_path / "gguf").iterdir()) == []
