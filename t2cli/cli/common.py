@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -186,48 +187,105 @@ def show_choice(adaptive: AdaptiveModel) -> None:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
 
 
+# ------------------------------------------------------------------ options declared once, added to commands
+
+
+def with_options(*groups: list[inspect.Parameter]):
+    """Give a command these CLI options besides its own parameters; their values reach it in `**options`.
+
+    Typer reads a command's options from its signature, so options shared by several commands (or
+    generated from a config's fields) are declared once as `inspect.Parameter`s and added here."""
+
+    def decorate(command):
+        own = [
+            p.replace(kind=p.KEYWORD_ONLY)
+            for p in inspect.signature(command).parameters.values()
+            if p.kind is not p.VAR_KEYWORD
+        ]
+        added = [parameter for group in groups for parameter in group]
+        command.__signature__ = inspect.Signature(added + own)
+        return command
+
+    return decorate
+
+
+def option(name: str, annotation: object, default: object, *flags: str, help: str) -> inspect.Parameter:
+    """One CLI option as a keyword parameter (flags default to --the-name)."""
+    flags = flags or (f"--{name.replace('_', '-')}",)
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(default, *flags, help=help), annotation=annotation
+    )
+
+
 # ------------------------------------------------------------------ the task: by name, task file or data file
 # Shared by `t2 eval` and `t2 train` (t2cli/tasks/datafile.py defines what each setting means).
-TaskFileOpt = typer.Option(
-    None,
-    "--task-file",
-    help="A TOML task file (keys: data, prompt_field, answer_field, checker, …), instead of --task.",
-)
-DataOpt = typer.Option(
-    None,
-    "--data",
-    help="A task from a data file (JSONL, JSON, CSV, Parquet) or a Hub dataset "
-    "id, instead of --task. With --prompt-field or --template, --answer-field, --checker.",
-)
-PromptFieldOpt = typer.Option(None, "--prompt-field", help="--data: the field holding each prompt.")
-TemplateOpt = typer.Option(
-    None,
-    "--template",
-    help="--data: the prompt, with {field} placeholders, e.g. "
-    '"Q: {question}" (instead of --prompt-field; nothing is appended).',
-)
-AnswerFieldOpt = typer.Option(None, "--answer-field", help="--data: the field holding each answer.")
-CheckerOpt = typer.Option(
-    None,
-    "--checker",
-    help="--data: exact (normalised text), number, choice (a letter), "
-    "contains, regex:PATTERN (group 1 is the answer) or python-tests (the answer field holds "
-    "asserts, run in the sandbox). Default exact.",
-)
-TargetFieldOpt = typer.Option(
-    None, "--target-field", help="--data: full solutions, the SFT target (default: built from the answer)."
-)
-SplitFieldOpt = typer.Option(
-    None,
-    "--split-field",
-    help="--data: the field naming each row's split "
-    "(train / validation / test). Without it, --val-fraction of the rows is held out.",
-)
-ValFractionOpt = typer.Option(
-    None, "--val-fraction", help="--data: the seeded share of rows held out for validation (default 0.2)."
-)
-DomainOpt = typer.Option(None, "--domain", help="--data: the task's domain (an expert trained on it carries it).")
-SystemOpt = typer.Option(None, "--system", help="--data: a system prompt.")
+TASK_SETTINGS = [
+    option("prompt_field", str | None, None, help="--data: the field holding each prompt."),
+    option(
+        "template",
+        str | None,
+        None,
+        help="--data: the prompt, with {field} placeholders, e.g. "
+        '"Q: {question}" (instead of --prompt-field; nothing is appended).',
+    ),
+    option("answer_field", str | None, None, help="--data: the field holding each answer."),
+    option(
+        "checker",
+        str | None,
+        None,
+        help="--data: exact (normalised text), number, choice (a letter), "
+        "contains, regex:PATTERN (group 1 is the answer) or python-tests (the answer field holds "
+        "asserts, run in the sandbox). Default exact.",
+    ),
+    option(
+        "target_field",
+        str | None,
+        None,
+        help="--data: full solutions, the SFT target (default: built from the answer).",
+    ),
+    option(
+        "split_field",
+        str | None,
+        None,
+        help="--data: the field naming each row's split "
+        "(train / validation / test). Without it, --val-fraction of the rows is held out.",
+    ),
+    option(
+        "val_fraction",
+        float | None,
+        None,
+        help="--data: the seeded share of rows held out for validation (default 0.2).",
+    ),
+    option("domain", str | None, None, help="--data: the task's domain (an expert trained on it carries it)."),
+    option("system", str | None, None, help="--data: a system prompt."),
+]
+
+
+def task_options(task_help: str) -> list[inspect.Parameter]:
+    """--task / --task-file / --data and the data file's settings (read back by `task_from`)."""
+    return [
+        option("task", str | None, None, help=task_help),
+        option(
+            "task_file",
+            Path | None,
+            None,
+            help="A TOML task file (keys: data, prompt_field, answer_field, checker, …), instead of --task.",
+        ),
+        option(
+            "data",
+            str | None,
+            None,
+            help="A task from a data file (JSONL, JSON, CSV, Parquet) or a Hub dataset "
+            "id, instead of --task. With --prompt-field or --template, --answer-field, --checker.",
+        ),
+        *TASK_SETTINGS,
+    ]
+
+
+def task_from(options: dict):
+    """The task that `task_options` describe, their values taken out of a command's `**options`."""
+    settings = {parameter.name: options.pop(parameter.name) for parameter in TASK_SETTINGS}
+    return choose_task(options.pop("task"), options.pop("task_file"), options.pop("data"), **settings)
 
 
 def choose_task(task: str | None, task_file: Path | None, data: str | None, **settings: object):

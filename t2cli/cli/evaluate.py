@@ -15,25 +15,16 @@ from t2cli.cli.common import (
     EXPERTS_HELP,
     PASS1_DTYPE_HELP,
     PASS1_TOKENS_HELP,
-    AnswerFieldOpt,
-    CheckerOpt,
-    DataOpt,
-    DomainOpt,
-    PromptFieldOpt,
-    SplitFieldOpt,
-    SystemOpt,
-    TargetFieldOpt,
-    TaskFileOpt,
-    TemplateOpt,
-    ValFractionOpt,
-    choose_task,
     console,
     expert_names,
     fail,
     progress_bar,
     show_choice,
     status,
+    task_from,
+    task_options,
     user_errors,
+    with_options,
 )
 from t2cli.cli.output import JSON_HELP, print_json
 from t2cli.defaults import DEFAULT_MODEL
@@ -107,19 +98,8 @@ def early_expert_check(
     return {vector.name: vector for vector in strategy_experts(registry, base, adapt, experts)}
 
 
+@with_options(task_options(TASK_HELP + " Or --task-file / --data."))
 def eval_command(
-    task: str = typer.Option(None, "--task", help=TASK_HELP + " Or --task-file / --data."),
-    task_file: Path = TaskFileOpt,
-    data: str = DataOpt,
-    prompt_field: str = PromptFieldOpt,
-    template: str = TemplateOpt,
-    answer_field: str = AnswerFieldOpt,
-    checker: str = CheckerOpt,
-    target_field: str = TargetFieldOpt,
-    split_field: str = SplitFieldOpt,
-    val_fraction: float = ValFractionOpt,
-    domain: str = DomainOpt,
-    system: str = SystemOpt,
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded model name, local directory or Hub id."),
     split: str = typer.Option("test", help="Split to evaluate."),
     limit: int = typer.Option(None, help="Only the first N examples (a fixed, stated subset)."),
@@ -159,6 +139,7 @@ def eval_command(
     top_p: float = typer.Option(1.0, help="Nucleus sampling p (with --sample)."),
     seed: int = typer.Option(0, help="Random seed for sampling."),
     json_output: bool = typer.Option(False, "--json", help=JSON_HELP),
+    **options,
 ) -> None:
     """Generate answers for a task split (optionally with an expert) and score them.
 
@@ -174,20 +155,7 @@ def eval_command(
         fail("--adapt chooses the experts itself: drop --expert / --lora (or name them with --experts)")
     if experts and not adapt:
         fail("--experts chooses what --adapt routes over: add --adapt STRATEGY, or use --expert NAME for one expert")
-    task_obj = choose_task(
-        task,
-        task_file,
-        data,
-        prompt_field=prompt_field,
-        template=template,
-        answer_field=answer_field,
-        checker=checker,
-        target_field=target_field,
-        split_field=split_field,
-        val_fraction=val_fraction,
-        domain=domain,
-        system=system,
-    )
+    task_obj = task_from(options)
     if out is not None and out.exists() and not out.is_dir():
         fail(f"--out {out} is a file: give a directory for report.json and samples.jsonl")
     with user_errors():

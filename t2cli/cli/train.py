@@ -8,34 +8,28 @@ oversubscription that makes generation an order of magnitude slower.
 
 from __future__ import annotations
 
+import inspect
 import os
 import shlex
 import sys
 from contextlib import nullcontext
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_type_hints
 
 import typer
 from rich.table import Table
 
 from t2cli.cli.common import (
-    AnswerFieldOpt,
-    CheckerOpt,
-    DataOpt,
-    DomainOpt,
-    PromptFieldOpt,
-    SplitFieldOpt,
-    SystemOpt,
-    TargetFieldOpt,
-    TaskFileOpt,
-    TemplateOpt,
-    ValFractionOpt,
-    choose_task,
     console,
     err_console,
     fail,
+    option,
     progress_bar,
+    task_from,
+    task_options,
     user_errors,
+    with_options,
 )
 from t2cli.tasks import TASKS
 from t2cli.train.config import DTYPES, METHODS, OBJECTIVES, TrainConfig
@@ -43,77 +37,58 @@ from t2cli.train.config import DTYPES, METHODS, OBJECTIVES, TrainConfig
 if TYPE_CHECKING:  # the training loop (torch) is imported when a run starts, not for `t2 --help`
     from t2cli.train import TrainResult
 
+# How TrainConfig's fields appear on the command line. Each field is an option `--its-name` with the
+# field's default and help text, except these: other flags, a list of choices before the help, a
+# conversion of the given value, or not an option at all (the task comes from the task options).
+FLAGS = {
+    "model": ("--model", "-m"),
+    "targets": ("--targets", "-t"),
+    "batch_size": ("--batch-size", "-b"),
+    "rollouts_per_prompt": ("--rollouts-per-prompt", "-k"),
+    "iters": ("--iters", "-n"),
+    "micro_batch_size": ("--micro-batch", "--micro-batch-size"),
+    "out_dir": ("--out",),
+}
+CHOICES = {"method": METHODS, "objective": OBJECTIVES, "dtype": DTYPES}
+HELP_SUFFIX = {"targets": " (repeatable, or comma-separated)", "val_limit": " 0 = all."}
+FROM_CLI = {
+    "targets": lambda values: [part.strip() for value in values for part in value.split(",") if part.strip()],
+    "val_limit": lambda value: value or None,
+}
+NOT_OPTIONS = {"task", "init_mean", "init_std", "command"}
 
-def _h(name: str) -> str:
-    return TrainConfig.help(name)
+
+def config_options() -> list[inspect.Parameter]:
+    """TrainConfig's fields as CLI options: one definition of each default and help text (the config's)."""
+    hints = get_type_hints(TrainConfig)
+    options = []
+    for spec in fields(TrainConfig):
+        if spec.name in NOT_OPTIONS:
+            continue
+        choices = f"{' | '.join(CHOICES[spec.name])}. " if spec.name in CHOICES else ""
+        text = choices + TrainConfig.help(spec.name) + HELP_SUFFIX.get(spec.name, "")
+        default = TrainConfig.default(spec.name)
+        options.append(option(spec.name, hints[spec.name], default, *FLAGS.get(spec.name, ()), help=text))
+    return options
 
 
-def _d(name: str):
-    """The option's default: the config's (defined there once)."""
-    return TrainConfig.default(name)
+def config_from(options: dict, task: str) -> TrainConfig:
+    """The run's TrainConfig from the values of `config_options` (taken out of `options`)."""
+    values = {name: options.pop(name) for name in [p.name for p in config_options()]}
+    values = {name: FROM_CLI.get(name, lambda value: value)(value) for name, value in values.items()}
+    return TrainConfig(task=task, command=shlex.join(["t2", *sys.argv[1:]]), **values)
 
 
+@with_options(
+    task_options(
+        f"Task to train on: {', '.join(TASKS)}, or one added with `t2 tasks add` (or use --task-file / --data)."
+    ),
+    config_options(),
+)
 def train_command(
-    task: str = typer.Option(
-        None,
-        "--task",
-        help=f"Task to train on: {', '.join(TASKS)}, or one added with `t2 tasks add` (or use --task-file / --data).",
-    ),
-    task_file: Path = TaskFileOpt,
-    data: str = DataOpt,
-    prompt_field: str = PromptFieldOpt,
-    template: str = TemplateOpt,
-    answer_field: str = AnswerFieldOpt,
-    checker: str = CheckerOpt,
-    target_field: str = TargetFieldOpt,
-    split_field: str = SplitFieldOpt,
-    val_fraction: float = ValFractionOpt,
-    domain: str = DomainOpt,
-    system: str = SystemOpt,
-    method: str = typer.Option(_d("method"), "--method", help=f"{' | '.join(METHODS)}. " + _h("method")),
-    model: str = typer.Option(_d("model"), "--model", "-m", help=_h("model")),
-    objective: str = typer.Option(_d("objective"), "--objective", help=f"{' | '.join(OBJECTIVES)}. " + _h("objective")),
-    targets: list[str] = typer.Option(_d("targets"), "--targets", "-t", help=_h("targets") + " (repeatable)"),
-    kl: float = typer.Option(_d("kl"), "--kl", help=_h("kl")),
-    batch_size: int = typer.Option(_d("batch_size"), "--batch-size", "-b", help=_h("batch_size")),
-    rollouts_per_prompt: int = typer.Option(
-        _d("rollouts_per_prompt"), "--rollouts-per-prompt", "-k", help=_h("rollouts_per_prompt")
-    ),
-    temperature: float = typer.Option(_d("temperature"), help=_h("temperature")),
-    sft_iters: int = typer.Option(_d("sft_iters"), "--sft-iters", help=_h("sft_iters")),
-    init_expert: str = typer.Option(_d("init_expert"), "--init-expert", help=_h("init_expert")),
-    iters: int = typer.Option(_d("iters"), "--iters", "-n", help=_h("iters")),
-    lr: float = typer.Option(_d("lr"), "--lr", help=_h("lr")),
-    warmup_iters: int = typer.Option(_d("warmup_iters"), help=_h("warmup_iters")),
-    min_lr_ratio: float = typer.Option(_d("min_lr_ratio"), help=_h("min_lr_ratio")),
-    weight_decay: float = typer.Option(_d("weight_decay"), help=_h("weight_decay")),
-    grad_clip: float = typer.Option(_d("grad_clip"), help=_h("grad_clip")),
-    max_multiplier: float = typer.Option(_d("max_multiplier"), help=_h("max_multiplier")),
-    micro_batch_size: int = typer.Option(
-        _d("micro_batch_size"), "--micro-batch", "--micro-batch-size", help=_h("micro_batch_size")
-    ),
-    grad_checkpointing: bool = typer.Option(
-        _d("grad_checkpointing"), "--grad-checkpointing", help=_h("grad_checkpointing")
-    ),
-    dtype: str = typer.Option(_d("dtype"), "--dtype", help=f"{' | '.join(DTYPES)}. " + _h("dtype")),
-    max_new_tokens: int = typer.Option(_d("max_new_tokens"), help=_h("max_new_tokens")),
-    max_prompt_tokens: int = typer.Option(_d("max_prompt_tokens"), help=_h("max_prompt_tokens")),
-    generation_batch_size: int = typer.Option(_d("generation_batch_size"), help=_h("generation_batch_size")),
-    eval_every: int = typer.Option(_d("eval_every"), help=_h("eval_every")),
-    val_limit: int = typer.Option(_d("val_limit"), help=_h("val_limit") + " 0 = all."),
-    train_limit: int = typer.Option(_d("train_limit"), help=_h("train_limit")),
-    max_reference_tokens: int = typer.Option(_d("max_reference_tokens"), help=_h("max_reference_tokens")),
-    patience: int = typer.Option(_d("patience"), help=_h("patience")),
-    seed: int = typer.Option(_d("seed"), help=_h("seed")),
-    name: str = typer.Option(_d("name"), "--name", help=_h("name")),
-    checkpoint_every: int = typer.Option(_d("checkpoint_every"), help=_h("checkpoint_every")),
-    checkpoint_minutes: float = typer.Option(_d("checkpoint_minutes"), help=_h("checkpoint_minutes")),
-    out: Path = typer.Option(_d("out_dir"), "--out", help=_h("out_dir")),
-    data_dir: Path = typer.Option(_d("data_dir"), "--data-dir", help=_h("data_dir")),
-    device: str = typer.Option(_d("device"), help=_h("device")),
-    overwrite: bool = typer.Option(_d("overwrite"), "--overwrite", help=_h("overwrite")),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the run directory from its checkpoint."),
     registry: Path = typer.Option(None, "--registry", help="Registry to write the expert to."),
+    **options,
 ) -> None:
     """Train an SVF expert vector (or the LoRA baseline) on a task, by REINFORCE on its reward or SFT.
 
@@ -125,61 +100,9 @@ def train_command(
     --eval-every 10 --lr 5e-2`; RL with short answers, e.g. `--iters 20 -b 8 -k 1 --max-new-tokens 64`.
     The seconds per iteration of the shipped experts are in their recipes (`t2 experts show NAME`).
     """
-    task_obj = choose_task(
-        task,
-        task_file,
-        data,
-        prompt_field=prompt_field,
-        template=template,
-        answer_field=answer_field,
-        checker=checker,
-        target_field=target_field,
-        split_field=split_field,
-        val_fraction=val_fraction,
-        domain=domain,
-        system=system,
-    )
+    task_obj = task_from(options)
     with user_errors():
-        config = TrainConfig(
-            task=task_obj.name,
-            method=method,
-            model=model,
-            objective=objective,
-            targets=[part.strip() for value in targets for part in value.split(",") if part.strip()],
-            kl=kl,
-            batch_size=batch_size,
-            rollouts_per_prompt=rollouts_per_prompt,
-            temperature=temperature,
-            sft_iters=sft_iters,
-            init_expert=init_expert,
-            iters=iters,
-            lr=lr,
-            warmup_iters=warmup_iters,
-            min_lr_ratio=min_lr_ratio,
-            weight_decay=weight_decay,
-            grad_clip=grad_clip,
-            max_multiplier=max_multiplier,
-            micro_batch_size=micro_batch_size,
-            grad_checkpointing=grad_checkpointing,
-            dtype=dtype,
-            max_new_tokens=max_new_tokens,
-            max_prompt_tokens=max_prompt_tokens,
-            generation_batch_size=generation_batch_size,
-            eval_every=eval_every,
-            val_limit=val_limit or None,
-            train_limit=train_limit,
-            max_reference_tokens=max_reference_tokens,
-            patience=patience,
-            seed=seed,
-            name=name,
-            checkpoint_every=checkpoint_every,
-            checkpoint_minutes=checkpoint_minutes,
-            out_dir=str(out) if out else None,
-            data_dir=str(data_dir) if data_dir else None,
-            device=device,
-            overwrite=overwrite,
-            command=shlex.join(["t2", *sys.argv[1:]]),
-        )
+        config = config_from(options, task_obj.name)
         from t2cli.registry import Registry
         from t2cli.train import train
 
@@ -188,7 +111,7 @@ def train_command(
             from t2cli.cli.common import registry_key
             from t2cli.dispatch import classifier_task
 
-            task_obj = classifier_task(reg, registry_key(model))
+            task_obj = classifier_task(reg, registry_key(config.model))
         # Under torchrun only rank 0 receives events: other ranks show no bar.
         main_rank = int(os.environ.get("RANK", "0")) == 0
         label = f"train {config.expert_name}" + (" (LoRA)" if config.method == "lora" else "")
