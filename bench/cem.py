@@ -2,8 +2,8 @@
 
 Each cell draws its shots from ARC-Challenge's *train* split (`split_shots(train, k, seed)`: the
 seed picks the shots and seeds the search), searches α over the shipped domain experts with one
-fitness (`t2cli.cem`: accuracy+loglik, accuracy, loglik), then answers the first `--dev-limit`
-items of the dev split (the official validation file; the same items in every cell) with the
+fitness (`t2cli.dispatch.cem_search`: accuracy+loglik, accuracy, loglik), then answers the first
+`--dev-limit` items of the dev split (the official validation file; the same items in every cell) with the
 mixture, greedy, the task's generation limit. Recorded per cell: α, shot fitness, the search's wall
 time and number of candidates, dev accuracy and every item's correctness, the experts' tensor
 sha256 (from their expert.json), the model fingerprint.
@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from t2cli.adapt import DenseAdapter
-    from t2cli.cem import CEMConfig, cem_search, split_shots
     from t2cli.dispatch import ExpertSwitch, domain_experts, load_domain_experts
+    from t2cli.dispatch.cem_search import CEMConfig, cem_search, split_shots
     from t2cli.evaluate import evaluate
     from t2cli.generation import GenerationConfig
     from t2cli.models import load_model

@@ -42,12 +42,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from t2cli.adapt import DenseAdapter
+from t2cli.adaptive import strategy_experts
 from t2cli.dispatch import ExpertSwitch, classifier_task, make_dispatcher
 from t2cli.dispatch.experts import domain_experts, expert_task
-from t2cli.evaluate import provenance
+from t2cli.dispatch.table import STRATEGIES, strategy_options
+from t2cli.evaluate import experts_record
+from t2cli.expert import ExpertVector
 from t2cli.models import load_model
 from t2cli.registry import Registry
-from t2cli.strategies import STRATEGIES
 from t2cli.svd_store import decompose
 from t2cli.tasks import get_task
 from t2cli.tasks.datafile import task_from_spec
@@ -56,13 +58,17 @@ METHODS = ("prompt", "cls", "loglik", "loglik-cls", "centroid")
 CLASSIFIED = ("cls", "loglik-cls")  # the methods that read with the classification expert
 
 
-def used_experts(registry: Registry, model: str, experts, methods: list[str], classifiers: list[str]) -> dict[str, str]:
-    """{name: tensors sha256} of every expert the runs could apply: the routed domain experts and,
-    for the classifier methods, each classifier (the shipped dispatch-cls when none is named)."""
-    names = set(experts or domain_experts(registry, model).values())
-    if any(method in CLASSIFIED for method in methods):
-        names |= set(classifiers or ["dispatch-cls"])
-    return {name: registry.find(name, model).meta["tensors_sha256"] for name in sorted(names)}
+def routed_experts(experts: list[str] | None, classifier: str | None) -> list[str] | None:
+    """The experts a run routes over: the chosen ones (None: the default set), and its classifier."""
+    return (experts or []) + [classifier] if classifier else experts
+
+
+def used_experts(registry: Registry, model: str, runs: list[tuple], experts: list[str] | None) -> list[ExpertVector]:
+    """Every expert the runs could apply, as `t2 eval --adapt` records them (`strategy_experts`)."""
+    used = {}
+    for method, _, _, classifier in runs:
+        used |= {e.name: e for e in strategy_experts(registry, model, method, routed_experts(experts, classifier))}
+    return [used[name] for name in sorted(used)]
 
 
 def main() -> None:
@@ -125,7 +131,7 @@ def main() -> None:
 
     methods = args.methods.split(",")
     lengths = ([] if args.skip_full else [None]) + [int(n) for n in filter(None, args.request_tokens.split(","))]
-    reads = [method for method in methods if STRATEGIES[method].pass1_dtype]  # prefill methods: tokens, dtype
+    reads = [method for method in methods if STRATEGIES[method].takes("pass1_dtype")]  # prefill methods
     runs = [(method, None, None) for method in methods if method not in reads]
     runs += [(method, n, dtype) for dtype in args.pass1_dtypes.split(",") for method in reads for n in lengths]
     classifiers = list(filter(None, args.classifiers.split(",")))
@@ -139,15 +145,16 @@ def main() -> None:
         runs = [(method, n, dtype, None) for method, n, dtype in runs]
     results = {}
     for method, request_tokens, dtype, classifier in runs:
-        dispatcher = make_dispatcher(
+        options = strategy_options(
             method,
-            loaded,
-            switch,
-            registry,
-            experts=(experts or []) + [classifier] if classifier else experts,
-            request_tokens=request_tokens,
-            batch_size=args.batch,
-            pass1_dtype=None if dtype == "float32" else dtype,  # float32: the shared model itself
+            {
+                "request_tokens": request_tokens,
+                "batch_size": args.batch,
+                "pass1_dtype": None if dtype == "float32" else dtype,  # float32: the shared model itself
+            },
+        )
+        dispatcher = make_dispatcher(
+            method, loaded, switch, registry, options, experts=routed_experts(experts, classifier)
         )
         method += f" (≤{request_tokens} tokens)" if request_tokens else ""
         method += f", {dtype} copy" if dtype and dtype != "float32" else ""
@@ -203,7 +210,7 @@ def main() -> None:
         "sets": dict(sorted(Counter(sets).items())),
         "experts": experts,
         "results": results,
-        "provenance": provenance(loaded, used_experts(registry, args.model, experts, methods, classifiers)),
+        "provenance": experts_record(loaded, used_experts(registry, args.model, runs, experts)),
     }
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     console.print(f"wrote {args.out}")

@@ -13,8 +13,8 @@ torch.cuda.max_memory_allocated):
   eval       load; base generation tok/s (batch 8, greedy, exactly --new-tokens each); apply a random
              expert (compose-all time); adapted tok/s; revert time with the originals kept in memory
              and re-read from the files (keep=device vs keep=files)
-  rl / sft   one iteration of each objective with the training library's losses (rollouts with
-             dense composed weights, loss through the factorised layers, backward, Adam step)
+  rl / sft   one iteration of each objective by the training loop's own `train_step` (rollouts with
+             dense composed weights, loss through the factorised layers, backward, AdamW step)
 and beside each measured peak, the memory plan's prediction (t2cli.memory, from the config alone).
 Results accumulate in bench/results/scaling.json (a size already measured is skipped unless
 --force), then bench/results/scaling.png is drawn.
@@ -231,83 +231,74 @@ def stage_eval(args) -> dict:
     }
 
 
+def scaling_task(batch: int):
+    """PROMPTS as a task for the training loop: `batch` examples, the i-th asking PROMPTS[i % 8] with
+    ANSWER as its reference; the reward alternates +1 / −1 by example, so the loss never vanishes."""
+    from t2cli.tasks.base import Task, TaskData
+
+    examples = [{"id": str(i), "question": PROMPTS[i % len(PROMPTS)], "index": i} for i in range(batch)]
+    return Task(
+        name="scaling",
+        domain="other",
+        description="The scaling benchmark's prompts.",
+        to_example=lambda row, fallback_id: row,
+        prompt=lambda example: example["question"],
+        extractor=lambda output, example=None: output,
+        reference=lambda example: ANSWER,
+        is_correct=lambda answer, example: example["index"] % 2 == 1,
+        loader=lambda split, data_dir=None: TaskData(examples, 0, "bench/scaling.py"),
+        splits=("train", "validation"),
+    )
+
+
 def stage_train(args) -> dict:
-    """One iteration: (rl) rollouts with dense composed weights, then the policy-gradient loss through
-    the factorised layers; (sft) the NLL of reference answers. Backward, one Adam step on p."""
+    """One iteration of the training loop (`train_step`, objective --stage) from z = 1 (the base model):
+    (rl) rollouts with dense composed weights, then the policy-gradient loss through the factorised
+    layers; (sft) the NLL of the reference answers. Backward, one AdamW step on p."""
+    import tempfile
+    from functools import partial
+    from unittest.mock import patch
+
     import torch
 
-    from t2cli.adapt import DenseAdapter, factorised
-    from t2cli.expert import ExpertVector
+    from t2cli.adapt import DenseAdapter
     from t2cli.models import load_model
-    from t2cli.svd_store import open_store
-    from t2cli.train.objective import Sample, completion_logits
-    from t2cli.train.rl import pg_loss
-    from t2cli.train.sft import nll_loss
+    from t2cli.registry import Registry
+    from t2cli.train.config import TrainConfig
+    from t2cli.train.loop import open_run, train_step
+    from t2cli.train.objective import prompt_text
 
     loaded = load_model(args.dir, dtype=args.dtype, device=args.device)
-    store = open_store(loaded, ["mlp"])
-    adapter = DenseAdapter(loaded, store, keep=args.keep)
+    task = scaling_task(args.batch)
+    with tempfile.TemporaryDirectory(prefix="t2-scaling-") as tmp:
+        config = TrainConfig(
+            task=task.name,
+            model=args.dir,
+            objective=args.stage,
+            targets=["mlp"],
+            iters=1,
+            batch_size=args.batch,
+            micro_batch_size=args.micro_batch or args.batch,
+            grad_checkpointing=args.checkpointing,
+            max_multiplier=2.0,
+            init_mean=0.0,  # z = 2 · sigmoid(0) = 1
+            init_std=0.0,
+            max_new_tokens=args.new_tokens,
+            generation_batch_size=args.batch,
+            dtype=args.dtype,
+            device=args.device,
+            out_dir=tmp,
+            name="scaling",
+        )
+        # the loop's SVF method keeps the originals for an exact revert where --keep says
+        with patch("t2cli.train.svf.DenseAdapter", partial(DenseAdapter, keep=args.keep)):
+            with open_run(config, task, Registry(write_root=Path(tmp) / "registry"), loaded=loaded) as run:
+                seconds, _ = _timed(lambda: train_step(run, 0))
     tokenizer = loaded.tokenizer
-    tokenizer.padding_side = "left"
-    p = {name: torch.zeros(rank, device=loaded.device, requires_grad=True) for name, rank in store.ranks.items()}
-    optimiser = torch.optim.Adam(p.values(), lr=2e-3)
-    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(args.batch)]
-    micro = args.micro_batch or args.batch
-    if args.checkpointing:
-        loaded.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-
-    def iteration():
-        z = {name: 2 * torch.sigmoid(value) for name, value in p.items()}  # uniform at p = 0
-        if args.stage == "rl":
-            batch = tokenizer(prompts, return_tensors="pt", padding=True).to(loaded.device)
-            adapter.apply(
-                ExpertVector(
-                    {k: v.detach() for k, v in z.items()}, "bench", loaded.name, loaded.fingerprint, store.targets
-                )
-            )
-            try:
-                with torch.no_grad():
-                    out = loaded.model.generate(
-                        **batch,
-                        max_new_tokens=args.new_tokens,
-                        min_new_tokens=args.new_tokens,
-                        do_sample=True,
-                        pad_token_id=tokenizer.pad_token_id,
-                    )
-            finally:
-                adapter.revert()
-            width = batch["input_ids"].shape[1]
-            samples = []
-            for row in range(len(prompts)):
-                prompt = batch["input_ids"][row][batch["attention_mask"][row].bool()].tolist()
-                samples.append(Sample(prompt, out[row, width:].tolist(), advantage=1.0 if row % 2 else -1.0))
-        else:
-            answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"][: args.new_tokens]
-            samples = [Sample(tokenizer(text, add_special_tokens=False)["input_ids"], answer) for text in prompts]
-        loaded.model.train(args.checkpointing)  # transformers checkpoints only in training mode
-        with factorised(loaded, store, factors=adapter.factors) as adapted:
-            for start in range(0, len(samples), micro):  # gradient accumulation over micro-batches
-                part = samples[start : start + micro]
-                z = {name: 2 * torch.sigmoid(value) for name, value in p.items()}  # a fresh graph each time
-
-                def forward(batch, *, base=False, z=z):  # the training loop's Forward (t2cli.train.svf)
-                    adapted.set_z(None if base else z)
-                    return completion_logits(loaded.model, batch)
-
-                if args.stage == "rl":
-                    loss, _ = pg_loss(forward, part, kl_coef=0.0)
-                else:
-                    loss, _ = nll_loss(forward, part)
-                (loss / len(samples)).backward()
-        loaded.model.eval()
-        optimiser.step()
-        optimiser.zero_grad()
-        return max(len(s.prompt_ids) for s in samples)
-
-    seconds, prompt_tokens = _timed(iteration)
+    prompts = [prompt_text(tokenizer, task, ex, config.max_prompt_tokens) for ex in task.load("train").examples]
     return {
         "iteration_s": seconds,
-        "prompt_tokens": prompt_tokens,
+        "prompt_tokens": max(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in prompts),
         "cuda_peak_bytes": torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None,
     }
 

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from t2cli.evaluate import provenance
 from t2cli.generation import GenerationConfig, chat_prompt, decode_answer, generate
 from t2cli.models import load_model
+from t2cli.provenance import report_record as provenance
 from t2cli.scoring import score_outputs
 from t2cli.tasks import get_task
 

@@ -4,17 +4,19 @@ Same model, same batch of training prompts, same rollouts. The parent process ge
 rollouts once with the base model (both methods start as the base model) and scores them; then each
 measurement runs in a FRESH subprocess, so its peak RSS (`resource.getrusage` ru_maxrss) is its own:
 
-  update     load → set up the method → the update step on the shared rollouts (REINFORCE loss,
-             backward, grad clip, AdamW step), repeated --repeats times (the first includes the
-             optimiser-state allocation); time per step and peak RSS.
-  iteration  load → set up → one whole iteration: rollouts with the method's own adapted model
-             (SVF: compose dense W' then generate; LoRA: generate through the unmerged adapter),
-             reward, update step; time and peak RSS.
+  update     load → set up the run (`open_run`: method, optimiser) → the loop's `update` on the shared
+             rollouts (REINFORCE loss over micro-batches, backward, grad clip, AdamW and LR step),
+             repeated --repeats times (the first includes the optimiser-state allocation); time per
+             step and peak RSS.
+  iteration  load → set up → the loop's `train_step` for iteration 0: rollouts with the method's own
+             adapted model (SVF: compose dense W' then generate; LoRA: generate through the unmerged
+             adapter), reward, update; time and peak RSS.
 
 SVF: z = sigmoid(p) per singular value of the MLP matrices, loss through t2's factorised forward,
 lr 2e-3, clip 1e-3 (the paper). LoRA: rank 16 / alpha 32 / dropout 0.05 on the same matrices, lr 2e-4,
-clip 1.0 (t2cli.train.config.METHOD_DEFAULTS). Both are the training loop's own methods
-(t2cli.train.svf / lora) and use its `pg_loss` with λ = 0.
+clip 1.0 (t2cli.train.config.METHOD_DEFAULTS). Both are the training loop's own methods, set up and
+stepped by t2cli.train.loop, with the RL objective and λ = 0 (`t2 train` refuses RL for LoRA, as the
+paper trains it with SFT; here both arms time the same step).
 
     python bench/train_step.py [--model smollm2-135m] [--batch 8] [--new-tokens 64] [--repeats 3]
     python bench/train_step.py --model path/to/tiny-hf-dir --batch 2 --new-tokens 8   # a quick check
@@ -34,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -45,106 +48,93 @@ def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
-def rollout_batch(loaded, task, batch: int, new_tokens: int):
-    """The iteration-0 batch of the training loop, its prompts and the generation settings."""
-    from t2cli.generation import GenerationConfig
-    from t2cli.train.objective import prompt_text
-    from t2cli.train.schedule import batch_indices
+def run_config(args, method: str, out_dir: Path):
+    """The training config of one arm: one RL step on --batch prompts, answers of ≤ --new-tokens."""
+    from t2cli.train.config import TrainConfig
 
-    examples = task.load("train").examples
-    chosen = [examples[i] for i in batch_indices(0, 0, len(examples), batch)]
-    prompts = [prompt_text(loaded.tokenizer, task, ex, 1024) for ex in chosen]
-    return chosen, prompts, GenerationConfig(max_new_tokens=new_tokens, batch_size=batch, stop=tuple(task.stop))
+    return TrainConfig(
+        task=args.task,
+        model=args.model,
+        method=method,
+        objective="rl",
+        batch_size=args.batch,
+        max_new_tokens=args.new_tokens,
+        generation_batch_size=args.batch,
+        micro_batch_size=args.micro_batch,
+        iters=args.repeats + 1,  # the timed steps stay before the end of the LR schedule
+        out_dir=str(out_dir),
+        name=f"bench-{method}",
+    )
 
 
-def rollouts(loaded, task, examples, prompts, generation) -> list:
-    from t2cli.generation import generate
-    from t2cli.train.objective import Sample
+class BaseModel:
+    """The rollout weights of both arms before their first step: the loaded model as it is."""
 
-    completions = generate(loaded, prompts, generation)
-    rewards = [float(r) for r in task.reward([c.text for c in completions], examples)]
-    return [Sample(c.prompt_ids, c.completion_ids, r, r) for c, r in zip(completions, rewards)]  # k = 1: A = r
+    def generation_weights(self):
+        return nullcontext()
+
+
+def shared_rollouts(args) -> tuple[list, float]:
+    """The loop's iteration-0 batch, rolled out and scored by its RL objective with the base model."""
+    from t2cli.models import load_model
+    from t2cli.tasks import get_task
+    from t2cli.train.rl import RLObjective
+    from t2cli.train.schedule import batch_indices, select_train_examples
+
+    loaded = load_model(args.model, device="cpu")
+    task = get_task(args.task)
+    config = run_config(args, "svf", Path("unused"))
+    examples = select_train_examples(task, task.load("train").examples, config, loaded.tokenizer)
+    batch = [examples[i] for i in batch_indices(config.seed, 0, len(examples), config.batch_size)]
+    objective = RLObjective(
+        loaded,
+        task,
+        rollouts_per_prompt=1,
+        temperature=config.temperature,
+        kl=0.0,
+        seed=config.seed,
+        rank=0,
+        max_prompt_tokens=config.max_prompt_tokens,
+        max_new_tokens=args.new_tokens,
+        generation_batch_size=args.batch,
+    )
+    started = time.perf_counter()
+    samples = objective.samples(batch, 0, BaseModel())
+    return samples, time.perf_counter() - started
 
 
 # --------------------------------------------------------------------------- one arm, in its own process
 
 
-class Arm:
-    """A training method of the loop (t2cli.train.svf / lora) with its optimiser: the update step and
-    the rollout context, exactly as `t2 train` runs them."""
-
-    def __init__(self, method: str, loaded):
-        from t2cli.registry import Registry
-        from t2cli.train.config import TrainConfig
-        from t2cli.train.distributed import Processes
-
-        self.config = TrainConfig(task="bench", method=method, objective="sft" if method == "lora" else "rl")
-        if method == "svf":
-            from t2cli.train.svf import SVFMethod
-
-            self.method = SVFMethod(loaded, self.config, Processes(), Registry(), domain="other", start_from=None)
-        else:
-            from t2cli.train.lora import LoraMethod
-
-            torch.manual_seed(0)  # LoRA's initial A
-            self.method = LoraMethod(loaded, self.config, domain="other")
-        self.params = list(self.method.parameters.values())
-        self.optimizer = torch.optim.AdamW(self.params, lr=self.config.lr)
-
-    @property
-    def num_parameters(self) -> int:
-        return self.method.num_parameters
-
-    def update(self, samples, micro_batch: int) -> None:
-        from t2cli.train.rl import pg_loss
-
-        samples = [s for s in samples if s.completion_ids]  # as the loop: an empty answer has no loss
-        with self.method.loss_model() as forward:
-            for start in range(0, len(samples), micro_batch):
-                loss, _ = pg_loss(forward, samples[start : start + micro_batch], 0.0)
-                (loss / len(samples)).backward()
-        torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def rollouts(self, task, examples, prompts, generation) -> list:
-        with torch.no_grad(), self.method.generation_weights():  # SVF: compose dense W', generate, revert
-            return rollouts(self.loaded, task, examples, prompts, generation)
-
-    @property
-    def loaded(self):
-        return self.method.loaded
-
-
 def run_arm(args) -> dict:
     from t2cli.models import load_model
+    from t2cli.registry import Registry
     from t2cli.tasks import get_task
+    from t2cli.train.loop import open_run, train_step, update
     from t2cli.train.objective import Sample
 
     loaded = load_model(args.model, device="cpu")
     task = get_task(args.task)
     result = {"method": args.arm, "phase": args.phase, "rss_after_load_mb": max_rss_mb()}
-    arm = Arm(args.arm, loaded)
-    result |= {"parameters": arm.num_parameters, "rss_after_setup_mb": max_rss_mb()}
-    if args.phase == "update":
-        samples = [Sample(**row) for row in json.loads(Path(args.rollouts).read_text())]
-        times = []
-        for _ in range(args.repeats):
-            started = time.perf_counter()
-            arm.update(samples, args.micro_batch)
-            times.append(time.perf_counter() - started)
-        result |= {"update_s": times}
-    else:
-        examples, prompts, generation = rollout_batch(loaded, task, args.batch, args.new_tokens)
-        started = time.perf_counter()
-        samples = arm.rollouts(task, examples, prompts, generation)
-        rollout_s = time.perf_counter() - started
-        arm.update(samples, args.micro_batch)
-        result |= {
-            "rollout_s": rollout_s,
-            "iteration_s": time.perf_counter() - started,
-            "completion_tokens": sum(len(s.completion_ids) for s in samples),
-        }
+    work = Path(args.result).parent / f"{args.arm}-{args.phase}"
+    config = run_config(args, args.arm, work / "run")
+    with open_run(config, task, Registry(write_root=work / "registry"), loaded=loaded) as run:
+        result |= {"parameters": run.method.num_parameters, "rss_after_setup_mb": max_rss_mb()}
+        if args.phase == "update":
+            samples = [Sample(**row) for row in json.loads(Path(args.rollouts).read_text())]
+            times = []
+            for _ in range(args.repeats):
+                started = time.perf_counter()
+                update(run, run.objectives["rl"], samples)
+                times.append(time.perf_counter() - started)
+            result |= {"update_s": times}
+        else:
+            line = train_step(run, 0)
+            result |= {
+                "rollout_s": line["time/rollout"],
+                "iteration_s": line["time/iter"],
+                "completion_tokens": round(line["completion/tokens"] * args.batch),
+            }
     result["peak_rss_mb"] = max_rss_mb()
     if torch.cuda.is_available():
         result["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -205,18 +195,8 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from t2cli.models import load_model
-    from t2cli.tasks import get_task
-
     console = Console()
-    loaded = load_model(args.model, device="cpu")
-    task = get_task(args.task)
-    examples, prompts, generation = rollout_batch(loaded, task, args.batch, args.new_tokens)
-    started = time.perf_counter()
-    with torch.no_grad():
-        shared = rollouts(loaded, task, examples, prompts, generation)
-    base_rollout_s = time.perf_counter() - started
-    del loaded
+    shared, base_rollout_s = shared_rollouts(args)
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="t2-bench-") as tmp:
         workdir = Path(tmp)

@@ -140,8 +140,8 @@ def historical_experts(commit: str, base: str) -> dict[str, str]:
 
 def stamp(work: Path) -> None:
     sys.path.insert(0, str(ROOT))
-    from t2cli.evaluate import provenance
     from t2cli.models import load_model
+    from t2cli.provenance import report_record as provenance
     from t2cli.registry import Registry
 
     committed = RESULTS / "provenance-verification.json"  # earlier verifications stay; this work's runs update them

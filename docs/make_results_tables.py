@@ -1,10 +1,10 @@
-"""Print the markdown tables of docs/RESULTS.md §5–6 from the committed reports, so every number
-there is read from a file a command in this repository wrote.
+"""Print the tables of docs/RESULTS.md (training, paired comparisons, two-pass adaptation) from the
+committed reports, so every number there is read from a file a command in this repository wrote.
 
     .venv/bin/python docs/make_results_tables.py
     .venv/bin/python docs/make_results_tables.py --check   # exit 1 if a report's experts changed since
 
-`--check` compares every committed report.json with the shipped registry/ (t2cli.results): a row
+`--check` compares every committed report.json with the shipped registry/ (t2cli.provenance): a row
 whose expert was replaced after it was measured, or a report without provenance, fails it.
 """
 
@@ -119,8 +119,8 @@ def check() -> int:
     import sys
 
     sys.path.insert(0, str(ROOT))
+    from t2cli.provenance import check_record, check_reports
     from t2cli.registry import Registry
-    from t2cli.results import check_provenance, check_reports
 
     shipped = ROOT / "registry"
     registry = Registry(roots=[shipped], write_root=shipped)
@@ -128,7 +128,7 @@ def check() -> int:
     print(f"{len(list(RESULTS.rglob('report.json')))} reports checked against registry/")
     records, elsewhere = bench_records(registry)
     for source, record in records:
-        findings += check_provenance(source, record, registry)
+        findings += check_record(source, record, registry)
     print(f"{len(records)} benchmark records (bench/results) checked against registry/")
     for source in elsewhere:  # e.g. the new-domain experts, made in a scratch registry on purpose
         print(f"not checked: {source.relative_to(ROOT)} names experts made outside registry/")

@@ -5,7 +5,7 @@ raw (uncalibrated) argmax, on the first 12 math prompts of the four-domain cls t
 """
 
 from t2cli.adapt import DenseAdapter
-from t2cli.dispatch import ExpertSwitch, classifier_task, make_dispatcher
+from t2cli.dispatch import ExpertSwitch, LoglikOptions, classifier_task, make_dispatcher
 from t2cli.models import load_model
 from t2cli.registry import Registry
 from t2cli.svd_store import decompose
@@ -17,7 +17,7 @@ switch = ExpertSwitch(DenseAdapter(loaded, store))
 reg = Registry()
 ex = [e for e in classifier_task(reg, loaded.name, names).load("test").examples if e["answer"] == "math"][:12]
 for clf in ("dispatch-cls-4", "dispatch-cls"):
-    d = make_dispatcher("loglik-cls", loaded, switch, reg, experts=names + [clf], request_tokens=32)
+    d = make_dispatcher("loglik-cls", loaded, switch, reg, LoglikOptions(request_tokens=32), experts=names + [clf])
     d.prepare()
     print(clf, "prior", [round(x, 2) for x in d.prior], d.candidates)
     dec = d.decide([e["question"] for e in ex])

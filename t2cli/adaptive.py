@@ -4,30 +4,31 @@
     answer.text, answer.decision.label, answer.pass1_s, answer.pass2_s
 
 Pass 1 is a `Dispatcher` (t2cli.dispatch), built from a strategy name of the table in
-`t2cli.strategies`; pass 2 is ordinary generation with the chosen expert's weights composed into
-the model (dense: pass 2 runs at the base model's speed). Composed weights stay in a small LRU, so
-consecutive prompts of one domain pay no recomposition; "other" restores the exact base weights.
+`t2cli.dispatch.table` and that strategy's options object; pass 2 is ordinary generation with the
+chosen expert's weights composed into the model (dense: pass 2 runs at the base model's speed).
+Composed weights stay in a small LRU, so consecutive prompts of one domain pay no recomposition;
+"other" restores the exact base weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from t2cli.adapt import DenseAdapter, ExpertSwitch
-from t2cli.cem import CEMConfig, CEMProgress, CEMResult
-from t2cli.dispatch import Decision, Dispatcher, DispatchError, choose_experts, make_dispatcher
-from t2cli.embedded import answer_budget
-from t2cli.evaluate import EvalReport
+from t2cli.dispatch.base import Decision, Dispatcher, make_dispatcher
+from t2cli.dispatch.cem_search import CEMResult, default_shot_count, split_shots
+from t2cli.dispatch.experts import choose_experts
+from t2cli.dispatch.table import parse_strategy
+from t2cli.errors import DispatchError
 from t2cli.expert import ExpertVector
 from t2cli.generation import Completion, GenerationConfig, GenerationProgress, chat_prompt, generate
 from t2cli.models import LoadedModel
 from t2cli.registry import Registry
-from t2cli.scoring import score_outputs
-from t2cli.strategies import parse_strategy
 from t2cli.svd_store import SVDStore, open_store
 from t2cli.tasks.base import Task, read_jsonl
 
@@ -49,15 +50,15 @@ class AdaptiveModel:
     """A base model, its SVD store and registered experts, answering each prompt with the expert
     its dispatcher picks.
 
-    `strategy` is a name from `t2cli.strategies` ("none", "fixed:NAME", "prompt", "cls",
-    "loglik", "loglik-cls", "centroid", "cem", or one registered there) or a ready `Dispatcher`.
+    `strategy` is a name from `t2cli.dispatch.table` ("none", "fixed:NAME", "prompt", "cls",
+    "loglik", "loglik-cls", "centroid", "cem", or one registered there) or a ready `Dispatcher`;
+    `options` is an object of that strategy's options dataclass (None: its defaults), e.g.
+    `LoglikOptions(request_tokens=12, pass1_dtype="bfloat16")` or `CEMOptions(task=…, shots=…)`.
     `experts` names the experts to route over (default: one per declared domain, see
-    `t2cli.dispatch.choose_experts`). `request_tokens` caps what the loglik and centroid
-    strategies read of each prompt (its last tokens); `pass1_dtype` ("bfloat16", …) gives their
-    pass 1 its own copy of the model in that dtype. "cem" searches α on `shots` of `task` once,
-    in the dispatcher's set-up at construction; the result (`self.cem`) holds the mixture, which
-    the caller may register for reuse. `store` may be None only for a strategy that applies no
-    expert ("none"). `AdaptiveModel.open` finds the store itself.
+    `t2cli.dispatch.choose_experts`). The strategy's one-time set-up (cem: its search of α on the
+    shots) runs at construction; cem's result (`self.cem`) holds the mixture, which the caller may
+    register for reuse. `store` may be None only for a strategy that applies no expert ("none").
+    `AdaptiveModel.open` finds the store itself.
     """
 
     def __init__(
@@ -66,16 +67,10 @@ class AdaptiveModel:
         store: SVDStore | None,
         registry: Registry | None = None,
         strategy: str | Dispatcher = "prompt",
+        options: Any = None,
         *,
         experts: Sequence[str] | None = None,
         cache_size: int = 4,
-        request_tokens: int | None = None,
-        pass1_dtype: str | None = None,
-        batch_size: int = 16,
-        task: Task | None = None,
-        shots: Sequence[dict] = (),
-        cem_config: CEMConfig | None = None,
-        cem_progress: CEMProgress | None = None,
         adapter: DenseAdapter | None = None,
     ):
         self.loaded = loaded
@@ -86,20 +81,7 @@ class AdaptiveModel:
         if isinstance(strategy, Dispatcher):
             self.dispatcher = strategy
         else:
-            self.dispatcher = make_dispatcher(
-                strategy,
-                loaded,
-                self.switch,
-                self.registry,
-                experts=experts,
-                request_tokens=request_tokens,
-                batch_size=batch_size,
-                pass1_dtype=pass1_dtype,
-                task=task,
-                shots=shots,
-                cem_config=cem_config,
-                cem_progress=cem_progress,
-            )
+            self.dispatcher = make_dispatcher(strategy, loaded, self.switch, self.registry, options, experts=experts)
         self.setup_s = self.dispatcher.prepare()  # pass 1's one-time set-up, not charged to any prompt
 
     @classmethod
@@ -108,13 +90,15 @@ class AdaptiveModel:
         loaded: LoadedModel,
         strategy: str = "prompt",
         registry: Registry | None = None,
+        options: Any = None,
+        *,
         experts: Sequence[str] | None = None,
-        **options,
+        cache_size: int = 4,
     ) -> AdaptiveModel:
         """The two-pass model with the SVD store its experts were made with (see `expert_store`)."""
         registry = registry or Registry()
         store = expert_store(loaded, registry, strategy, experts)
-        return cls(loaded, store, registry, strategy, experts=experts, **options)
+        return cls(loaded, store, registry, strategy, options, experts=experts, cache_size=cache_size)
 
     @property
     def cem(self) -> CEMResult | None:
@@ -232,113 +216,12 @@ def user_text(messages: Sequence[dict[str, str]]) -> str:
     raise DispatchError("the messages hold no user turn to answer")
 
 
-def evaluate_adaptive(
-    model: AdaptiveModel,
-    task: Task,
-    split: str = "test",
-    limit: int | None = None,
-    data_dir: str | Path | None = None,
-    generation: GenerationConfig | None = None,
-    exclude: Sequence[dict] = (),
-    progress: GenerationProgress | None = None,
-    on_completions: Callable[[list[dict], list[Completion]], None] | None = None,
-) -> EvalReport:
-    """Two-pass answers for a task split, scored like `t2cli.evaluate.evaluate`.
-
-    Examples whose id is in `exclude` (the few-shot examples of cem) are never evaluated; `limit`
-    applies after the exclusion. The report's config holds the strategy, the label counts and
-    pass 1's time as a fraction of pass 2's (the paper's overhead figure); each sample row holds
-    its label, expert and pass times.
-    """
-    started = time.perf_counter()
-    data = task.load(split, data_dir)
-    excluded = {str(example["id"]) for example in exclude}
-    examples = [example for example in data.examples if str(example["id"]) not in excluded]
-    examples = examples[:limit] if limit else examples
-    if not examples:
-        raise ValueError(f"{task.name}/{split} has no examples left to evaluate ({len(excluded)} excluded as shots)")
-    generation = generation or GenerationConfig(
-        max_new_tokens=answer_budget(model.loaded.name, task), stop=tuple(task.stop)
-    )
-    on_group = None
-    if on_completions is not None:
-        on_group = lambda indices, done: on_completions([examples[i] for i in indices], done)  # noqa: E731
-    answers = model.generate_many([task.messages(example) for example in examples], generation, progress, on_group)
-    outputs = [answer.text for answer in answers]
-    scored = score_outputs(task, examples, outputs)
-    pass1 = sum(answer.pass1_s for answer in answers)
-    pass2 = sum(answer.pass2_s for answer in answers)
-    new_tokens = sum(answer.num_new_tokens for answer in answers)
-    samples = [
-        {
-            "id": row.id,
-            "output": answer.text,
-            "extracted": row.extracted,
-            "correct": row.correct,
-            "label": answer.decision.label,
-            "expert": answer.decision.expert_name,
-            "pass1_s": round(answer.pass1_s, 4),
-            "pass2_s": round(answer.pass2_s, 4),
-            "switch_s": round(answer.switch_s, 4),
-            "cut_off": answer.cut_off,
-        }
-        for row, answer in zip(scored.rows, answers)
-    ]
-    cut_off = sum(answer.cut_off for answer in answers)
-    by_label: dict[str, dict[str, int]] = {}
-    for row, answer in zip(scored.rows, answers):
-        counts = by_label.setdefault(answer.decision.label, {"n": 0, "correct": 0})
-        counts["n"] += 1
-        counts["correct"] += int(row.correct)
-    choice = model.dispatcher.choice
-    dispatch = {
-        "strategy": model.dispatcher.name,
-        "pass1_request_tokens": getattr(model.dispatcher, "request_tokens", None),  # loglik: tokens read (None: all)
-        "pass1_dtype": str(getattr(model.dispatcher, "dtype", None) or "").removeprefix("torch.") or None,
-        "labels": dict(Counter(answer.decision.label for answer in answers)),
-        "task_domain": task.domain,  # the label a perfect dispatcher would choose for every prompt
-        "routed_to_task_domain": round(sum(a.decision.label == task.domain for a in answers) / len(answers), 4),
-        "by_label": by_label,  # answers and correct answers per chosen label
-        "pass1_s": round(pass1, 4),
-        "pass2_s": round(pass2, 4),
-        "switch_s": round(sum(answer.switch_s for answer in answers), 4),
-        "pass1_over_pass2": round(pass1 / pass2, 4) if pass2 else None,
-        "pass1_setup_s": round(model.setup_s, 2),  # once per run (e.g. the pass-1 model copy), not in pass1_s
-        "excluded_shots": sorted(excluded),
-        "experts": {label: e.name for label, e in choice.experts.items()}
-        if (choice := model.dispatcher.choice)
-        else None,
-        "notes": model.notes,  # e.g. two experts claimed one domain: which one was used
-        **model.dispatcher.report(),  # what the strategy adds (cem: its weights and shot accuracy)
-    }
-    return EvalReport(
-        task=task.name,
-        split=split,
-        model=model.loaded.name,
-        expert=f"adapt:{model.dispatcher.name}",
-        n=scored.n,
-        correct=scored.correct,
-        accuracy=scored.accuracy,
-        skipped_rows=data.skipped,
-        wall_time_s=round(time.perf_counter() - started, 2),
-        generation_s=round(pass1 + pass2, 2),
-        new_tokens=new_tokens,
-        tokens_per_s=round(new_tokens / pass2, 2) if pass2 else 0.0,
-        config={"limit": limit, "data_source": data.source, "dispatch": dispatch, **asdict(generation)},
-        samples=samples,
-        cut_off=cut_off,
-        cut_off_share=round(cut_off / len(answers), 4),
-    )
-
-
 def load_shots(
     spec: str | None, task: Task, split: str = "train", data_dir: str | Path | None = None, seed: int = 0
 ) -> tuple[list[dict], list[dict]]:
     """(shots, the split's other examples): from a JSONL file of task rows, or N seeded picks of
-    `split` (`t2cli.cem.split_shots`; the rest is what may then be evaluated). `spec` None: the
-    default number of picks (`t2cli.cem.default_shot_count`: 32 where the split allows)."""
-    from t2cli.cem import default_shot_count, split_shots
-
+    `split` (`split_shots`; the rest is what may then be evaluated). `spec` None: the default
+    number of picks (`default_shot_count`: 32 where the split allows)."""
     if spec is not None and Path(spec).is_file():
         path = Path(spec)
         rows = read_jsonl(path)
@@ -358,37 +241,27 @@ def load_shots(
     return split_shots(examples, count, seed)
 
 
-@dataclass
-class AdaptiveEvaluator:
-    """A drop-in for `t2cli.evaluate.evaluate` answering in two passes with `model`; the `shots`
-    (cem's few-shot examples) are never evaluated."""
-
-    model: AdaptiveModel
-    shots: list[dict]
-
-    def __call__(self, loaded: LoadedModel, task: Task, expert_name: str | None = None, **options) -> EvalReport:
-        return evaluate_adaptive(self.model, task, exclude=self.shots, **options)
-
-
-def adaptive_evaluator(
+def open_for_task(
     loaded: LoadedModel,
     task: Task,
     strategy: str,
+    options: Any = None,
     *,
     shots: str | None = None,
     split: str = "test",
     data_dir: str | Path | None = None,
     seed: int = 0,
     registry: Registry | None = None,
-    **options,
-) -> AdaptiveEvaluator:
-    """The evaluator of `task` in two passes with `strategy` (its set-up is paid here, once).
+    experts: Sequence[str] | None = None,
+) -> tuple[AdaptiveModel, list[dict]]:
+    """The two-pass model that answers `task` with `strategy`, its set-up paid here, once; and the
+    shots it set aside, which must never be evaluated.
 
-    `shots` (cem: N examples of the evaluated split, or a JSONL file; None: 32 where the split
-    allows) are excluded from the evaluation; `options` go to `AdaptiveModel.open` (experts,
-    request_tokens, pass1_dtype, cem_config, …).
+    A strategy that searches on shots (cem) gets them, with `task`, in its options: `shots` N
+    examples of `split` or a JSONL file (None: 32 where the split allows, see `load_shots`).
     """
-    needs_shots = parse_strategy(strategy)[0].needs_shots
-    shot_examples = load_shots(shots, task, split, data_dir, seed)[0] if shots or needs_shots else []
-    model = AdaptiveModel.open(loaded, strategy, registry, task=task, shots=shot_examples, **options)
-    return AdaptiveEvaluator(model, shot_examples)
+    entry = parse_strategy(strategy)[0]
+    shot_examples = load_shots(shots, task, split, data_dir, seed)[0] if shots or entry.needs_shots else []
+    if entry.needs_shots:
+        options = dataclasses.replace(options or entry.options_type()(), task=task, shots=shot_examples)
+    return AdaptiveModel.open(loaded, strategy, registry, options, experts=experts), shot_examples

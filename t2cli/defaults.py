@@ -2,10 +2,15 @@
 
 Kept free of torch and transformers (standard library only), so that `t2 --help` and Tab
 completion answer at once; the modules that own these names re-export them. The pass-1 strategy
-names come from their one table, `t2cli.strategies` (also torch-free).
+names come from their one table, `t2cli.dispatch.table` (also torch-free).
 """
 
 from __future__ import annotations
+
+# The dtype names live in t2cli.placement (torch-free as well); re-exported for the modules reading them here.
+from t2cli.placement import PASS1_DTYPES as PASS1_DTYPE_NAMES  # noqa: F401
+from t2cli.placement import STORE_DTYPES as STORE_DTYPES
+from t2cli.placement import SVD_DTYPES as SVD_DTYPES
 
 DEFAULT_MODEL = "smollm2-135m"  # the embedded default (t2cli.models)
 OTHER = "other"  # no domain: pass 1 chose no expert, the base model answers
@@ -14,7 +19,3 @@ CLASSIFICATION = "classification"  # the dispatch classifier's domain: it serves
 # domain (math, code, reasoning, a user's own …); only these two labels are reserved.
 DOMAINS = (CLASSIFICATION, OTHER)  # the reserved domain labels (t2cli.expert)
 DOMAIN_PATTERN = r"[a-z0-9][a-z0-9_.-]{0,63}"  # what a domain name may look like
-SVD_DTYPES = ("float32", "float64")  # SVD precisions (t2cli.svd_store)
-MODEL_DTYPES = ("auto", "float32", "bfloat16", "float16")  # --dtype: auto = bfloat16 on a GPU with it, else float32
-STORE_DTYPES = ("float32", "bfloat16", "float16", "float64")  # --store-dtype of SVD factors (t2cli.svd_store)
-PASS1_DTYPE_NAMES = ("float32", "bfloat16", "float16")  # --pass1-dtype (t2cli.dispatch)

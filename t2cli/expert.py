@@ -4,8 +4,8 @@ On disk an expert is a directory with two files, like a PEFT adapter:
 
     expert.safetensors   z vectors only, keyed by module name (float32, 1-D)
     expert.json          sorted-key metadata: format version, base model + fingerprint, targets,
-                         parameterisation, domain, provenance (task, objective, hyper-parameters,
-                         metrics, created), mixing recipe, and the SHA-256 of expert.safetensors
+                         parameterisation, domain, provenance (the recipe that made it:
+                         `t2cli.provenance`), and the SHA-256 of expert.safetensors
 
 Both files are written atomically, json last; the hash ties the two together so a truncated,
 corrupt or swapped tensor file is caught at load time instead of silently applied.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from safetensors.torch import save as save_safetensors_bytes
 from t2cli.defaults import DOMAINS as DOMAINS  # the domain labels, re-exported
 from t2cli.errors import ExpertError, MixError
 from t2cli.files import atomic_write_bytes, atomic_write_text
+from t2cli.provenance import RECIPE_FIELDS, mixture_recipe
 
 FORMAT_VERSION = 1
 TENSORS_FILE = "expert.safetensors"
@@ -158,7 +158,6 @@ class ExpertVector:
 
 _REQUIRED = {"name": str, "base_model": str, "base_fingerprint": str, "targets": list, "tensors_sha256": str}
 _OPTIONAL = {"domain": str, "parameterisation": dict, "provenance": dict, "num_parameters": int}
-_PROVENANCE = {"metrics": dict, "hyperparameters": dict, "recipe": dict}
 
 
 def read_metadata(directory: str | Path) -> dict:
@@ -183,7 +182,7 @@ def read_metadata(directory: str | Path) -> dict:
     absent = [key for key in _REQUIRED if key not in meta]
     if absent:
         raise ExpertError(f"{meta_path} lacks required field(s): {', '.join(absent)}")
-    for fields, where in ((_REQUIRED | _OPTIONAL, meta), (_PROVENANCE, meta.get("provenance", {}))):
+    for fields, where in ((_REQUIRED | _OPTIONAL, meta), (RECIPE_FIELDS, meta.get("provenance", {}))):
         for key, kind in fields.items():
             value = where.get(key)
             if key in where and (not isinstance(value, kind) or isinstance(value, bool)):
@@ -269,12 +268,6 @@ def mix(
         if stray:
             raise MixError(f"per-layer weights for {expert_name} name unknown matrix {stray[0]}")
     z = {module: sum(alpha * expert.z[module] for alpha, expert in zip(alphas[module], experts)) for module in first.z}
-    recipe = {
-        "experts": names,
-        "weights": [float(w) for w in weights],
-        "normalize": normalize,
-        "per_layer": {k: dict(v) for k, v in per_layer.items()},
-    }
     return ExpertVector(
         z=z,
         name=name,
@@ -283,9 +276,5 @@ def mix(
         targets=first.targets,
         domain=domain,
         parameterisation={"kind": "mixture"},
-        provenance={
-            "objective": "mix",
-            "recipe": recipe,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
+        provenance=mixture_recipe(names, weights, normalize, per_layer),
     )

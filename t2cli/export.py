@@ -20,10 +20,9 @@ import torch
 from t2cli.errors import T2Error
 from t2cli.expert import ExpertVector
 from t2cli.models import LoadedModel
+from t2cli.placement import EXPORT_DTYPES, dtype_name, torch_dtype, unknown_dtype
+from t2cli.provenance import EXPORT_RECORD_FILE, export_record
 from t2cli.svd_store import SVDStore
-
-EXPORT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-PROVENANCE_FILE = "t2_export.json"
 
 
 class ExportError(T2Error):
@@ -50,18 +49,11 @@ def export_merged(
     try:
         adapter.apply(expert)
         try:
-            _save(loaded, staging, EXPORT_DTYPES[dtype], max_shard_size)
+            _save(loaded, staging, torch_dtype(dtype), max_shard_size)
         finally:
             adapter.revert()
-        provenance = {
-            "expert": expert.name,
-            "domain": expert.domain,
-            "base_model": loaded.name,
-            "base_fingerprint": loaded.fingerprint,
-            "targets": list(expert.targets),
-            "dtype": dtype,
-        }
-        (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+        record = export_record(expert.name, expert.domain, loaded, expert.targets, dtype)
+        (staging / EXPORT_RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -74,7 +66,7 @@ def check_export(directory: str | Path, dtype: str, overwrite: bool = False) -> 
     """The target directory, if an export with these settings can be written there (nothing is
     written): the dtype is known and the directory is new, empty, or to be overwritten."""
     if dtype not in EXPORT_DTYPES:
-        raise ExportError(f"--dtype must be one of {', '.join(EXPORT_DTYPES)}, not {dtype!r}")
+        raise ExportError(unknown_dtype("--dtype", dtype, EXPORT_DTYPES))
     target = Path(directory).expanduser()
     if target.exists() and not overwrite and not (target.is_dir() and not any(target.iterdir())):
         raise ExportError(f"{target} already exists and is not an empty directory: choose another or pass --overwrite")
@@ -94,5 +86,5 @@ def _save(loaded: LoadedModel, directory: Path, dtype: torch.dtype, max_shard_si
     loaded.tokenizer.save_pretrained(directory)
     config_file = directory / "config.json"
     config = json.loads(config_file.read_text())
-    config["dtype"] = str(dtype).removeprefix("torch.")
+    config["dtype"] = dtype_name(dtype)
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

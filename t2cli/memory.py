@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from t2cli.errors import T2Error
+from t2cli.placement import DTYPE_BYTES, dtype_name, resolve_device, resolve_dtype
 
 LORA_RANK = 16  # the paper's LoRA baseline rank (t2 info compares SVF with it)
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "float64": 8}
 PROCESS_BYTES_CPU = 370 * 2**20  # resident size of a t2 process with torch and transformers imported
 PROCESS_BYTES_CUDA = 0  # device memory: the CUDA context is outside what PyTorch allocates
 # Activations kept per token per decoder layer for a backward pass through factorised MLP layers,
@@ -128,10 +128,11 @@ class MemoryPlan:
 
 
 def device_memory(device: str | torch.device = "cpu") -> int | None:
-    """Total memory of a CUDA device, or the RAM available now on the host (Linux); None if unknown."""
+    """Total memory of a CUDA device, or the RAM available now on the host (Linux); None if unknown
+    (a CUDA device this machine does not have)."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).total_memory
+        return torch.cuda.get_device_properties(device).total_memory if torch.cuda.is_available() else None
     try:
         with open("/proc/meminfo") as handle:
             for line in handle:
@@ -290,28 +291,22 @@ def plan_for(
     `dtype`/`device` auto resolve as `load_model` would. A CUDA device may be planned for on a
     machine without one (auto dtype = bfloat16 there; pass `available` for its memory).
     The rest goes to `plan`."""
-    from t2cli.models import dtype_name, meta_model, resolve_device, resolve_dtype
+    from t2cli.models import meta_model
 
-    absent_gpu = str(device).startswith("cuda") and not torch.cuda.is_available()
-    where = torch.device(device) if absent_gpu else resolve_device(device)
-    if absent_gpu and dtype in (None, "auto"):
-        compute = "bfloat16"
-    else:
-        compute = dtype_name(resolve_dtype(dtype, "cpu" if absent_gpu else where))
+    where = resolve_device(device, visible=False)
+    compute = dtype_name(resolve_dtype(dtype, where))
     skeleton = meta_model(name_or_path)
     shapes = shapes_of(skeleton, targets)
     config_dtype = getattr(skeleton.config, "dtype", None)
     file_dtype = dtype_name(config_dtype) if isinstance(config_dtype, torch.dtype) else config_dtype
     settings.setdefault("file_dtype", file_dtype if file_dtype in DTYPE_BYTES else compute)
     if settings.get("available") is None:
-        settings["available"] = None if absent_gpu else device_memory(where)
+        settings["available"] = device_memory(where)
     return shapes, plan(shapes, dtype=compute, device=str(where), **settings)
 
 
 def training_plan(loaded, targets: Sequence[str], *, batch_size: int, max_new_tokens: int, **settings) -> MemoryPlan:
     """The plan of a training run for a model already loaded (what `t2 train` prints before it starts)."""
-    from t2cli.models import dtype_name
-
     shapes = shapes_of(loaded.model, targets)
     settings.setdefault("available", device_memory(loaded.device))
     return plan(

@@ -20,12 +20,7 @@ from t2cli.embedded import EMBEDDED_MODELS as EMBEDDED_MODELS  # re-exported
 from t2cli.embedded import convert_gguf
 from t2cli.embedded import t2_home as t2_home  # re-exported
 from t2cli.errors import ModelNotFoundError
-
-
-def default_device() -> torch.device:
-    """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
+from t2cli.placement import resolve_device, resolve_dtype
 
 # --------------------------------------------------------------------------- resolution
 
@@ -71,48 +66,6 @@ def resolve_model_dir(name_or_path: str) -> Path:
             f"could not get {name_or_path!r} from the Hugging Face Hub ({type(error).__name__}); "
             f"use an embedded model ({', '.join(EMBEDDED_MODELS)}) or a local directory, or check the network"
         ) from error
-
-
-# --------------------------------------------------------------------------- dtype and device
-
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-    "float64": torch.float64,
-}
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """`auto` (or None) = CUDA when present, else CPU; anything else as torch spells it."""
-    if device is None or device == "auto":
-        return default_device()
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ModelNotFoundError(f"--device {device!r} is not a device: use auto, cpu, cuda or cuda:N") from error
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ModelNotFoundError(f"--device {device} asked for, but no CUDA device is visible: use --device cpu")
-    return resolved
-
-
-def resolve_dtype(dtype: str | torch.dtype = "auto", device: str | torch.device | None = "auto") -> torch.dtype:
-    """`auto` = bfloat16 on a CUDA device that supports it, float32 otherwise (CPUs without bfloat16
-    units run it several times slower)."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype in (None, "auto"):
-        where = resolve_device(device)
-        cuda_bf16 = where.type == "cuda" and torch.cuda.is_bf16_supported()
-        return torch.bfloat16 if cuda_bf16 else torch.float32
-    if dtype not in DTYPES or dtype == "float64":
-        raise ModelNotFoundError(f"--dtype must be auto, float32, bfloat16 or float16, not {dtype!r}")
-    return DTYPES[dtype]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    """`torch.bfloat16` → `bfloat16`."""
-    return str(dtype).removeprefix("torch.")
 
 
 # --------------------------------------------------------------------------- weight files
@@ -315,7 +268,7 @@ def from_model(
     `place=False` leaves the parameters where they are (a model placed by a device map).
     """
     if place:
-        model.to(torch.device(device) if device is not None else default_device())
+        model.to(resolve_device(device))
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)

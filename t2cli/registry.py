@@ -77,7 +77,6 @@ class Registry:
     # ------------------------------------------------------------------ reading
 
     def list(self, base_model: str | None = None) -> list[RegistryEntry]:
-        """Experts in every root (first root wins on a name clash), sorted by base and name."""
         """Experts in every root (first root wins on a name clash), sorted by base and name.
 
         An entry whose expert.json is unreadable or malformed is listed with `error` set and empty
@@ -112,15 +111,8 @@ class Registry:
         """Find and fully check an expert from its files (no model needed): call it before loading a
         model, so a bad expert is reported in milliseconds. Raises RegistryError or ExpertError."""
         entry = self.find(name, base_model)
-        if not self._in_write_root(entry):
+        with self._reading(entry):
             return ExpertVector.load(entry.path)
-        try:
-            with self._locked(base_model, name):  # never read half of an overwrite
-                return ExpertVector.load(self.find(name, base_model).path)
-        except RegistryError:
-            if os.access(entry.path.parent, os.W_OK):
-                raise
-            return ExpertVector.load(entry.path)  # a read-only registry has no writers to wait for
 
     # ------------------------------------------------------------------ writing
 
@@ -169,6 +161,17 @@ class Registry:
         return entry.path.parent.parent.resolve() == self.write_root.resolve()
 
     @contextmanager
+    def _reading(self, entry: RegistryEntry) -> Iterator[None]:
+        """Hold the writers' lock while an expert of the write root is read, so a reader never sees
+        half of an overwrite. Elsewhere, and in a write root this process cannot write (which has
+        no writers to wait for), the expert is read as it is."""
+        if self._in_write_root(entry) and os.access(entry.path.parent, os.W_OK):
+            with self._locked(entry.base_model, entry.name):
+                yield
+        else:
+            yield
+
+    @contextmanager
     def _locked(self, base_model: str, name: str) -> Iterator[None]:
         """Hold the expert's lock, after finishing or undoing whatever a killed writer left."""
         folder = self.write_root / base_model
@@ -212,11 +215,11 @@ class Registry:
         return self.add(expert, overwrite=overwrite)
 
     def export(self, name: str, base_model: str, destination: str | Path) -> Path:
-        entry = self.find(name, base_model)
+        expert = self.load(name, base_model)
         destination = Path(destination)
         if destination.exists() and any(destination.iterdir()):
             raise RegistryError(f"{destination} exists and is not empty: choose an empty or new directory")
-        ExpertVector.load(entry.path).save(destination)
+        expert.save(destination)
         return destination
 
     # ------------------------------------------------------------------ Hugging Face Hub (needs network)

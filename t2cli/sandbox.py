@@ -52,12 +52,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 __all__ = ["SandboxLimits", "SandboxResult", "run_check", "run_check_many", "run_python", "run_python_many"]
+
+_Item = TypeVar("_Item")
 
 _SANDBOX_ID = 65534  # uid/gid "nobody": what a root evaluator drops to
 _MAX_FILE_BYTES = 16 * 1024 * 1024  # RLIMIT_FSIZE: largest file (and captured stream) the program can write
@@ -273,6 +275,20 @@ def _run(program: str, limits: SandboxLimits, audit_hook: bool = True, check: st
     return SandboxResult(status == "passed", status, returncode, stdout, stderr, time.monotonic() - start)
 
 
+def _in_parallel(
+    run: Callable[[_Item], SandboxResult], items: list[_Item], max_workers: int | None, thread_name: str
+) -> list[SandboxResult]:
+    """``run`` on every item, at most ``max_workers`` (default: one per CPU) at a time; order is
+    preserved. Threads only wait on the sandbox processes."""
+    if max_workers is not None and max_workers < 1:
+        raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+    if not items:
+        return []
+    workers = min(max_workers or os.cpu_count() or 1, len(items))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=thread_name) as pool:
+        return list(pool.map(run, items))
+
+
 def run_python(program: str, limits: SandboxLimits | None = None) -> SandboxResult:
     """Run ``program`` (Python source) in a fresh sandbox; it passes iff it exits 0 within the limits."""
     if not isinstance(program, str):
@@ -290,13 +306,7 @@ def run_python_many(
     for p in programs:
         if not isinstance(p, str):
             raise TypeError(f"every program must be str, got {type(p).__name__}")
-    if max_workers is not None and max_workers < 1:
-        raise ValueError(f"max_workers must be >= 1, got {max_workers}")
-    if not programs:
-        return []
-    workers = min(max_workers or os.cpu_count() or 1, len(programs))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="t2-sandbox") as pool:
-        return list(pool.map(lambda p: run_python(p, limits), programs))
+    return _in_parallel(lambda p: run_python(p, limits), programs, max_workers, "t2-sandbox")
 
 
 def run_check(solution: str, checks: Mapping[str, Any], limits: SandboxLimits | None = None) -> SandboxResult:
@@ -324,11 +334,4 @@ def run_check_many(
     items: Sequence[tuple[str, Mapping[str, Any]]], limits: SandboxLimits | None = None, max_workers: int | None = None
 ) -> list[SandboxResult]:
     """`run_check` on several (solution, checks) pairs in parallel; order is preserved."""
-    items = list(items)
-    if max_workers is not None and max_workers < 1:
-        raise ValueError(f"max_workers must be >= 1, got {max_workers}")
-    if not items:
-        return []
-    workers = min(max_workers or os.cpu_count() or 1, len(items))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="t2-check") as pool:
-        return list(pool.map(lambda item: run_check(item[0], item[1], limits), items))
+    return _in_parallel(lambda item: run_check(item[0], item[1], limits), list(items), max_workers, "t2-check")

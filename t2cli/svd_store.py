@@ -25,18 +25,25 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from t2cli.defaults import STORE_DTYPES, SVD_DTYPES
 from t2cli.errors import SVDStoreError, TargetError
 from t2cli.files import atomic_path, atomic_write_text
-from t2cli.models import DTYPES as TORCH_DTYPES
-from t2cli.models import LoadedModel, WeightFiles, dtype_name, file_fingerprint, meta_model, model_key, t2_home
+from t2cli.models import LoadedModel, WeightFiles, file_fingerprint, meta_model, model_key, t2_home
+from t2cli.placement import (
+    STORE_DTYPES,
+    SVD_DTYPES,
+    dtype_name,
+    resolve_device,
+    resolve_dtype,
+    torch_dtype,
+    unknown_dtype,
+)
+from t2cli.provenance import timestamp
 
 STORE_FORMAT = 1
 TARGET_PRESETS = ("mlp", "attn", "all")
 _MLP_PARTS = {"mlp", "feed_forward", "ffn", "fc", "dense_ffn", "block_sparse_moe"}
 _ATTN_PARTS = {"attn", "self_attn", "attention", "self_attention", "cross_attn"}
 _NEVER = re.compile(r"(embed|wte|wpe|lm_head|norm|ln_)", re.IGNORECASE)
-DTYPES = {name: TORCH_DTYPES[name] for name in SVD_DTYPES}  # SVD precisions
 
 ProgressCallback = Callable[[int, int, str], None]  # (done, total, module name)
 
@@ -254,7 +261,7 @@ def file_source(
     model's converted cache, a local directory or a downloaded Hub snapshot); no weights are loaded.
 
     `dtype`/`device` only decide the compute dtype (default store dtype), as `load_model` would."""
-    from t2cli.models import resolve_dtype, resolve_model_dir
+    from t2cli.models import resolve_model_dir
 
     directory = resolve_model_dir(name_or_path)
     skeleton = meta_model(str(directory))
@@ -277,13 +284,6 @@ def file_source(
 # --------------------------------------------------------------------------- decomposition
 
 
-def svd_device(device: str | torch.device | None = None) -> torch.device:
-    """Where the SVDs run: the GPU when there is one, unless told otherwise."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def decompose(
     model: LoadedModel | MatrixSource,
     targets: Sequence[str] = ("mlp",),
@@ -301,12 +301,12 @@ def decompose(
     the model's compute dtype. `device`: where the SVDs run (default: the GPU when there is one).
     Peak memory: one matrix, its float copy and its factors (plus the process itself).
     """
-    if svd_dtype not in DTYPES:
-        raise SVDStoreError(f"--svd-dtype must be one of {', '.join(DTYPES)}, not {svd_dtype!r}")
+    if svd_dtype not in SVD_DTYPES:
+        raise SVDStoreError(unknown_dtype("--svd-dtype", svd_dtype, SVD_DTYPES))
     source = model if isinstance(model, MatrixSource) else loaded_source(model)
     store_dtype = store_dtype or dtype_name(source.dtype)
     if store_dtype not in STORE_DTYPES:
-        raise SVDStoreError(f"--store-dtype must be one of {', '.join(STORE_DTYPES)}, not {store_dtype!r}")
+        raise SVDStoreError(unknown_dtype("--store-dtype", store_dtype, STORE_DTYPES))
     path = store_path(source, targets, store_dtype, svd_dtype)
     if not force and (path / "manifest.json").is_file():
         manifest = json.loads((path / "manifest.json").read_text())
@@ -316,8 +316,8 @@ def decompose(
     (path / "matrices").mkdir(parents=True, exist_ok=True)
     if force and (path / "manifest.json").exists():
         (path / "manifest.json").unlink()
-    where = svd_device(device)
-    factor_dtype = TORCH_DTYPES[store_dtype]
+    where = resolve_device(device)
+    factor_dtype = torch_dtype(store_dtype)
     singular_dtype = torch.float64 if store_dtype == "float64" else torch.float32
     shapes = {}
     for name in names:  # shapes from the skeleton: nothing is read for matrices already done
@@ -329,7 +329,7 @@ def decompose(
         file = Path("matrices") / f"{name}.safetensors"
         m, n = shapes[name]
         if force or not (path / file).is_file():  # a partial earlier run left finished matrices behind
-            weight = source.read(name).to(where, DTYPES[svd_dtype])
+            weight = source.read(name).to(where, torch_dtype(svd_dtype))
             U, S, Vh = torch.linalg.svd(weight, full_matrices=False)
             del weight
             _atomic_save(
@@ -347,7 +347,7 @@ def decompose(
         "targets": list(targets),
         "dtype": store_dtype,
         "svd_dtype": svd_dtype,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": timestamp(),
         "seconds": round(time.time() - started, 2),
         "modules": entries,
     }

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass, field
 
 import pytest
 import torch
 from test_dispatch import SHOTS, TOY, make_setup, random_expert
 
 from t2cli.adapt import DenseAdapter
-from t2cli.adaptive import AdaptiveAnswer, AdaptiveModel, evaluate_adaptive
-from t2cli.cem import CEMConfig, split_shots
-from t2cli.dispatch import Decision, Dispatcher, DispatchError, ExpertSwitch
+from t2cli.adaptive import AdaptiveAnswer, AdaptiveModel, open_for_task
+from t2cli.dispatch import CEMOptions, Decision, Dispatcher, DispatchError, ExpertSwitch
+from t2cli.dispatch.cem_search import split_shots
+from t2cli.evaluate import evaluate_adaptive
 from t2cli.generation import GenerationConfig, chat_prompt, generate
 from t2cli.tasks.base import TaskData
 
@@ -139,8 +141,8 @@ def test_cem_strategy_searches_once_and_reuses_the_mixture(llama, setup):
     store, registry, _ = setup
     with pytest.raises(DispatchError, match="shots"):
         AdaptiveModel(llama, store, registry, "cem")
-    config = CEMConfig(population=3, generations=1)
-    model = AdaptiveModel(llama, store, registry, "cem", task=TOY, shots=SHOTS, cem_config=config)
+    options = CEMOptions(population=3, generations=1, task=TOY, shots=SHOTS)
+    model = AdaptiveModel(llama, store, registry, "cem", options)
     assert model.cem is not None and model.cem.evaluations == 3
     answers = model.generate_many(["What is 7 + 1?", "What is 8 + 1?"], SHORT)
     assert {a.decision.label for a in answers} == {"mixture"}
@@ -154,8 +156,8 @@ def test_evaluate_adaptive_never_scores_the_shots(llama, setup):
     examples = [{"id": str(i), "question": f"What is {i} + 1?", "answer": str((i + 1) % 10)} for i in range(12)]
     task = dataclasses.replace(TOY, loader=lambda split, data_dir: TaskData(examples, 0, "inline"), splits=("test",))
     shots, rest = split_shots(examples, 4, seed=0)
-    config = CEMConfig(population=3, generations=1)
-    model = AdaptiveModel(llama, store, registry, "cem", task=task, shots=shots, cem_config=config)
+    options = CEMOptions(population=3, generations=1, task=task, shots=shots)
+    model = AdaptiveModel(llama, store, registry, "cem", options)
     report = evaluate_adaptive(model, task, "test", generation=SHORT, exclude=shots)
     assert [s["id"] for s in report.samples] == [e["id"] for e in rest]
     assert report.n == 8 and {s["label"] for s in report.samples} == {"mixture"}
@@ -168,17 +170,15 @@ def test_evaluate_adaptive_never_scores_the_shots(llama, setup):
     assert all(s["pass2_s"] >= s["switch_s"] >= 0 for s in report.samples)
 
 
-def test_adaptive_evaluator_takes_default_shots_for_cem(llama, setup):
-    from t2cli.adaptive import adaptive_evaluator
-
+def test_open_for_task_takes_default_shots_for_cem(llama, setup):
     store, registry, _ = setup
     examples = [{"id": str(i), "question": f"What is {i} + 1?", "answer": str((i + 1) % 10)} for i in range(12)]
     task = dataclasses.replace(TOY, loader=lambda split, data_dir: TaskData(examples, 0, "inline"), splits=("test",))
-    config = CEMConfig(population=3, generations=1)
-    evaluator = adaptive_evaluator(llama, task, "cem", registry=registry, cem_config=config)  # no --shots
-    assert len(evaluator.shots) == 6  # half of a 12-example split (32 where the split allows)
-    assert evaluator.model.cem is not None and evaluator.model.cem.evaluations == 3
-    assert adaptive_evaluator(llama, task, "loglik", registry=registry).shots == []  # only cem takes shots
+    options = CEMOptions(population=3, generations=1)
+    model, shots = open_for_task(llama, task, "cem", options, registry=registry)  # no --shots
+    assert len(shots) == 6  # half of a 12-example split (32 where the split allows)
+    assert model.cem is not None and model.cem.evaluations == 3
+    assert open_for_task(llama, task, "loglik", registry=registry)[1] == []  # only cem takes shots
 
 
 def saved_with_experts(llama, tmp_path, domains) -> str:
@@ -310,7 +310,7 @@ class FirstWord(Dispatcher):
 @pytest.fixture
 def first_word(monkeypatch):
     """Registers the toy strategy in the table for this test only (no library file touched)."""
-    from t2cli import strategies
+    from t2cli.dispatch import table as strategies
 
     monkeypatch.setattr(strategies, "STRATEGIES", dict(strategies.STRATEGIES))
     built: list[FirstWord] = []
@@ -349,6 +349,61 @@ def test_a_strategy_registered_outside_the_library_runs_through_eval(tmp_path, l
         "math": "math-expert",
         "reasoning": "reasoning-expert",
     }
+
+
+@dataclass(frozen=True)
+class FirstWordsOptions:
+    """The toy strategy's own options, as a strategy module declares them."""
+
+    words: int = field(default=1, metadata={"help": "how many leading words may name the domain"})
+
+    def __post_init__(self) -> None:
+        if self.words < 1:
+            raise DispatchError(f"words must be ≥ 1 (got {self.words})")
+
+
+class FirstWords(Dispatcher):
+    """A domain named among a prompt's first `words` words answers it."""
+
+    name = "first-words"
+
+    def __init__(self, experts, words: int):
+        self.experts, self.words = experts, words
+
+    def decide(self, prompts):
+        found = [[w.lower().strip(":") for w in p.split()[: self.words]] for p in prompts]
+        labels = [next((w for w in words if w in self.experts), "other") for words in found]
+        return [Decision(label, self.experts.get(label)) for label in labels]
+
+
+def build_first_words(context, argument):
+    return FirstWords(context.domain_experts(), context.options.words)
+
+
+def test_a_strategy_with_its_own_options_is_one_table_entry(llama, setup, monkeypatch):
+    """The example of docs/DEVELOPING.md: an options dataclass, a dispatcher, a factory, one entry."""
+    from t2cli.dispatch import LoglikOptions, make_dispatcher, table
+
+    monkeypatch.setattr(table, "STRATEGIES", dict(table.STRATEGIES))
+    table.register_strategy(
+        table.Strategy("first-words", "a domain named in the first words", build_first_words, FirstWordsOptions)
+    )
+    store, registry, switch = setup
+    prompts = ["math: 1 + 1?", "please code: def f(): pass", "hello"]
+    dispatcher = make_dispatcher("first-words", llama, switch, registry)  # its defaults: the first word only
+    assert [d.label for d in dispatcher.decide(prompts)] == ["math", "other", "other"]
+    model = AdaptiveModel(llama, store, registry, "first-words", FirstWordsOptions(words=2))
+    answers = model.generate_many(prompts, SHORT)
+    assert [a.decision.label for a in answers] == ["math", "code", "other"]
+    assert [a.decision.expert_name for a in answers] == ["math-expert", "code-expert", None]
+    assert table.strategy_options("first-words", {"words": 2, "request_tokens": 8}) == FirstWordsOptions(words=2)
+    assert "first-words" in table.routing_strategies() and "first-words" in table.strategy_names()
+    with pytest.raises(DispatchError, match="words must be ≥ 1"):
+        FirstWordsOptions(words=0)
+    with pytest.raises(DispatchError, match="takes FirstWordsOptions, not LoglikOptions"):
+        make_dispatcher("first-words", llama, switch, registry, LoglikOptions())
+    with pytest.raises(DispatchError, match="a pass-1 dtype applies to the loglik, loglik-cls, centroid strategies"):
+        table.strategy_options("first-words", {"pass1_dtype": "bfloat16"})
 
 
 # --------------------------------------------------------------------------- the experts routed over, from the CLI

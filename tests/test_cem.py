@@ -6,8 +6,8 @@ import pytest
 import torch
 from test_dispatch import SHOTS, TOY, make_setup
 
-from t2cli.cem import FITNESSES, CEMConfig, cem_search, reference_loglik, split_shots
 from t2cli.dispatch import DispatchError, load_domain_experts
+from t2cli.dispatch.cem_search import FITNESSES, CEMConfig, cem_search, reference_loglik, split_shots
 from t2cli.generation import chat_prompt
 
 
@@ -85,7 +85,7 @@ def test_cem_is_reproducible_and_clamped(llama, setup, per_matrix, fitness):
 
 
 def test_cem_best_member_is_reevaluated_and_never_gets_worse(llama, setup, monkeypatch):
-    import t2cli.cem as cem
+    import t2cli.dispatch.cem_search as cem
 
     _, registry, switch = setup
     experts = list(load_domain_experts(registry, llama.name).values())
@@ -115,7 +115,7 @@ def test_cem_stops_early(llama, setup):
 
 
 def test_loglik_fitness_never_generates_and_accuracy_fitness_never_scores_references(llama, setup, monkeypatch):
-    import t2cli.cem as cem
+    import t2cli.dispatch.cem_search as cem
 
     _, registry, switch = setup
     experts = list(load_domain_experts(registry, llama.name).values())
@@ -181,7 +181,7 @@ def test_unknown_fitness_is_a_clear_error():
 
 
 def test_memoised_scores_give_the_same_search_and_skip_known_candidates(llama, setup, monkeypatch):
-    import t2cli.cem as cem
+    import t2cli.dispatch.cem_search as cem
 
     _, registry, switch = setup
     experts = list(load_domain_experts(registry, llama.name).values())

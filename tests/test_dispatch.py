@@ -6,12 +6,14 @@ import pytest
 import torch
 
 from t2cli.adapt import DenseAdapter
-from t2cli.cem import CEMConfig
 from t2cli.dispatch import (
+    CEMOptions,
+    CentroidOptions,
     Decision,
     DispatchError,
     ExpertSwitch,
     LoglikDispatcher,
+    LoglikOptions,
     SharedPrefix,
     choose_experts,
     classification_expert,
@@ -116,7 +118,7 @@ def test_unknown_strategy_and_cem_without_shots_are_refused(llama, setup):
 
 
 def test_the_strategy_names_shown_come_from_the_table():
-    from t2cli.strategies import STRATEGIES, strategy_names
+    from t2cli.dispatch.table import STRATEGIES, strategy_names
 
     assert strategy_names()[:2] == ["none", "fixed:NAME"]
     assert set(strategy_names()) == {s.usage for s in STRATEGIES.values()}
@@ -130,8 +132,8 @@ def test_cem_searches_in_prepare_once(llama, setup, monkeypatch):
     searches: list[int] = []
     real = cem_strategy.cem_search
     monkeypatch.setattr(cem_strategy, "cem_search", lambda *a, **k: searches.append(1) or real(*a, **k))
-    config = CEMConfig(population=2, generations=1)
-    dispatcher = make_dispatcher("cem", llama, switch, registry, task=TOY, shots=SHOTS, cem_config=config)
+    options = CEMOptions(population=2, generations=1, task=TOY, shots=SHOTS)
+    dispatcher = make_dispatcher("cem", llama, switch, registry, options)
     assert searches == [] and dispatcher.cem is None  # building is cheap: the search is set-up
     assert dispatcher.prepare() > 0 and searches == [1]
     decisions = dispatcher.decide(["What is 5 + 1?"])
@@ -234,7 +236,7 @@ def test_centroid_takes_its_prompts_from_the_experts_training_tasks(llama, setup
     from t2cli.tasks import get_task
 
     _, registry, switch = setup
-    dispatcher = make_dispatcher("centroid", llama, switch, registry, request_tokens=16)
+    dispatcher = make_dispatcher("centroid", llama, switch, registry, CentroidOptions(request_tokens=16))
     dispatcher.per_label = 3
     prompts = dispatcher.training_prompts()
     assert {label: len(texts) for label, texts in prompts.items()} == {"code": 3, "math": 3, "reasoning": 3}
@@ -363,11 +365,11 @@ def test_request_tokens_keep_the_end_of_long_prompts(llama, setup):
     )
     assert last_tokens(tokenizer, "w1 w2", 10) == "w1 w2"
     _, registry, switch = setup
-    dispatcher = make_dispatcher("loglik", llama, switch, registry, request_tokens=10)
+    dispatcher = make_dispatcher("loglik", llama, switch, registry, LoglikOptions(request_tokens=10))
     assert short.strip() in dispatcher.prefix(long) and "w100" not in dispatcher.prefix(long)
     assert dispatcher.decide([long])[0].label in dispatcher.candidates
     with pytest.raises(DispatchError, match="≥ 2 tokens"):
-        make_dispatcher("loglik", llama, switch, registry, request_tokens=1)
+        make_dispatcher("loglik", llama, switch, registry, LoglikOptions(request_tokens=1))
 
 
 @pytest.mark.parametrize("strategy", ["loglik", "loglik-cls"])
@@ -380,7 +382,7 @@ def test_a_pass1_dtype_scores_on_its_own_copy_of_the_model(llama, setup, strateg
     prompts = ["What is 2 + 2?", "Write a sort function in Python.", "Which gas do plants absorb?"]
     reference = make_dispatcher(strategy, llama, switch, registry).decide(prompts)
     switch.use(registry.load("math-expert", llama.name))  # pass 2's expert in place
-    dispatcher = make_dispatcher(strategy, llama, switch, registry, pass1_dtype=torch.bfloat16)
+    dispatcher = make_dispatcher(strategy, llama, switch, registry, LoglikOptions(pass1_dtype=torch.bfloat16))
     before = {name: p.clone() for name, p in llama.model.named_parameters()}
     decisions = dispatcher.decide(prompts)
     assert dispatcher.scorer is not None and dispatcher.scorer.model is not llama.model

@@ -1,4 +1,5 @@
-"""Loading with a dtype and a device, weight files read one tensor at a time, config-only views."""
+"""Loading with a dtype and a device, weight files read one tensor at a time, config-only views.
+(What each dtype and device name resolves to: tests/test_placement.py.)"""
 
 import pytest
 import torch
@@ -10,10 +11,9 @@ from t2cli.models import (
     load_config,
     load_model,
     meta_model,
-    resolve_device,
-    resolve_dtype,
     weight_fingerprint,
 )
+from t2cli.placement import resolve_dtype
 
 
 @pytest.fixture
@@ -22,19 +22,6 @@ def model_dir(tmp_path, llama):
     llama.model.save_pretrained(directory, max_shard_size="30KB")
     llama.tokenizer.save_pretrained(directory)
     return directory
-
-
-def test_auto_is_float32_on_a_cpu():
-    assert resolve_dtype("auto", "cpu") == torch.float32
-    assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
-    assert resolve_device("cpu") == torch.device("cpu")
-    with pytest.raises(ModelNotFoundError, match="--dtype"):
-        resolve_dtype("float64")
-    with pytest.raises(ModelNotFoundError, match="--device"):
-        resolve_device("tpu:banana")
-    if not torch.cuda.is_available():
-        with pytest.raises(ModelNotFoundError, match="no CUDA device"):
-            resolve_device("cuda")
 
 
 @pytest.mark.parametrize("dtype", ["auto", "float32", "bfloat16", "float16"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from t2cli.dispatch import classifier_task, make_dispatcher
+from t2cli.dispatch import CentroidOptions, LoglikOptions, classifier_task, make_dispatcher
 from t2cli.dispatch.experts import expert_task
 from tests.test_dispatch import make_setup, random_expert
 
@@ -46,7 +46,7 @@ def test_a_data_file_expert_adds_its_domain_to_the_classifier_task(llama, tmp_pa
 def test_centroid_and_loglik_route_over_the_new_domain(llama, tmp_path):
     store, registry, switch = make_setup(llama, tmp_path)
     add_geography(llama, store, registry, tmp_path)
-    centroid = make_dispatcher("centroid", llama, switch, registry, request_tokens=8)
+    centroid = make_dispatcher("centroid", llama, switch, registry, CentroidOptions(request_tokens=8))
     centroid.per_label = 2
     prompts = centroid.training_prompts()
     assert sorted(prompts) == ["code", "geography", "math", "reasoning"]
@@ -54,6 +54,6 @@ def test_centroid_and_loglik_route_over_the_new_domain(llama, tmp_path):
     centroid.prompts = {label: texts for label, texts in prompts.items()}
     decision = centroid.decide(prompts["geography"][:1])[0]
     assert decision.label == "geography" and decision.expert.name == "geography"  # its own centroid's prompt
-    loglik = make_dispatcher("loglik-cls", llama, switch, registry, request_tokens=8)
+    loglik = make_dispatcher("loglik-cls", llama, switch, registry, LoglikOptions(request_tokens=8))
     assert loglik.labels == ["code", "geography", "math", "reasoning"]
     assert loglik.decide(["What is the capital of Spain?"])[0].label in (*loglik.labels, "other")

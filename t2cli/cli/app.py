@@ -17,6 +17,7 @@ from t2cli.cli.evaluate import compare_command, eval_command, score_command
 from t2cli.cli.export import export_command
 from t2cli.cli.info import info_command
 from t2cli.cli.mix import mix_command
+from t2cli.cli.serve import serve_command
 from t2cli.cli.train import train_command
 from t2cli.cli.validate import checked
 
@@ -101,6 +102,7 @@ app.command("compare")(checked("compare", compare_command))
 app.command("train")(checked("train", train_command))
 app.command("chat")(checked("chat", chat_command))
 app.command("export")(checked("export", export_command))
+app.command("serve")(checked("serve", serve_command))
 
 
 def main() -> None:

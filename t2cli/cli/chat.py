@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.text import Text
@@ -27,8 +28,11 @@ from t2cli.cli.common import (
     user_errors,
 )
 from t2cli.defaults import DEFAULT_MODEL
-from t2cli.strategies import parse_strategy, strategy_names
+from t2cli.dispatch.table import strategy_names
 from t2cli.tasks import get_task
+
+if TYPE_CHECKING:
+    from t2cli.adaptive import AdaptiveModel
 
 ADAPT_HELP = f"Pass-1 strategy: {', '.join(strategy_names())}."
 SHOTS_HELP = (
@@ -62,7 +66,7 @@ def chat_command(
 ) -> None:
     """Chat with the self-adaptive model: pass 1 picks an expert per turn, pass 2 answers."""
     from t2cli.adaptive import AdaptiveModel, load_shots
-    from t2cli.cem import CEMConfig
+    from t2cli.dispatch.table import parse_strategy, strategy_options
     from t2cli.generation import GenerationConfig
     from t2cli.models import load_model
 
@@ -73,39 +77,20 @@ def chat_command(
         shot_examples = load_shots(shots, task_obj, shots_split, data_dir, seed)[0] if wants_shots else []
         with status(f"loading {model}…"):
             loaded = load_model(model, dtype=dtype, device=device, device_map=device_map)
-        config = CEMConfig(
-            population=population, generations=generations, patience=patience, per_matrix=per_matrix, seed=seed
-        )
         setup = progress_bar("cem α search") if shot_examples else status(f"pass-1 set-up ({adapt})…")
         with setup as update:  # a bar for the shots' search, a spinner for any other set-up
+            values = {"request_tokens": pass1_tokens, "pass1_dtype": pass1_dtype, "task": task_obj}
+            values |= {"shots": shot_examples, "generations": generations, "population": population, "seed": seed}
+            values |= {"patience": patience, "per_matrix": per_matrix}
+            if update:
+                values["progress"] = lambda done, total, best: update(done, total, f"best fitness {best:.3f}")
+            options = strategy_options(adapt, values)  # the options of every strategy: the chosen one takes its own
             adaptive = AdaptiveModel.open(
-                loaded,
-                adapt,
-                experts=expert_names(experts),
-                cache_size=cache_size,
-                request_tokens=pass1_tokens,
-                pass1_dtype=pass1_dtype,
-                task=task_obj,
-                shots=shot_examples,
-                cem_config=config,
-                cem_progress=(lambda done, total, best: update(done, total, f"best fitness {best:.3f}"))
-                if update
-                else None,
+                loaded, adapt, None, options, experts=expert_names(experts), cache_size=cache_size
             )
         show_choice(adaptive)
         if adaptive.cem is not None:
-            weights = ", ".join(f"{name} {alpha:.3f}" for name, alpha in adaptive.cem.weights.items())
-            found = adaptive.cem
-            fitness = "; ".join(
-                f"{label} {value:.3f}"
-                for label, value in (("accuracy", found.accuracy), ("log-likelihood", found.loglik))
-                if value is not None
-            )
-            console.print(f"cem on {len(shot_examples)} shots: {fitness}; α: {weights}")
-            if save_mixture:
-                adaptive.cem.expert.name = save_mixture
-                entry = adaptive.registry.add(adaptive.cem.expert)
-                console.print(f"registered the mixture as {entry.name} ({entry.path})")
+            show_mixture(adaptive, len(shot_examples), save_mixture)
     generation = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=1)
     interactive = sys.stdin.isatty()
     if interactive:
@@ -125,3 +110,19 @@ def chat_command(
             console.print("[bold green]you>[/]", Text(line.strip()))  # the user's text, literally
         if not session.handle(line):
             break
+
+
+def show_mixture(adaptive: AdaptiveModel, shots: int, save_as: str | None) -> None:
+    """What cem found on the shots; with `save_as`, the mixture registered under that name."""
+    found = adaptive.cem
+    weights = ", ".join(f"{name} {alpha:.3f}" for name, alpha in found.weights.items())
+    fitness = "; ".join(
+        f"{label} {value:.3f}"
+        for label, value in (("accuracy", found.accuracy), ("log-likelihood", found.loglik))
+        if value is not None
+    )
+    console.print(f"cem on {shots} shots: {fitness}; α: {weights}")
+    if save_as:
+        found.expert.name = save_as
+        entry = adaptive.registry.add(found.expert)
+        console.print(f"registered the mixture as {entry.name} ({entry.path})")

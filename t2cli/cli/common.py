@@ -36,8 +36,7 @@ PASS1_TOKENS_HELP = (
 PASS1_DTYPE_HELP = (
     "loglik / loglik-cls / centroid: run pass 1 on its own copy of the model in this dtype "
     f"({', '.join(PASS1_DTYPE_NAMES)}). bfloat16 is cheaper only on hardware with bfloat16 units; on a CPU "
-    "without them it is ~3× slower "
-    "(docs/RESULTS.md §6). Default: the shared model as loaded."
+    "without them it is ~3× slower. Default: the shared model as loaded."
 )
 
 console = Console(width=console_width())
@@ -130,7 +129,7 @@ def registry_key(model: str) -> str:
 
 DTYPE_HELP = (
     "Model dtype: auto (bfloat16 on a GPU that supports it, float32 on a CPU), float32, bfloat16, float16. "
-    "bfloat16 on a CPU without bfloat16 units is several times slower (docs/RESULTS.md §6)."
+    "bfloat16 on a CPU without bfloat16 units is several times slower."
 )
 DEVICE_HELP = "Where the model runs: auto (the GPU when there is one), cpu, cuda, cuda:N."
 DEVICE_MAP_HELP = (
@@ -149,19 +148,6 @@ def device_option(default: str = "auto"):
 
 def device_map_option():
     return typer.Option(None, "--device-map", help=DEVICE_MAP_HELP)
-
-
-def check_placement(dtype: str, device: str, device_map: str | None = None) -> None:
-    """One clear line for a bad --dtype / --device / --device-map (before anything is loaded)."""
-    from t2cli.defaults import MODEL_DTYPES
-
-    if dtype not in MODEL_DTYPES:
-        hint = " (the SVD precision is --svd-dtype)" if dtype == "float64" else ""
-        fail(f"--dtype must be one of {', '.join(MODEL_DTYPES)}, not {dtype!r}{hint}")
-    if not (device in ("auto", "cpu", "cuda") or device.startswith("cuda:")):
-        fail(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}")
-    if device_map not in (None, "auto", "balanced", "sequential", "cpu"):
-        fail(f"--device-map must be auto, balanced, sequential or cpu, not {device_map!r}")
 
 
 # --------------------------------------------------------------------------- two-pass commands (chat, eval --adapt)
@@ -219,45 +205,24 @@ def option(name: str, annotation: object, default: object, *flags: str, help: st
 
 # ------------------------------------------------------------------ the task: by name, task file or data file
 # Shared by `t2 eval` and `t2 train` (t2cli/tasks/datafile.py defines what each setting means).
+# Each data-file setting: its help text ("--data: " is prepended); all take text but --val-fraction.
+DATA_FILE_SETTINGS = {
+    "prompt_field": "the field holding each prompt.",
+    "template": 'the prompt, with {field} placeholders, e.g. "Q: {question}" (instead of --prompt-field; '
+    "nothing is appended).",
+    "answer_field": "the field holding each answer.",
+    "checker": "exact (normalised text), number, choice (a letter), contains, regex:PATTERN (group 1 is the "
+    "answer) or python-tests (the answer field holds asserts, run in the sandbox). Default exact.",
+    "target_field": "full solutions, the SFT target (default: built from the answer).",
+    "split_field": "the field naming each row's split (train / validation / test). Without it, "
+    "--val-fraction of the rows is held out.",
+    "val_fraction": "the seeded share of rows held out for validation (default 0.2).",
+    "domain": "the task's domain (an expert trained on it carries it).",
+    "system": "a system prompt.",
+}
 TASK_SETTINGS = [
-    option("prompt_field", str | None, None, help="--data: the field holding each prompt."),
-    option(
-        "template",
-        str | None,
-        None,
-        help="--data: the prompt, with {field} placeholders, e.g. "
-        '"Q: {question}" (instead of --prompt-field; nothing is appended).',
-    ),
-    option("answer_field", str | None, None, help="--data: the field holding each answer."),
-    option(
-        "checker",
-        str | None,
-        None,
-        help="--data: exact (normalised text), number, choice (a letter), "
-        "contains, regex:PATTERN (group 1 is the answer) or python-tests (the answer field holds "
-        "asserts, run in the sandbox). Default exact.",
-    ),
-    option(
-        "target_field",
-        str | None,
-        None,
-        help="--data: full solutions, the SFT target (default: built from the answer).",
-    ),
-    option(
-        "split_field",
-        str | None,
-        None,
-        help="--data: the field naming each row's split "
-        "(train / validation / test). Without it, --val-fraction of the rows is held out.",
-    ),
-    option(
-        "val_fraction",
-        float | None,
-        None,
-        help="--data: the seeded share of rows held out for validation (default 0.2).",
-    ),
-    option("domain", str | None, None, help="--data: the task's domain (an expert trained on it carries it)."),
-    option("system", str | None, None, help="--data: a system prompt."),
+    option(name, float | None if name == "val_fraction" else str | None, None, help=f"--data: {text}")
+    for name, text in DATA_FILE_SETTINGS.items()
 ]
 
 

@@ -12,7 +12,6 @@ import typer
 from rich.table import Table
 
 from t2cli.cli.common import (
-    check_placement,
     console,
     device_map_option,
     device_option,
@@ -21,7 +20,8 @@ from t2cli.cli.common import (
     status,
     user_errors,
 )
-from t2cli.defaults import DEFAULT_MODEL, STORE_DTYPES, SVD_DTYPES
+from t2cli.defaults import DEFAULT_MODEL
+from t2cli.placement import STORE_DTYPES, SVD_DTYPES, check_placement, dtype_name
 
 
 def split_targets(values: list[str]) -> list[str]:
@@ -50,15 +50,15 @@ def decompose_command(
     from t2cli.models import load_model
     from t2cli.svd_store import decompose, file_source, store_key
 
-    check_placement(dtype, device, device_map)
     with user_errors():
+        check_placement(dtype, device, device_map)
         targets = split_targets(targets)
         with status(f"reading {model}…"):
             try:  # stream from the weight files: nothing is loaded
                 source = file_source(model, dtype=dtype, device=device)
             except SVDStoreError:  # a checkpoint whose tensor names need conversion: load it
                 source = load_model(model, dtype=dtype, device=device, device_map=device_map)
-        key = store_key(store_dtype or str(source.dtype).removeprefix("torch."), svd_dtype)
+        key = store_key(store_dtype or dtype_name(source.dtype), svd_dtype)
         reused = False
         started = time.time()
         with progress_bar("SVD") as update:
@@ -73,7 +73,7 @@ def decompose_command(
                 targets,
                 svd_dtype=svd_dtype,
                 store_dtype=store_dtype,
-                device=None if device == "auto" else device,
+                device=device,
                 force=force,
                 progress=progress,
             )

@@ -17,7 +17,7 @@ from rich.table import Table
 from t2cli.cli import common
 from t2cli.cli.common import PASS1_DTYPE_HELP, console, progress_bar, show_choice, status, user_errors
 from t2cli.defaults import CLASSIFICATION, DEFAULT_MODEL, OTHER
-from t2cli.strategies import strategy_names
+from t2cli.dispatch.table import routing_strategies
 
 if TYPE_CHECKING:  # the library (torch) is imported when the demo runs, not for `t2 --help`
     import torch
@@ -63,7 +63,8 @@ def demo_command(
     max_new_tokens: int = typer.Option(40, help="Length of the shown answers."),
     adapt: str = typer.Option(
         "loglik-cls",
-        help=f"Pass-1 strategy for the mixed prompts: {', '.join(strategy_names())} (cem needs shots: see `t2 chat`).",
+        help=f"Pass-1 strategy for the mixed prompts: {', '.join(routing_strategies())} "
+        "(one that needs shots or a name: see `t2 chat`).",
     ),
     pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
     dtype: str = common.dtype_option(),
@@ -136,17 +137,19 @@ def _self_adaptive(
 ) -> None:
     """Answer MIXED_PROMPTS two-pass with the registered domain experts, one decision per prompt."""
     from t2cli.adaptive import AdaptiveModel
-    from t2cli.dispatch import choose_experts
+    from t2cli.dispatch.experts import choose_experts, training_command
+    from t2cli.dispatch.table import strategy_options
     from t2cli.generation import GenerationConfig
     from t2cli.registry import Registry
 
     if not choose_experts(Registry(), loaded.name).experts:
         console.print(
             "[yellow]No domain experts registered[/]: the self-adaptive answers need at least one "
-            "(`t2 train --task gsm8k|mbpp-plus|arc-easy`)."
+            f"({training_command()})."
         )
         return
-    model = AdaptiveModel(loaded, store, Registry(), strategy, adapter=adapter, pass1_dtype=pass1_dtype)
+    options = strategy_options(strategy, {"pass1_dtype": pass1_dtype})
+    model = AdaptiveModel(loaded, store, Registry(), strategy, options, adapter=adapter)
     show_choice(model)
     with status(f"answering {len(MIXED_PROMPTS)} mixed prompts self-adaptively ({strategy})…"):
         answers = model.generate_many(list(MIXED_PROMPTS), GenerationConfig(max_new_tokens=max_new_tokens))

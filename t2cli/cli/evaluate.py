@@ -28,12 +28,11 @@ from t2cli.cli.common import (
 )
 from t2cli.cli.output import JSON_HELP, print_json
 from t2cli.defaults import DEFAULT_MODEL
-from t2cli.strategies import strategy_names
+from t2cli.dispatch.table import strategy_names
 from t2cli.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
     from t2cli.evaluate import EvalReport
-    from t2cli.expert import ExpertVector
     from t2cli.generation import Completion
     from t2cli.tasks.base import Task
 
@@ -78,24 +77,6 @@ def dispatch_table(report: EvalReport) -> Table | None:
         + (f" · pass-1 set-up, once: {setup:.1f} s" if (setup := dispatch.get("pass1_setup_s")) else "")
     )
     return table
-
-
-def early_expert_check(
-    model: str, expert: str | None, adapt: str | None, experts: list[str] | None = None
-) -> dict[str, ExpertVector]:
-    """The experts a run will use, each checked from its files (milliseconds): --expert NAME, or
-    for --adapt the experts pass 1 chooses from (`t2cli.adaptive.strategy_experts`)."""
-    from t2cli.cli.common import registry_key
-    from t2cli.registry import Registry
-
-    registry, base = Registry(), registry_key(model)
-    if expert:
-        return {expert: registry.load(expert, base)}
-    if not adapt:
-        return {}
-    from t2cli.adaptive import strategy_experts
-
-    return {vector.name: vector for vector in strategy_experts(registry, base, adapt, experts)}
 
 
 @with_options(task_options(TASK_HELP + " Or --task-file / --data."))
@@ -145,100 +126,42 @@ def eval_command(
 
     Answers are written to OUT/predictions.partial.jsonl as each batch finishes: Ctrl-C keeps them,
     scored, in OUT/samples.jsonl."""
-    from t2cli.evaluate import evaluate, provenance, write_report
+    from t2cli.dispatch.table import strategy_options
+    from t2cli.embedded import answer_budget
+    from t2cli.evaluate import EvalSpec, run_evaluation, write_report
     from t2cli.generation import GenerationConfig
-    from t2cli.models import load_model
 
-    if lora and expert:
-        fail("--lora and --expert are mutually exclusive: evaluate the LoRA baseline or an SVF expert")
-    if adapt and (lora or expert):
-        fail("--adapt chooses the experts itself: drop --expert / --lora (or name them with --experts)")
-    if experts and not adapt:
-        fail("--experts chooses what --adapt routes over: add --adapt STRATEGY, or use --expert NAME for one expert")
     task_obj = task_from(options)
     if out is not None and out.exists() and not out.is_dir():
         fail(f"--out {out} is a file: give a directory for report.json and samples.jsonl")
     with user_errors():
-        used = early_expert_check(model, expert, adapt, expert_names(experts))  # before the model is loaded
-        with status(f"loading {model}…"):
-            loaded = load_model(model, dtype=dtype, device=device, device_map=device_map)
-        expert_name = None
-        if lora:
-            from t2cli.train.lora import load_lora
-
-            load_lora(loaded, lora)
-            expert_name = f"lora-{lora.name if lora.name != 'adapter' else lora.parent.name}"
-        if expert:
-            from t2cli.adapt import DenseAdapter
-            from t2cli.svd_store import open_store
-
-            vector = used[expert]
-            adapter = DenseAdapter(loaded, open_store(loaded, vector.targets))
-            adapter.apply(vector)
-            expert_name = vector.name
-        evaluate_with = evaluate  # --adapt: the same loop, answered in two passes
-        if adapt:
-            from t2cli.adaptive import adaptive_evaluator
-            from t2cli.cem import CEMConfig
-
-            with status(f"pass-1 set-up ({adapt})…"):
-                evaluate_with = adaptive_evaluator(
-                    loaded,
-                    task_obj,
-                    adapt,
-                    shots=shots,
-                    split=split,
-                    data_dir=data_dir,
-                    seed=seed,
-                    experts=expert_names(experts),
-                    cem_config=CEMConfig(
-                        generations=cem_generations,
-                        seed=seed,
-                        max_new_tokens=max_new_tokens,
-                        fitness=cem_fitness or CEMConfig.fitness,
-                    ),
-                    request_tokens=pass1_tokens,
-                    pass1_dtype=pass1_dtype,
-                )
-            show_choice(evaluate_with.model)
-            expert_name = f"adapt-{adapt.replace(':', '-')}"
-        from t2cli.embedded import answer_budget
-
-        config = GenerationConfig(
-            max_new_tokens=max_new_tokens or answer_budget(model, task_obj),
-            batch_size=batch_size,
-            do_sample=sample,
-            temperature=temperature,
-            top_p=top_p,
-            stop=tuple(task_obj.stop),
-            seed=seed,
-        )
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = out or Path("runs") / f"eval-{task_obj.name}-{split}-{expert_name or 'base'}-{stamp}"
-        finished = FinishedAnswers(out)
-        keep = {"on_completions": finished.add}  # answers kept as they finish (plain and two-pass runs)
-        with progress_bar(f"{task_obj.name} {split}") as update:
-            try:
-                report = evaluate_with(
-                    loaded,
-                    task_obj,
-                    split=split,
-                    limit=limit,
-                    data_dir=data_dir,
-                    generation=config,
-                    expert_name=expert_name,
-                    progress=lambda done, total, tokens: update(done, total, f"{tokens} tokens"),
-                    **keep,
-                )
-            except KeyboardInterrupt:
-                fail(finished.keep_interrupted(task_obj), code=130)
-        cem = report.config.get("dispatch", {}).get("cem")
-        hashes = {name: vector.tensors_sha256 for name, vector in used.items()}
-        report.provenance = provenance(loaded, hashes, mixture=cem["weights"] if cem else None)
-        if lora:
-            report.config["lora"] = str(lora.resolve())
-        summary_path, samples_path = write_report(report, out)
+        spec = EvalSpec(
+            task=task_obj, model=model, split=split, limit=limit, data_dir=data_dir, expert=expert, lora=lora,
+            adapt=adapt, experts=expert_names(experts), shots=shots, seed=seed, dtype=dtype, device=device,
+            device_map=device_map, out=out,
+            generation=GenerationConfig(
+                max_new_tokens=max_new_tokens or answer_budget(model, task_obj), batch_size=batch_size,
+                do_sample=sample, temperature=temperature, top_p=top_p, stop=tuple(task_obj.stop), seed=seed,
+            ),
+        )  # fmt: skip
+        if adapt:  # the options of every strategy, by field name: the chosen one takes its own
+            values = {"request_tokens": pass1_tokens, "pass1_dtype": pass1_dtype, "generations": cem_generations}
+            values |= {"fitness": cem_fitness, "seed": seed, "max_new_tokens": max_new_tokens}
+            spec.adapt_options = strategy_options(adapt, values)
+        finished = FinishedAnswers(spec.out_dir())
+        try:
+            report = run_evaluation(
+                spec, on_completions=finished.add, stage=status, progress=progress_bar, on_routing=show_choice
+            )
+        except KeyboardInterrupt:
+            fail(finished.keep_interrupted(task_obj), code=130)
+        summary_path, samples_path = write_report(report, finished.path.parent)
         finished.path.unlink(missing_ok=True)  # report.json + samples.jsonl hold them now
+    show_report(report, summary_path, samples_path, json_output)
+
+
+def show_report(report: EvalReport, summary_path: Path, samples_path: Path, json_output: bool) -> None:
+    """The report as JSON (with where it was written), or its tables."""
     if json_output:
         print_json({**report.summary(), "report_path": str(summary_path), "samples_path": str(samples_path)})
         return

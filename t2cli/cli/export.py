@@ -9,8 +9,7 @@ import typer
 
 from t2cli.cli.common import console, status, user_errors
 from t2cli.defaults import DEFAULT_MODEL
-
-EXPORT_DTYPE_NAMES = ("float32", "bfloat16", "float16")  # t2cli.export.EXPORT_DTYPES
+from t2cli.placement import EXPORT_DTYPES as EXPORT_DTYPE_NAMES  # also read under this name by `t2 validate`
 
 
 def export_command(

@@ -11,7 +11,6 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from t2cli.cli.common import (
-    check_placement,
     console,
     device_option,
     dtype_option,
@@ -23,6 +22,7 @@ from t2cli.cli.common import (
 from t2cli.cli.decompose import split_targets
 from t2cli.cli.output import JSON_HELP, print_json
 from t2cli.defaults import DEFAULT_MODEL
+from t2cli.placement import check_placement
 
 CONFIG_KEYS = (
     "num_hidden_layers",
@@ -63,8 +63,8 @@ def info_command(
     from t2cli.memory import LORA_RANK, parameter_counts, shapes_of
     from t2cli.models import load_config, meta_model
 
-    check_placement(dtype, device)
     with user_errors():
+        check_placement(dtype, device)
         with status(f"reading {model}'s config…"):
             config = load_config(model)  # config.json only: nothing converted, nothing downloaded beyond it
             skeleton = meta_model(config)  # meta device: shapes only

@@ -193,8 +193,12 @@ class EventRenderer:
             self.update(0, self.total, event["message"] + "…")
         elif kind == "start":
             self.iteration = event["start_iter"]
-            self.best = event["base_accuracy"]
-            self.update(self.iteration, self.total, f"base val {event['base_accuracy']:.1%}")
+            best = event.get("best_accuracy")
+            self.best = event["base_accuracy"] if best is None else best
+            message = f"base val {event['base_accuracy']:.1%}"
+            if self.iteration and event.get("best_iteration"):
+                message += f" · resumed, best {self.best:.1%} at iteration {event['best_iteration']}"
+            self.update(self.iteration, self.total, message)
         elif kind == "phase":
             self.update(self.iteration, self.total, f"{self.summary} · {event['phase']}…".lstrip(" ·"))
         elif kind == "validation":

@@ -22,6 +22,7 @@ from typer.models import ParameterInfo
 
 from t2cli.cli.export import EXPORT_DTYPE_NAMES
 from t2cli.defaults import PASS1_DTYPE_NAMES, STORE_DTYPES, SVD_DTYPES
+from t2cli.dispatch.table import routing_strategies
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,11 @@ def model_name(value: str) -> str:
     return value
 
 
+def routing_strategy(value: str) -> str:
+    """A pass-1 strategy that routes each prompt with no argument and no shots (from the table, when checked)."""
+    return OneOf(tuple(routing_strategies()))(value)
+
+
 RULES: dict[str, dict[str, Callable[[Any], Any]]] = {
     "eval": {
         "limit": AT_LEAST_1,
@@ -103,7 +109,7 @@ RULES: dict[str, dict[str, Callable[[Any], Any]]] = {
     },
     "demo": {
         "max_new_tokens": AT_LEAST_1,
-        "adapt": OneOf(("prompt", "cls", "loglik", "loglik-cls")),
+        "adapt": routing_strategy,
         "pass1_dtype": OneOf(PASS1_DTYPE_NAMES),
     },
     "decompose": {"model": model_name, "svd_dtype": OneOf(SVD_DTYPES), "store_dtype": OneOf(STORE_DTYPES)},

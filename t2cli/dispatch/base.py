@@ -1,5 +1,6 @@
 """What every pass-1 strategy shares: the `Decision` it returns, the `Dispatcher` interface, the
-`DispatchContext` its factory gets, and `make_dispatcher`, which builds one from its name."""
+`DispatchContext` its factory gets, the options of the strategies that read prompts with the model
+(`PrefillOptions`), and `make_dispatcher`, which builds a dispatcher from its name and options."""
 
 from __future__ import annotations
 
@@ -7,22 +8,19 @@ import copy
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
 from t2cli.adapt import ExpertSwitch
-from t2cli.defaults import OTHER, PASS1_DTYPE_NAMES
-from t2cli.dispatch.experts import ExpertChoice, choose_experts, classification_expert
+from t2cli.defaults import OTHER
+from t2cli.dispatch.experts import ExpertChoice, choose_experts, classification_expert, training_command
+from t2cli.dispatch.table import parse_strategy
 from t2cli.errors import DispatchError
 from t2cli.expert import ExpertVector
 from t2cli.models import LoadedModel
+from t2cli.placement import pass1_dtype_of
 from t2cli.registry import Registry
-from t2cli.strategies import parse_strategy
-
-if TYPE_CHECKING:
-    from t2cli.cem import CEMConfig, CEMProgress
-    from t2cli.tasks.base import Task
 
 
 @dataclass
@@ -49,19 +47,13 @@ class Decision:
 class DispatchContext:
     """What a strategy's factory may use: the model, the weight switch shared with pass 2, the
     registry, the experts to route over (`experts`: names; None: the default set, see
-    `choose_experts`) and the options of the strategies that take them."""
+    `choose_experts`) and the strategy's own options object."""
 
     loaded: LoadedModel
     switch: ExpertSwitch | None
     registry: Registry
     experts: Sequence[str] | None = None
-    batch_size: int = 16  # pass 1's prompts per forward
-    request_tokens: int | None = None  # loglik/centroid: read only the request's last N tokens
-    pass1_dtype: torch.dtype | None = None  # loglik/centroid: read with a copy of the model in this dtype
-    task: Task | None = None  # cem: the task of the shots
-    shots: Sequence[dict] = ()  # cem: labelled examples
-    cem_config: CEMConfig | None = None
-    cem_progress: CEMProgress | None = None
+    options: Any = None
     _choice: ExpertChoice | None = field(default=None, init=False, repr=False)
 
     @property
@@ -76,8 +68,8 @@ class DispatchContext:
         if not self.choice.experts:
             raise DispatchError(
                 f"no usable domain experts are registered for {self.loaded.name}: train them with "
-                "`t2 train --task gsm8k|mbpp-plus|arc-easy` (or a task of your own) or pull a set with "
-                "`t2 experts pull`" + (f" (skipped: {'; '.join(self.choice.skipped)})" if self.choice.skipped else "")
+                f"{training_command()} (or a task of your own) or pull a set with `t2 experts pull`"
+                + (f" (skipped: {'; '.join(self.choice.skipped)})" if self.choice.skipped else "")
             )
         return self.choice.experts
 
@@ -166,19 +158,48 @@ class ModelDispatcher(Dispatcher):
         return self.scorer
 
 
+# --------------------------------------------------------------------------- options of a prefill pass 1
+
+
+def check_request_tokens(request_tokens: int | None) -> None:
+    if request_tokens is not None and request_tokens < 2:
+        raise DispatchError(f"the pass-1 request budget must be ≥ 2 tokens (got {request_tokens})")
+
+
+@dataclass(frozen=True)
+class PrefillOptions:
+    """The options of a pass 1 that reads each request with one prefill of the model (loglik, centroid)."""
+
+    batch_size: int = field(default=16, metadata={"help": "prompts per pass-1 forward"})
+    request_tokens: int | None = field(
+        default=None,
+        metadata={"help": "read only the last N tokens of each request, where its closing instruction is (None: all)"},
+    )
+    pass1_dtype: str | torch.dtype | None = field(
+        default=None,
+        metadata={
+            "help": "read with a copy of the model in this dtype (float32, bfloat16, float16; None: the shared model)",
+            "label": "a pass-1 dtype",
+            "exclusive": True,  # a model copy: refused, not ignored, by a strategy that makes none
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise DispatchError(f"pass 1's batch size must be ≥ 1 (got {self.batch_size})")
+        check_request_tokens(self.request_tokens)
+        pass1_dtype_of(self.pass1_dtype)
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return pass1_dtype_of(self.pass1_dtype)
+
+
 # --------------------------------------------------------------------------- building a strategy
 
 
-PASS1_DTYPES = {name: getattr(torch, name) for name in PASS1_DTYPE_NAMES}
-
-
-def pass1_dtype_of(name: str | torch.dtype | None) -> torch.dtype | None:
-    """A torch dtype for a --pass1-dtype value (None: pass 1 shares the model in its own dtype)."""
-    if name is None or isinstance(name, torch.dtype):
-        return name
-    if name not in PASS1_DTYPES:
-        raise DispatchError(f"--pass1-dtype must be one of {', '.join(PASS1_DTYPES)}, not {name!r}")
-    return PASS1_DTYPES[name]
+def build_none(context: DispatchContext, argument: str | None) -> Dispatcher:
+    return Dispatcher()
 
 
 def make_dispatcher(
@@ -186,45 +207,22 @@ def make_dispatcher(
     loaded: LoadedModel,
     switch: ExpertSwitch | None,
     registry: Registry,
+    options: Any = None,
     *,
     experts: Sequence[str] | None = None,
-    request_tokens: int | None = None,
-    batch_size: int = 16,
-    pass1_dtype: str | torch.dtype | None = None,
-    task: Task | None = None,
-    shots: Sequence[dict] = (),
-    cem_config: CEMConfig | None = None,
-    cem_progress: CEMProgress | None = None,
 ) -> Dispatcher:
-    """The dispatcher for a strategy name from the table in `t2cli.strategies` ("fixed:NAME" for
-    one that takes an argument). `experts` names the experts to route over (default: see
-    `choose_experts`); `request_tokens` caps the request's tokens pass 1 reads, `pass1_dtype` (a
-    torch dtype or a PASS1_DTYPES name) gives pass 1 its own copy of the model in that dtype;
-    `batch_size` is pass 1's prompts per forward; cem searches on `shots` of `task`."""
+    """The dispatcher for a strategy name from the table in `t2cli.dispatch.table` ("fixed:NAME"
+    for one that takes an argument), with `options`, an object of the strategy's own options
+    dataclass (None: its defaults). `experts` names the experts to route over (default: see
+    `choose_experts`)."""
     entry, argument = parse_strategy(strategy)
-    dtype = pass1_dtype_of(pass1_dtype)
-    if dtype is not None and not entry.pass1_dtype:
-        from t2cli.strategies import STRATEGIES
-
-        takers = ", ".join(s.name for s in STRATEGIES.values() if s.pass1_dtype)
-        raise DispatchError(
-            f"a pass-1 dtype applies to the {takers} strategies only (not {strategy!r}): drop --pass1-dtype"
-        )
+    options_type = entry.options_type()
+    options = options_type() if options is None else options
+    if not isinstance(options, options_type):
+        raise DispatchError(f"the {entry.name} strategy takes {options_type.__name__}, not {type(options).__name__}")
     if switch is None and entry.uses_experts:
         raise DispatchError(f"the {strategy} strategy needs the SVD store of {loaded.name}'s experts")
-    context = DispatchContext(
-        loaded,
-        switch,
-        registry,
-        experts=experts,
-        batch_size=batch_size,
-        request_tokens=request_tokens,
-        pass1_dtype=dtype,
-        task=task,
-        shots=shots,
-        cem_config=cem_config,
-        cem_progress=cem_progress,
-    )
-    dispatcher = entry.build(context, argument)
+    context = DispatchContext(loaded, switch, registry, experts=experts, options=options)
+    dispatcher = entry.factory()(context, argument)
     dispatcher.choice = context._choice  # what choosing the experts noticed (None: no choice was made)
     return dispatcher

@@ -13,17 +13,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
-from t2cli.dispatch.base import Decision, DispatchContext, ModelDispatcher
+from t2cli.dispatch.base import Decision, DispatchContext, ModelDispatcher, PrefillOptions, check_request_tokens
 from t2cli.dispatch.experts import training_sources
-from t2cli.dispatch.loglik import last_tokens
+from t2cli.dispatch.loglik import last_tokens, right_padded
 from t2cli.errors import DispatchError
 from t2cli.models import LoadedModel
 from t2cli.tasks.cls import build_cls_splits
 
 PER_LABEL = 64  # training prompts per domain that make its centroid
+
+
+@dataclass(frozen=True)
+class CentroidOptions(PrefillOptions):
+    """The options of the centroid strategy."""
+
+    per_label: int = field(default=PER_LABEL, metadata={"help": "training prompts per domain that make its centroid"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.per_label < 1:
+            raise DispatchError(f"a centroid needs at least one prompt per domain (got {self.per_label})")
 
 
 class CentroidDispatcher(ModelDispatcher):
@@ -43,20 +56,22 @@ class CentroidDispatcher(ModelDispatcher):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        if request_tokens is not None and request_tokens < 2:
-            raise DispatchError(f"the pass-1 request budget must be ≥ 2 tokens (got {request_tokens})")
+        check_request_tokens(request_tokens)
         self.prompts, self.per_label, self.request_tokens, self.data_dir = prompts, per_label, request_tokens, data_dir
         self.centroids: torch.Tensor | None = None  # (labels, hidden), unit rows
 
     @classmethod
-    def from_context(cls, context: DispatchContext) -> CentroidDispatcher:
+    def from_context(cls, context: DispatchContext, argument: str | None = None) -> CentroidDispatcher:
+        """The centroid strategy's factory."""
+        options: CentroidOptions = context.options
         return cls(
             context.loaded,
             context.switch,
             context.domain_experts(),
-            request_tokens=context.request_tokens,
-            batch_size=context.batch_size,
-            dtype=context.pass1_dtype,
+            per_label=options.per_label,
+            request_tokens=options.request_tokens,
+            batch_size=options.batch_size,
+            dtype=options.dtype,
         )
 
     def training_prompts(self) -> dict[str, list[str]]:
@@ -81,12 +96,7 @@ class CentroidDispatcher(ModelDispatcher):
         rows: list[torch.Tensor | None] = [None] * len(texts)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            width = max(len(encoded[i]) for i in batch)
-            ids = torch.zeros(len(batch), width, dtype=torch.long, device=model.device)
-            mask = torch.zeros(len(batch), width, dtype=torch.long, device=model.device)
-            for row, i in enumerate(batch):  # right padding: padding after a token cannot change it
-                ids[row, : len(encoded[i])] = torch.tensor(encoded[i], device=model.device)
-                mask[row, : len(encoded[i])] = 1
+            ids, mask = right_padded([encoded[i] for i in batch], model.device)
             out = model.model(input_ids=ids, attention_mask=mask, output_hidden_states=True, logits_to_keep=1)
             hidden = out.hidden_states[-1].float()  # (B, T, H)
             mean = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)

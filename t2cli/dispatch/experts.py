@@ -17,6 +17,7 @@ from t2cli.errors import DispatchError, ExpertError, RegistryError, T2Error
 from t2cli.expert import ExpertVector
 from t2cli.registry import Registry, RegistryEntry
 from t2cli.tasks.base import Task
+from t2cli.tasks.cls import SHIPPED_CLS_SOURCES
 
 
 @dataclass
@@ -149,8 +150,8 @@ def load_domain_experts(registry: Registry, base_model: str) -> dict[str, Expert
     experts = choose_experts(registry, base_model).experts
     if not experts:
         raise DispatchError(
-            f"no domain experts are registered for {base_model}: train them with "
-            "`t2 train --task gsm8k|mbpp-plus|arc-easy` or pull a set with `t2 experts pull`"
+            f"no domain experts are registered for {base_model}: train them with {training_command()} "
+            "or pull a set with `t2 experts pull`"
         )
     return experts
 
@@ -164,6 +165,12 @@ def classification_expert(registry: Registry, base_model: str) -> ExpertVector:
             f"`t2 train --task cls --model {base_model}` (it is registered with domain 'classification')"
         )
     return classifier
+
+
+def training_command() -> str:
+    """The command that trains an expert of each default domain, read from the domain table
+    (`t2cli.tasks.cls.SHIPPED_CLS_SOURCES`): "`t2 train --task gsm8k|mbpp-plus|arc-easy`"."""
+    return f"`t2 train --task {'|'.join(task.name for _, task in SHIPPED_CLS_SOURCES)}`"
 
 
 # --------------------------------------------------------------------------- training prompts

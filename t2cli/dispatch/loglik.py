@@ -7,15 +7,23 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
-from t2cli.dispatch.base import Decision, DispatchContext, ModelDispatcher
-from t2cli.errors import DispatchError
+from t2cli.dispatch.base import Decision, DispatchContext, ModelDispatcher, PrefillOptions, check_request_tokens
 from t2cli.generation import chat_prompt
 from t2cli.models import LoadedModel
 from t2cli.tasks.cls import OTHER, dispatch_messages
+
+
+@dataclass(frozen=True)
+class LoglikOptions(PrefillOptions):
+    """The options of the loglik and loglik-cls strategies."""
+
+    calibrate: bool = field(default=True, metadata={"help": "subtract the scores of a content-free request"})
+    include_other: bool = field(default=True, metadata={"help": "score 'other' (the base model) as a label too"})
 
 
 class LoglikDispatcher(ModelDispatcher):
@@ -32,8 +40,7 @@ class LoglikDispatcher(ModelDispatcher):
     are subtracted first ("contextual calibration", Zhao et al. 2021): it removes the small model's
     prior for some labels over others. The calibration costs one extra prefill, once.
     Pass 1 is a prefill, so its cost grows with the request's length; `request_tokens` caps it by
-    keeping the request's last tokens: a prompt's domain shows most in its closing instruction
-    (docs/RESULTS.md §6 measures how many suffice).
+    keeping the request's last tokens: a prompt's domain shows most in its closing instruction.
     With `dtype`, pass 1 reads with its own copy of the model (`ModelDispatcher`).
     """
 
@@ -48,8 +55,7 @@ class LoglikDispatcher(ModelDispatcher):
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
-        if request_tokens is not None and request_tokens < 2:
-            raise DispatchError(f"the pass-1 request budget must be ≥ 2 tokens (got {request_tokens})")
+        check_request_tokens(request_tokens)
         self.request_tokens = request_tokens
         self.candidates = self.labels + ([OTHER] if include_other else [])
         tokenizer = self.loaded.tokenizer
@@ -61,16 +67,22 @@ class LoglikDispatcher(ModelDispatcher):
         self.name = "loglik-cls" if self.pass1_expert is not None else "loglik"
 
     @classmethod
-    def from_context(cls, context: DispatchContext, classifier: bool = False) -> LoglikDispatcher:
-        """Over the context's experts; with `classifier`, the classification expert reads."""
+    def from_context(
+        cls, context: DispatchContext, argument: str | None = None, *, classifier: bool = False
+    ) -> LoglikDispatcher:
+        """The loglik strategy's factory: over the context's experts; with `classifier` (loglik-cls),
+        the classification expert reads."""
+        options: LoglikOptions = context.options
         return cls(
             context.loaded,
             context.switch,
             context.domain_experts(),
             pass1_expert=context.classifier() if classifier else None,
-            request_tokens=context.request_tokens,
-            batch_size=context.batch_size,
-            dtype=context.pass1_dtype,
+            include_other=options.include_other,
+            calibrate=options.calibrate,
+            request_tokens=options.request_tokens,
+            batch_size=options.batch_size,
+            dtype=options.dtype,
         )
 
     def prefix(self, prompt: str) -> str:
@@ -111,6 +123,9 @@ class LoglikDispatcher(ModelDispatcher):
             details = {"strategy": self.name, "scores": dict(zip(self.candidates, scores)), "raw": raw}
             decisions.append(Decision(label, self.experts.get(label), seconds=share, details=details))
         return decisions
+
+
+build_loglik_cls = partial(LoglikDispatcher.from_context, classifier=True)  # the loglik-cls strategy's factory
 
 
 def last_tokens(tokenizer, text: str, max_tokens: int) -> str:
@@ -175,11 +190,7 @@ def label_logliks_batch(
     if not all(candidates):
         raise ValueError("every continuation must have at least one token")
     K, L = len(candidates), max(len(c) for c in candidates)
-    cont_ids = torch.zeros(K, L, dtype=torch.long, device=device)
-    cont_mask = torch.zeros(K, L, dtype=torch.long, device=device)
-    for row, c in enumerate(candidates):
-        cont_ids[row, : len(c)] = torch.tensor(c, device=device)
-        cont_mask[row, : len(c)] = 1
+    cont_ids, cont_mask = right_padded(candidates, device)
     all_encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prefixes]
     order = sorted(range(len(prefixes)), key=lambda i: len(all_encoded[i]))  # similar lengths share a batch
     results: list[list[float]] = [[] for _ in prefixes]
@@ -192,12 +203,8 @@ def label_logliks_batch(
         if S and not all(len(e) > S and e[:S] == shared.ids for e in encoded):
             S = 0  # this batch does not start with the shared tokens: prefill it whole
         encoded = [e[S:] for e in encoded]
-        B, P = len(encoded), max(len(e) for e in encoded)
-        ids = torch.zeros(B, P, dtype=torch.long, device=device)
-        mask = torch.zeros(B, P, dtype=torch.long, device=device)
-        for row, e in enumerate(encoded):  # left padding: every prefix ends at position S + P - 1
-            ids[row, P - len(e) :] = torch.tensor(e, device=device)
-            mask[row, P - len(e) :] = 1
+        B = len(encoded)
+        ids, mask = left_padded(encoded, device)  # every prefix ends at the last position, S + P - 1
         positions = (S + mask.cumsum(-1) - 1).clamp_min(0)
         cache = None
         if S:
@@ -234,6 +241,27 @@ def label_logliks_batch(
                 scores.append(float(total))
             results[batch[b]] = scores
     return results
+
+
+def right_padded(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), both (len(sequences), longest): each row its tokens, then padding
+    (padding after a token cannot change that token's logits)."""
+    ids = torch.zeros(len(sequences), max(len(s) for s in sequences), dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(sequence, device=device)
+        mask[row, : len(sequence)] = 1
+    return ids, mask
+
+
+def left_padded(sequences: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask), both (len(sequences), longest): each row padding, then its tokens."""
+    ids = torch.zeros(len(sequences), max(len(s) for s in sequences), dtype=torch.long, device=device)
+    mask = torch.zeros_like(ids)
+    for row, sequence in enumerate(sequences):
+        ids[row, ids.shape[1] - len(sequence) :] = torch.tensor(sequence, device=device)
+        mask[row, ids.shape[1] - len(sequence) :] = 1
+    return ids, mask
 
 
 def first_token_logits(model: torch.nn.Module, inputs: dict, token_ids: Sequence[int]) -> torch.Tensor:

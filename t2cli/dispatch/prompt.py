@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
 
 from t2cli.dispatch.base import Decision, DispatchContext, ModelDispatcher
+from t2cli.errors import DispatchError
 from t2cli.generation import GenerationConfig, chat_prompt, generate
 from t2cli.tasks.cls import dispatch_messages, parse_dispatch_label
+
+
+@dataclass(frozen=True)
+class PromptOptions:
+    """The options of the prompt and cls strategies."""
+
+    batch_size: int = field(default=16, metadata={"help": "prompts per pass-1 generation batch"})
+    label_tokens: int = field(default=16, metadata={"help": "tokens the model may write to name the domain"})
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.label_tokens < 1:
+            raise DispatchError("the prompt strategies need a batch size and a token budget ≥ 1")
 
 
 class PromptDispatcher(ModelDispatcher):
@@ -19,9 +34,21 @@ class PromptDispatcher(ModelDispatcher):
         self.name = "cls" if self.pass1_expert is not None else "prompt"
 
     @classmethod
-    def from_context(cls, context: DispatchContext, classifier: bool = False) -> PromptDispatcher:
+    def from_context(
+        cls, context: DispatchContext, argument: str | None = None, *, classifier: bool = False
+    ) -> PromptDispatcher:
+        """The prompt strategy's factory: over the context's experts; with `classifier` (cls), the
+        classification expert writes the label."""
+        options: PromptOptions = context.options
         pass1 = context.classifier() if classifier else None
-        return cls(context.loaded, context.switch, context.domain_experts(), pass1, context.batch_size)
+        return cls(
+            context.loaded,
+            context.switch,
+            context.domain_experts(),
+            pass1,
+            options.batch_size,
+            max_new_tokens=options.label_tokens,
+        )
 
     def decide(self, prompts: Sequence[str]) -> list[Decision]:
         started = time.perf_counter()
@@ -35,3 +62,6 @@ class PromptDispatcher(ModelDispatcher):
             details = {"strategy": self.name, "output": output}
             decisions.append(Decision(label, self.experts.get(label), seconds=share, details=details))
         return decisions
+
+
+build_cls = partial(PromptDispatcher.from_context, classifier=True)  # the cls strategy's factory

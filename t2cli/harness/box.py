@@ -262,6 +262,30 @@ def run_check(src, cfg, isolate, readable):
     os._exit(status)
 
 
+def set_limits(resource, cfg, nproc):
+    """rlimits: address space, CPU seconds, file size, open files, no core dumps, processes."""
+    mem = cfg["memory_mb"] * 1024 * 1024
+    cpu = cfg["cpu_s"]
+    for res, lim in (
+        (resource.RLIMIT_AS, (mem, mem)),
+        (resource.RLIMIT_CPU, (cpu, cpu + 1)),
+        (resource.RLIMIT_FSIZE, (cfg["fsize"],) * 2),
+        (resource.RLIMIT_NOFILE, (cfg["nofile"],) * 2),
+        (resource.RLIMIT_CORE, (0, 0)),
+        (resource.RLIMIT_NPROC, (nproc, nproc)),
+    ):
+        resource.setrlimit(res, lim)
+
+
+def drop_privileges(uid, gid):
+    """Become ``uid``/``gid`` with no supplementary groups, for good (a root evaluator only)."""
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+    if os.getresuid() != (uid,) * 3 or os.getresgid() != (gid,) * 3 or os.getgroups():
+        raise OSError("privilege drop did not stick")
+
+
 def main():
     cfg = json.loads(sys.argv[1])
     box = cfg["box"]
@@ -316,23 +340,9 @@ def main():
 
     isolate()
     try:
-        mem = cfg["memory_mb"] * 1024 * 1024
-        cpu = cfg["cpu_s"]
-        for res, lim in (
-            (resource.RLIMIT_AS, (mem, mem)),
-            (resource.RLIMIT_CPU, (cpu, cpu + 1)),
-            (resource.RLIMIT_FSIZE, (cfg["fsize"],) * 2),
-            (resource.RLIMIT_NOFILE, (cfg["nofile"],) * 2),
-            (resource.RLIMIT_CORE, (0, 0)),
-            (resource.RLIMIT_NPROC, (nproc, nproc)),
-        ):
-            resource.setrlimit(res, lim)
+        set_limits(resource, cfg, nproc)
         if root:
-            os.setgroups([])
-            os.setresgid(gid, gid, gid)
-            os.setresuid(uid, uid, uid)
-            if os.getresuid() != (uid,) * 3 or os.getresgid() != (gid,) * 3 or os.getgroups():
-                raise OSError("privilege drop did not stick")
+            drop_privileges(uid, gid)
         libc.prctl(L(PR_SET_PDEATHSIG), L(9))  # = SIGKILL (the uid change above reset it)
         if check and libc.prctl(L(PR_SET_DUMPABLE), L(0), L(0), L(0), L(0)) != 0:
             raise OSError("cannot make the checker undumpable")

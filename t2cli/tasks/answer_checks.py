@@ -1,9 +1,10 @@
 """Named answer checks for tasks from data files: ``exact``, ``number``, ``choice``, ``contains``,
 ``regex:PATTERN`` and ``python-tests``.
 
-Each is assembled from the extractors and checkers in `t2cli.checkers` that the built-in tasks use
-(``number`` is GSM8K's, ``choice`` ARC's, ``python-tests`` MBPP's sandboxed asserts), so a task
-from a data file is rewarded in training and scored in evaluation by the same functions.
+Each is assembled from the extractors, checkers and instructions in `t2cli.checkers` that the
+built-in tasks use (``number`` is GSM8K's, ``choice`` ARC's, ``python-tests`` MBPP's sandboxed
+asserts), so a task from a data file is rewarded in training and scored in evaluation by the same
+functions.
 
 A check says how to read the reference answer of a row (``prepare``: a row whose answer cannot be
 read is malformed and skipped), what to append to the prompt so the model answers in a readable
@@ -14,78 +15,40 @@ reference answer looks like (the SFT target when no full solution is given).
 from __future__ import annotations
 
 import ast
-import builtins
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from t2cli.checkers import (
+    CHOICE_INSTRUCTION,
+    DIGIT_LABELS,
+    LETTER_LABELS,
+    NUMBER_INSTRUCTION,
+    TEXT_INSTRUCTION,
     CheckProgram,
     check_program,
     choice_correct,
-    drop_example_usage,
+    contains_text,
+    entry_point_of,
+    example_test_instruction,
     extract_choice,
-    extract_code,
+    extract_final_text,
     extract_hash_answer,
     extract_last_number,
+    extract_solution,
+    fenced,
+    normalize_text,
     numbers_equal,
     parse_number,
+    stated_choice,
+    stated_number,
+    stated_text,
+    texts_equal,
 )
 from t2cli.tasks.base import TaskSpecError
-from t2cli.tasks.gsm8k import INSTRUCTION as NUMBER_INSTRUCTION
-from t2cli.tasks.mbpp import CODE_INSTRUCTION, fenced
 
 CHECK_NAMES = ("exact", "number", "choice", "contains", "regex:PATTERN", "python-tests")
-CHOICE_LABELS = ("A", "B", "C", "D", "E", "F", "G", "H")
-TEXT_INSTRUCTION = 'End with "The answer is: X" where X is your final answer.'
-CHOICE_INSTRUCTION = 'Think step by step, then end with "The answer is (X)" where X is the letter of your choice.'
-
-_ANSWER_IS = re.compile(r"answer is\s*:?\s*(.+)", re.IGNORECASE)
-
-
-def normalize_text(text: str | None) -> str:
-    """Lower case, single spaces, no surrounding quotes, markdown emphasis or final punctuation.
-
-    >>> normalize_text('  **"Paris".** '), normalize_text("New   York")
-    ('paris', 'new york')
-    """
-    s = re.sub(r"\s+", " ", str(text or "")).strip().lower()
-    previous = None
-    while previous != s:
-        previous = s
-        s = s.strip(" *_`'\"").rstrip(".!;,").strip()
-    return s
-
-
-def extract_final_text(output: str) -> str | None:
-    """The text after the last "answer is" (to the end of its line), else the last non-empty line.
-
-    >>> extract_final_text("Paris is big.\\nThe answer is: Paris."), extract_final_text("I think\\nRome")
-    ('Paris.', 'Rome')
-    """
-    lines = [line.strip() for line in (output or "").splitlines() if line.strip()]
-    for line in reversed(lines):
-        matches = list(_ANSWER_IS.finditer(line))
-        if matches:
-            return matches[-1].group(1).strip() or None
-    return lines[-1] if lines else None
-
-
-def entry_point_of(tests: str) -> str | None:
-    """The first function the tests call that is not a builtin (the function to write), or None.
-
-    >>> entry_point_of("assert add(1, 2) == 3\\nassert abs(add(-1, 0)) == 1")
-    'add'
-    """
-    try:
-        tree = ast.parse(tests)
-    except SyntaxError:
-        return None
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not hasattr(builtins, node.func.id):
-            return node.func.id
-    return None
 
 
 @dataclass(frozen=True)
@@ -121,25 +84,19 @@ def _exact() -> AnswerCheck:
         max_new_tokens=256,
         prepare=lambda value, row: {"answer": _text(value)},
         extractor=lambda output, example=None: extract_final_text(output),
-        is_correct=lambda answer, example: (
-            answer is not None and normalize_text(answer) == normalize_text(example["answer"])
-        ),
-        reference=lambda example: f"The answer is: {example['answer']}",
+        is_correct=lambda answer, example: texts_equal(answer, example["answer"]),
+        reference=lambda example: stated_text(example["answer"]),
     )
 
 
 def _contains() -> AnswerCheck:
-    def is_correct(answer: str | None, example: Mapping[str, Any]) -> bool:
-        want = re.escape(normalize_text(example["answer"]))
-        return answer is not None and re.search(rf"(?<!\w){want}(?!\w)", normalize_text(answer)) is not None
-
     return AnswerCheck(
         name="contains",
         instruction="",
         max_new_tokens=256,
         prepare=lambda value, row: {"answer": _text(value)},
         extractor=lambda output, example=None: output.strip() or None,
-        is_correct=is_correct,
+        is_correct=lambda answer, example: contains_text(answer, example["answer"]),
         reference=lambda example: str(example["answer"]),
     )
 
@@ -160,9 +117,7 @@ def _regex(pattern: str) -> AnswerCheck:
         max_new_tokens=256,
         prepare=lambda value, row: {"answer": _text(value)},
         extractor=extract,
-        is_correct=lambda answer, example: (
-            answer is not None and normalize_text(answer) == normalize_text(example["answer"])
-        ),
+        is_correct=lambda answer, example: texts_equal(answer, example["answer"]),
         reference=lambda example: str(example["answer"]),
     )
 
@@ -188,7 +143,7 @@ def _number() -> AnswerCheck:
         prepare=_number_answer,
         extractor=lambda output, example=None: extract_last_number(output),
         is_correct=lambda answer, example: numbers_equal(answer, example["answer"]),
-        reference=lambda example: f"The answer is {example['answer']}.",
+        reference=lambda example: stated_number(example["answer"]),
     )
 
 
@@ -200,14 +155,14 @@ def choice_options(value: Any) -> tuple[list[str], list[str]]:
     ``{"label": [...], "text": [...]}``."""
     if isinstance(value, Mapping) and "text" in value:
         texts = [str(t).strip() for t in value["text"]]
-        labels = [str(label).strip() for label in value.get("label", CHOICE_LABELS[: len(texts)])]
+        labels = [str(label).strip() for label in value.get("label", LETTER_LABELS[: len(texts)])]
     elif isinstance(value, Sequence) and not isinstance(value, str):
         texts = [str(t).strip() for t in value]
-        labels = list(CHOICE_LABELS[: len(texts)])
+        labels = list(LETTER_LABELS[: len(texts)])
     else:
         raise ValueError("choices must be a list of option texts or {'label': [...], 'text': [...]}")
-    if len(texts) < 2 or len(texts) > len(CHOICE_LABELS) and "label" not in value:
-        raise ValueError(f"choices must hold 2 to {len(CHOICE_LABELS)} options")
+    if len(texts) < 2 or len(texts) > len(LETTER_LABELS) and "label" not in value:
+        raise ValueError(f"choices must hold 2 to {len(LETTER_LABELS)} options")
     if len(labels) != len(texts) or len(set(labels)) != len(labels):
         raise ValueError("choices must pair distinct labels with texts")
     return labels, texts
@@ -226,9 +181,9 @@ def _choice_answer(value: Any, row: Mapping[str, Any], choices_field: str | None
             raise ValueError(f"the answer {text!r} is neither a label ({', '.join(labels)}) nor an option's text")
         return {"answer": answer, "labels": labels, "options": options}
     label = text.strip("() ").upper()
-    if label not in CHOICE_LABELS and not label.isdigit():
+    if label not in LETTER_LABELS and not label.isdigit():
         raise ValueError(f"the answer {text!r} is not an option label (A, B, …): give a choices field for texts")
-    return {"answer": label, "labels": list(CHOICE_LABELS) if not label.isdigit() else list("123456789")}
+    return {"answer": label, "labels": list(LETTER_LABELS) if not label.isdigit() else list(DIGIT_LABELS)}
 
 
 def _choice(choices_field: str | None) -> AnswerCheck:
@@ -241,13 +196,8 @@ def _choice(choices_field: str | None) -> AnswerCheck:
             extract_choice(output, example["labels"]) if example else extract_choice(output)
         ),
         is_correct=lambda answer, example: choice_correct(answer, example["answer"], example["labels"]),
-        reference=lambda example: f"The answer is ({example['answer']}).",
+        reference=lambda example: stated_choice(example["answer"]),
     )
-
-
-def options_text(example: Mapping[str, Any]) -> str:
-    """ARC's option lines: "(A) text" per option."""
-    return "\n".join(f"({label}) {text}" for label, text in zip(example["labels"], example["options"]))
 
 
 # -- python-tests (MBPP's) ------------------------------------------------------------------
@@ -285,12 +235,11 @@ def _python_tests() -> AnswerCheck:
 
     return AnswerCheck(
         name="python-tests",
-        instruction=f"Your code should pass this test:\n{{example_test}}\n{CODE_INSTRUCTION}",
+        instruction=example_test_instruction("{example_test}"),  # formatted with the row's fields
         max_new_tokens=320,
         prepare=_tests_answer,
-        extractor=lambda output, example=None: drop_example_usage(
-            extract_code(output, example.get("entry_point") if example else None),
-            example.get("entry_point") if example else None,
+        extractor=lambda output, example=None: extract_solution(
+            output, example.get("entry_point") if example else None
         ),
         test_program=_tests_program,
         reference=reference,

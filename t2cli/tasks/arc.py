@@ -11,19 +11,9 @@ random_letter_credit=True)``.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 
-from t2cli.checkers import choice_correct, extract_choice
-from t2cli.tasks.base import (
-    HubSource,
-    Rows,
-    SplitSource,
-    Task,
-    all_rows,
-    even_rows,
-    odd_rows,
-    require_str,
-)
+from t2cli.checkers.choices import choice_correct, choice_instruction, extract_choice, option_lines, stated_choice
+from t2cli.tasks.base import HubSource, SplitSource, Task, paper_splits, require_str
 from t2cli.tasks.example import Example
 
 _FIELDS = '"id", "question", "choices" {"text": [...], "label": [...]} and "answerKey"'
@@ -49,19 +39,16 @@ def _example(row: dict, fallback_id: str) -> Example:
 
 def _prompt(example: dict) -> str:
     labels = example["labels"]
-    options = "\n".join(f"({label}) {text}" for label, text in zip(labels, example["options"]))
     which = ", ".join(labels[:-1]) + f" or {labels[-1]}"
-    return (
-        f'{example["question"]}\n{options}\nThink step by step, then end with "The answer is (X)" where X is {which}.'
-    )
+    return f"{example['question']}\n{option_lines(labels, example['options'])}\n{choice_instruction(which)}"
 
 
 def _reference(example: dict) -> str:
     text = example["options"][example["labels"].index(example["answer"])]
-    # The option's text first, then its label: the 135M model knows ARC answers by their text (cloze
-    # scoring, ../shared/FACTS.md) far better than by letter, and copying the label of a text it has
-    # just written is easy for it.
-    return f'The correct option is "{text}". The answer is ({example["answer"]}).'
+    # The option's text first, then its label: the 135M model knows ARC answers by their text (as
+    # cloze scoring shows) far better than by letter, and copying the label of a text it has just
+    # written is easy for it.
+    return f'The correct option is "{text}". {stated_choice(example["answer"])}'
 
 
 def make_arc_task(
@@ -77,9 +64,6 @@ def make_arc_task(
     """An ARC task. ``random_letter_credit`` reproduces the reference code: an answer with no
     readable label gets a label drawn from ``random.Random(f"{credit_seed}:{example id}")``."""
 
-    def source(file: str, hub_split: str, select: Callable[[Rows], Rows] = all_rows) -> SplitSource:
-        return SplitSource(f"{folder}/{file}", select, HubSource("allenai/ai2_arc", hub_config, hub_split), _FIELDS)
-
     def is_correct(answer: str | None, example: dict) -> bool:
         rng = random.Random(f"{credit_seed}:{example['id']}")
         return choice_correct(
@@ -91,10 +75,10 @@ def make_arc_task(
         domain="reasoning",
         description=description,
         sources={
-            "train": source("train.jsonl", "train", even_rows),
-            "validation": source("train.jsonl", "train", odd_rows),
-            "test": source("test.jsonl", "test"),
-            "dev": source("validation.jsonl", "validation"),
+            **paper_splits(folder, "allenai/ai2_arc", hub_config, _FIELDS),
+            "dev": SplitSource(
+                f"{folder}/validation.jsonl", hub=HubSource("allenai/ai2_arc", hub_config, "validation"), fields=_FIELDS
+            ),
         },
         to_example=_example,
         prompt=_prompt,

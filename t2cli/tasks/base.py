@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from t2cli.checkers import CheckProgram, run_check_programs
+from t2cli.checkers.code import CheckProgram, run_check_programs
 from t2cli.errors import T2Error
 from t2cli.tasks.example import Example
 
@@ -101,6 +101,21 @@ class SplitSource:
     select: Callable[[Rows], Rows] = all_rows
     hub: HubSource | None = None
     fields: str = ""  # the fields a row needs, named in the "missing split" message
+
+
+def paper_splits(folder: str, hub_path: str, hub_name: str | None, fields: str) -> dict[str, SplitSource]:
+    """The paper's splits of a benchmark with a train file and a test file: train = even rows of
+    ``FOLDER/train.jsonl``, validation = its odd rows, test = ``FOLDER/test.jsonl``; each with the
+    matching split of the Hub dataset ``hub_path`` (config ``hub_name``)."""
+
+    def source(file: str, hub_split: str, select: Callable[[Rows], Rows]) -> SplitSource:
+        return SplitSource(f"{folder}/{file}", select, HubSource(hub_path, hub_name, hub_split), fields)
+
+    return {
+        "train": source("train.jsonl", "train", even_rows),
+        "validation": source("train.jsonl", "train", odd_rows),
+        "test": source("test.jsonl", "test", all_rows),
+    }
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from t2cli.checkers import extract_boxed
+from t2cli.checkers.latex import extract_boxed
 from t2cli.defaults import CLASSIFICATION, OTHER
 from t2cli.tasks.arc import ARC_EASY
 from t2cli.tasks.base import Task, TaskData

@@ -36,8 +36,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from t2cli.checkers.choices import option_lines
 from t2cli.files import atomic_write_text
-from t2cli.tasks.answer_checks import AnswerCheck, answer_check, options_text
+from t2cli.tasks.answer_checks import AnswerCheck, answer_check
 from t2cli.tasks.base import (
     MALFORMED,
     HubSource,
@@ -322,7 +323,7 @@ def build_task(spec: DataTaskSpec) -> Task:
                 raise ValueError(f"field {spec.prompt_field!r} must be a non-empty string")
             prompt = prompt.strip()
             if "options" in fields:
-                prompt += "\n" + options_text(fields)
+                prompt += "\n" + option_lines(fields["labels"], fields["options"])
             if instruction:
                 prompt += "\n\n" + instruction.format(**fields)
         if spec.target_field:

@@ -7,22 +7,17 @@ Correct when the last number of the output equals the number after ``####`` in t
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
-from t2cli.checkers import extract_hash_answer, extract_last_number, numbers_equal
-from t2cli.tasks.base import (
-    HubSource,
-    Rows,
-    SplitSource,
-    Task,
-    all_rows,
-    even_rows,
-    odd_rows,
-    require_str,
+from t2cli.checkers.numbers import (
+    NUMBER_INSTRUCTION,
+    extract_hash_answer,
+    extract_last_number,
+    numbers_equal,
+    stated_number,
 )
+from t2cli.tasks.base import Task, paper_splits, require_str
 from t2cli.tasks.example import Example
 
-INSTRUCTION = 'Solve the problem step by step. End with "The answer is N." where N is the final number.'
 _FIELDS = '"question" and "answer" (a solution ending in "#### <number>")'
 
 
@@ -35,27 +30,19 @@ def _example(row: dict, fallback_id: str) -> Example:
 
 
 def _prompt(example: dict) -> str:
-    return f"{example['question']}\n\n{INSTRUCTION}"
+    return f"{example['question']}\n\n{NUMBER_INSTRUCTION}"
 
 
 def _reference(example: dict) -> str:
     steps = re.sub(r"<<[^>]*>>", "", example["solution"].rsplit("####", 1)[0]).strip()
-    return f"{steps}\nThe answer is {example['answer']}."
-
-
-def _source(file: str, hub_split: str, select: Callable[[Rows], Rows] = all_rows) -> SplitSource:
-    return SplitSource(file, select, HubSource("openai/gsm8k", "main", hub_split), _FIELDS)
+    return f"{steps}\n{stated_number(example['answer'])}"
 
 
 GSM8K = Task(
     name="gsm8k",
     domain="math",
     description="GSM8K grade-school math word problems; answer = the last number of the output.",
-    sources={
-        "train": _source("gsm8k/train.jsonl", "train", even_rows),
-        "validation": _source("gsm8k/train.jsonl", "train", odd_rows),
-        "test": _source("gsm8k/test.jsonl", "test"),
-    },
+    sources=paper_splits("gsm8k", "openai/gsm8k", "main", _FIELDS),
     to_example=_example,
     prompt=_prompt,
     extractor=lambda output, example=None: extract_last_number(output),

@@ -7,18 +7,16 @@ it. Correct = the hidden ``check(entry_point)`` passes.
 
 from __future__ import annotations
 
-from t2cli.checkers import (
+from t2cli.checkers.code import (
+    FUNCTION_INSTRUCTION,
     CheckProgram,
     as_function_body,
     check_program,
     defines_function,
-    drop_example_usage,
-    extract_code,
+    extract_solution,
 )
 from t2cli.tasks.base import HubSource, SplitSource, Task, require_str
 from t2cli.tasks.example import Example
-
-INSTRUCTION = "Write the complete function in a single ```python code block."
 
 
 def _example(row: dict, fallback_id: str) -> Example:
@@ -32,12 +30,7 @@ def _example(row: dict, fallback_id: str) -> Example:
 
 
 def _prompt(example: dict) -> str:
-    return f"Complete this Python function.\n```python\n{example['prompt'].strip()}\n```\n{INSTRUCTION}"
-
-
-def _extract(output: str, example: dict | None) -> str | None:
-    entry = example["entry_point"] if example else None
-    return drop_example_usage(extract_code(output, entry), entry)
+    return f"Complete this Python function.\n```python\n{example['prompt'].strip()}\n```\n{FUNCTION_INSTRUCTION}"
 
 
 def solution_program(solution: str, example: dict) -> str:
@@ -70,7 +63,7 @@ HUMANEVAL = Task(
     },
     to_example=_example,
     prompt=_prompt,
-    extractor=_extract,
+    extractor=lambda output, example=None: extract_solution(output, example["entry_point"] if example else None),
     test_program=_program,
     reference=lambda example: f"```python\n{example['prompt']}{example['canonical_solution']}```",
     max_new_tokens=320,  # one function; CPU budget

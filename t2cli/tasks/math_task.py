@@ -8,11 +8,10 @@ outside MATH-500 (this is not the paper's full test set). Split "math500" = MATH
 
 from __future__ import annotations
 
-from t2cli.checkers import extract_boxed, math_equal
+from t2cli.checkers.latex import BOXED_INSTRUCTION, extract_boxed, math_equal
 from t2cli.tasks.base import HubSource, SplitSource, Task, require_str
 from t2cli.tasks.example import Example
 
-INSTRUCTION = "Solve the problem step by step and put the final answer in \\boxed{}."
 _FIELDS = '"problem" and "answer" (or a "solution" ending in \\boxed{...})'
 
 
@@ -57,7 +56,7 @@ MATH = Task(
         ),
     },
     to_example=_example,
-    prompt=lambda example: f"{example['problem']}\n\n{INSTRUCTION}",
+    prompt=lambda example: f"{example['problem']}\n\n{BOXED_INSTRUCTION}",
     extractor=lambda output, example=None: extract_boxed(output),
     is_correct=lambda answer, example: math_equal(answer, example["answer"]),
     reference=_reference,

@@ -17,25 +17,19 @@ from __future__ import annotations
 import json
 import re
 
-from t2cli.checkers import CheckProgram, check_program, drop_example_usage, extract_code
+from t2cli.checkers.code import CheckProgram, check_program, example_test_instruction, extract_solution, fenced
 from t2cli.tasks.base import HubSource, SplitSource, Task, require_str, shuffled_slice
 from t2cli.tasks.example import Example
 
-CODE_INSTRUCTION = "Write the Python function in a single ```python code block."
 MBPP_PLUS_SPLIT_SEED = 16  # the paper's split of the first 300 MBPP+ problems (Python `random`)
 
 
 def code_prompt(text: str, example_test: str) -> str:
-    return f"{text.strip()}\nYour code should pass this test:\n{example_test.strip()}\n{CODE_INSTRUCTION}"
-
-
-def fenced(code: str) -> str:
-    return f"```python\n{code.strip()}\n```"
+    return f"{text.strip()}\n{example_test_instruction(example_test.strip())}"
 
 
 def _extract(output: str, example: dict | None) -> str | None:
-    entry = example["entry_point"] if example else None
-    return drop_example_usage(extract_code(output, entry), entry)
+    return extract_solution(output, example["entry_point"] if example else None)
 
 
 # ------------------------------------------------------------------------------------------

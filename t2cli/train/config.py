@@ -16,10 +16,11 @@ from pathlib import Path
 
 from t2cli.defaults import DEFAULT_MODEL
 from t2cli.errors import T2Error
+from t2cli.placement import MODEL_DTYPES as DTYPES  # the --dtype choices, read from here by the CLI
+from t2cli.placement import unknown_dtype
 
 OBJECTIVES = ("rl", "sft", "sft+rl")
 METHODS = ("svf", "lora")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Per-method defaults of --objective, --lr and --grad-clip. SVF: the paper's (one scale per singular value). LoRA:
 # 2e-4, the common rate for rank 16 (the PEFT/QLoRA examples; the paper does not state its LoRA rate),
 # and a clip of 1.0 (the Hugging Face Trainer's max_grad_norm).
@@ -157,7 +158,7 @@ class TrainConfig:
 
         need(bool(self.task), "task must be given")
         need(self.method in METHODS, f"method must be one of {', '.join(METHODS)}, not {self.method!r}")
-        need(self.dtype in DTYPES, f"dtype must be one of {', '.join(DTYPES)}, not {self.dtype!r}")
+        need(self.dtype in DTYPES, unknown_dtype("dtype", self.dtype, DTYPES))
         need(self.objective in OBJECTIVES, f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
         need(bool(self.targets), "targets must not be empty (e.g. mlp)")
         need(math.isfinite(self.kl) and self.kl >= 0, "kl must be ≥ 0")
@@ -224,9 +225,6 @@ class TrainConfig:
         if self.objective == "sft+rl":
             return "sft" if iteration < (self.sft_iters or 0) else "rl"
         return self.objective
-
-    def samples_per_prompt(self, iteration: int) -> int:
-        return self.rollouts_per_prompt if self.objective_at(iteration) == "rl" else 1
 
     # ------------------------------------------------------------------ (de)serialisation
 

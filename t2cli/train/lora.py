@@ -113,7 +113,7 @@ class LoraMethod:
     def base_state(self) -> State:
         return self._initial
 
-    def save(self, best: State, provenance: dict) -> Path:
+    def save(self, best: State, recipe: dict) -> Path:
         with torch.no_grad():
             for name, param in self.parameters.items():
                 param.copy_(best[name])
@@ -132,7 +132,7 @@ class LoraMethod:
                 "target_modules": self.target_modules,
             },
             "trainable_parameters": self.num_parameters,
-        } | provenance
+        } | recipe  # the recipe's fields beside the adapter's own, as an expert's provenance holds them
         return save_adapter(self.peft_model, self.config.run_dir / ADAPTER_DIR, meta, overwrite=self.config.overwrite)
 
     def close(self) -> None:

@@ -9,7 +9,8 @@ A method answers four questions for the loop:
   how the loss sees it     `loss_model()`: a `Forward` whose gradients reach `parameters`, and whose
                            `base=True` is the base model with a zero delta (the KL reference)
   how the best is kept     `snapshot()` / `base_state()` (what "best" holds: z, or A and B) and
-                           `save(best, provenance)`, which writes it where users find it
+                           `save(best, recipe)`, which writes it where users find it, with the
+                           recipe that made it (`t2cli.provenance.training_recipe`)
 `close()` gives the model back exactly as it was loaded.
 """
 
@@ -49,8 +50,9 @@ class Method(Protocol):
         """The state that leaves the model unchanged (the "best" before any iteration beats it)."""
         ...
 
-    def save(self, best: State, provenance: dict) -> Path:
-        """Write the best state (registered expert, or adapter directory); return where it is."""
+    def save(self, best: State, recipe: dict) -> Path:
+        """Write the best state (registered expert, or adapter directory) with the recipe that made
+        it; return where it is."""
         ...
 
     def close(self) -> None:

@@ -1,4 +1,4 @@
-"""The RL objective (Transformer², §2): REINFORCE on the task's reward, plus an optional KL penalty.
+"""The RL objective (the Transformer² paper): REINFORCE on the task's reward, plus an optional KL penalty.
 
 rollouts with the current weights (dense: generation at the base model's speed) → the task's
 reward (the same checker as evaluation) → advantage (the raw ±1 reward for one greedy rollout,

@@ -129,7 +129,7 @@ class SVFMethod:
             module: torch.full((rank,), uniform, device=self.loaded.device) for module, rank in self.store.ranks.items()
         }
 
-    def save(self, best: State, provenance: dict) -> Path:
+    def save(self, best: State, recipe: dict) -> Path:
         loaded, config = self.loaded, self.config
         self.expert = ExpertVector(
             z={k: v.detach().cpu() for k, v in best.items()},
@@ -139,7 +139,7 @@ class SVFMethod:
             targets=list(self.store.targets),
             domain=self.domain,
             parameterisation={"kind": "sigmoid", "max_multiplier": config.max_multiplier},
-            provenance=provenance,
+            provenance=recipe,
         )
         return self.registry.add(self.expert, overwrite=config.overwrite).path
 

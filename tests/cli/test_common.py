@@ -26,3 +26,17 @@ def test_progress_without_a_terminal_writes_a_line_per_step(monkeypatch):
         update(0, None, "a")
         update(0, None, "b")
     assert log.getvalue().splitlines()[-1].endswith("eval 0/? b")
+
+
+def test_a_resumed_runs_progress_line_shows_its_best_so_far_not_the_base() -> None:
+    from t2cli.cli.train import EventRenderer
+
+    labels = []
+    renderer = EventRenderer(lambda done, total, label: labels.append((done, label)), total=120)
+    start = {"event": "start", "start_iter": 11, "base_accuracy": 0.22, "best_accuracy": 0.26, "best_iteration": 10}
+    renderer(start)
+    assert renderer.best == 0.26
+    assert labels[-1] == (11, "base val 22.0% · resumed, best 26.0% at iteration 10")
+    fresh = EventRenderer(lambda *args: None, total=120)
+    fresh({**start, "start_iter": 0, "best_accuracy": 0.22, "best_iteration": 0})
+    assert fresh.best == 0.22

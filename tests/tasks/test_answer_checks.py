@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
-from t2cli.tasks.answer_checks import answer_check, entry_point_of, extract_final_text, normalize_text
+from t2cli.tasks import answer_checks
+from t2cli.tasks.answer_checks import answer_check
 from t2cli.tasks.base import TaskSpecError
 from t2cli.tasks.example import Example
 
@@ -73,7 +77,7 @@ def test_python_tests_run_in_the_sandbox_and_need_a_target_for_sft() -> None:
     fields = check.prepare(["assert add(1, 2) == 3", "assert add(-1, 1) == 0"], {})
     assert fields["entry_point"] == "add" and fields["example_test"] == "assert add(1, 2) == 3"
     example = Example("x", **fields)
-    from t2cli.checkers import run_check_programs
+    from t2cli.checkers.code import run_check_programs
 
     good = "```python\ndef add(a, b):\n    return a + b\n```"
     bad = "```python\ndef add(a, b):\n    return a - b\n```"
@@ -93,7 +97,7 @@ def test_unknown_checkers_and_bad_patterns_are_named() -> None:
         answer_check("regex:")
 
 
-def test_helpers() -> None:
-    assert normalize_text(' "The  Answer." ') == "the answer"
-    assert extract_final_text("") is None and extract_final_text("a\nThe answer is: b") == "b"
-    assert entry_point_of("assert math.isclose(area(2), 4)") == "area" and entry_point_of("x ==") is None
+def test_checks_are_built_from_the_checkers_not_from_the_benchmarks() -> None:
+    tree = ast.parse(Path(answer_checks.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert {module for module in imported if module.startswith("t2cli.")} == {"t2cli.checkers", "t2cli.tasks.base"}

@@ -47,9 +47,9 @@ def run_case(name: str, out: Path) -> dict:
     if config.method == "lora":
         from safetensors.torch import load_file
 
-        best = load_file(str(result.adapter_path / "adapter_model.safetensors"))
+        best = load_file(str(result.path / "adapter_model.safetensors"))
         return {"final": result.final_state, "best": best, "metrics": untimed(result.metrics)}
-    return {"final": result.final_z, "best": dict(result.expert.z), "metrics": untimed(result.metrics)}
+    return {"final": result.final_state, "best": dict(result.expert.z), "metrics": untimed(result.metrics)}
 
 
 def update_size(run: dict) -> float:

@@ -51,8 +51,8 @@ def test_resume_continues_exactly(tokenizer, tmp_path, k):
         resume=True,
     )
 
-    for name, z in whole.final_z.items():
-        assert torch.equal(resumed.final_z[name], z), name  # bit-exact
+    for name, z in whole.final_state.items():
+        assert torch.equal(resumed.final_state[name], z), name  # bit-exact
     for name, z in whole.expert.z.items():
         assert torch.equal(resumed.expert.z[name], z)
     logged = read_metrics(tmp_path / "parts" / "metrics.jsonl")
@@ -172,6 +172,6 @@ def test_a_run_committed_to_git_resumes_exactly_in_a_fresh_clone(tokenizer, tmp_
         registry=Registry(write_root=tmp_path / "registry2"),
         resume=True,
     )
-    for name, z in whole.final_z.items():
-        assert torch.equal(resumed.final_z[name], z), name
+    for name, z in whole.final_state.items():
+        assert torch.equal(resumed.final_state[name], z), name
     assert [m["iter"] for m in read_metrics(clone / "runs" / "math" / "metrics.jsonl")] == [1, 2, 3, 4]

@@ -38,7 +38,7 @@ def test_two_processes_match_one(llama, tmp_path, isolated_home):
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     saved = torch.load(tmp_path / "two" / "result.pt", weights_only=True)
-    two = saved["final_z"]
+    two = saved["final_state"]
 
     # the worker's model is conftest's tiny_llama(seed=0), i.e. this `llama` fixture
     result = train(
@@ -47,7 +47,7 @@ def test_two_processes_match_one(llama, tmp_path, isolated_home):
         task=toy_task(),
         registry=Registry(write_root=tmp_path / "one" / "registry"),
     )
-    one = result.final_z
+    one = result.final_state
     assert set(one) == set(two)
     difference = max(float((one[name] - two[name]).abs().max()) for name in one)
     assert difference <= 1e-5, difference

@@ -57,8 +57,8 @@ def test_a_run_stopped_in_its_first_iteration_resumes_from_the_early_checkpoint(
     events = []
     resumed = run(config, tiny_llama(tokenizer), tmp_path, resume=True, on_event=events.append)
     assert not [e for e in events if e["event"] == "phase" and e["iter"] == 0]  # the base is not validated again
-    for name, z in whole.final_z.items():
-        assert torch.equal(resumed.final_z[name], z), name
+    for name, z in whole.final_state.items():
+        assert torch.equal(resumed.final_state[name], z), name
 
 
 def test_checkpoints_by_time_as_well_as_by_iteration(llama, tmp_path):
@@ -131,8 +131,8 @@ def test_micro_batches_and_activation_checkpointing_keep_the_gradient(tokenizer,
     other = run(toy_config(tmp_path / "other", name="other", **changed), tiny_llama(tokenizer), tmp_path)
     for key in ("loss", "grad_norm"):
         assert other.metrics[0][key] == pytest.approx(one.metrics[0][key], rel=1e-5), key
-    for name, z in one.final_z.items():
-        assert torch.allclose(other.final_z[name], z, atol=1e-6), name
+    for name, z in one.final_state.items():
+        assert torch.allclose(other.final_state[name], z, atol=1e-6), name
 
 
 def test_activation_checkpointing_recomputes_the_layers(llama):
@@ -165,8 +165,8 @@ def test_bfloat16_model_trains_with_float32_state(tokenizer, tmp_path):
         toy_config(tmp_path / "run", objective="sft", iters=1, eval_every=1), loaded, tmp_path, on_event=events.append
     )
     start = torch.sigmoid(torch.tensor(0.1))
-    assert all(z.dtype == torch.float32 for z in result.final_z.values())
-    assert max(float((z - start).abs().max()) for z in result.final_z.values()) > 1e-3  # p moved
+    assert all(z.dtype == torch.float32 for z in result.final_state.values())
+    assert max(float((z - start).abs().max()) for z in result.final_state.values()) > 1e-3  # p moved
     assert torch.isfinite(torch.tensor(result.metrics[0]["loss"]))
     saved = torch.load(tmp_path / "run" / CHECKPOINT_FILE, weights_only=True)
     assert all(t.dtype == torch.float32 for t in saved["parameters"].values())
@@ -223,3 +223,22 @@ def test_each_iterations_progress_line_has_its_time_and_the_eta():
     event = {"event": "eta", "iter": 3, "seconds_per_iter": 412.0, "seconds_per_validation": 300.0}
     renderer(event | {"remaining_s": 117 * 412.0 + 12 * 300.0})
     assert lines == [(3, "reward +0.25 · 412.0 s/it · ETA 14 h 23 min")]
+
+
+def test_train_step_on_an_open_run_is_the_loops_first_iteration(tokenizer, tmp_path):
+    """The phases the benchmarks call: `open_run` then one `train_step` give the same z and metrics
+    as the first iteration of `train`."""
+    from t2cli.train.loop import open_run, train_step
+
+    whole = run(toy_config(tmp_path / "whole", name="whole", iters=1, eval_every=1), tiny_llama(tokenizer), tmp_path)
+    config = toy_config(tmp_path / "step", name="step", iters=1, eval_every=1)
+    registry = Registry(write_root=tmp_path / "registry")
+    with open_run(config, toy_task(), registry, loaded=tiny_llama(tokenizer)) as opened:
+        line = train_step(opened, 0)
+        stepped = opened.method.snapshot()
+    for name, z in whole.final_state.items():
+        assert torch.equal(stepped[name], z), name
+    untimed = ("time/iter", "time/rollout", "time/val", "val/accuracy")
+    assert {k: v for k, v in line.items() if k not in untimed} == {
+        k: v for k, v in whole.metrics[0].items() if k not in untimed
+    }

@@ -75,7 +75,7 @@ def test_lora_is_over_50x_svf_on_smollm2_shapes():
         model = AutoModelForCausalLM.from_config(config)
     svf = svf_parameter_count(model, ["mlp"])
     lora = lora_parameter_count(model, ["mlp"])
-    assert svf == 30 * 3 * 576 == 51_840  # SPEC §1
+    assert svf == 30 * 3 * 576 == 51_840  # one scale per singular value: min(576, 1536) per matrix
     assert lora == 30 * 3 * 16 * (576 + 1536) == 3_041_280
     assert lora >= 50 * svf
 
@@ -92,10 +92,10 @@ def test_one_iteration_moves_the_adapter_and_saves_it(tiny_model, tmp_path):
     assert moved  # B starts at 0: one Adam step makes it non-zero
     assert torch.equal(logits(llama), before)  # loaded.model is the base model again
     assert not any(p.requires_grad for p in llama.model.parameters())
-    meta = json.loads((result.adapter_path / META_FILE).read_text())
+    meta = json.loads((result.path / META_FILE).read_text())
     assert meta["base_fingerprint"] == llama.fingerprint and meta["objective"] == "sft"
     assert meta["trainable_parameters"] == lora_parameter_count(llama.model, ["mlp"])
-    assert (result.adapter_path / "adapter_model.safetensors").is_file()
+    assert (result.path / "adapter_model.safetensors").is_file()
     with pytest.raises(TrainError, match="already holds"):
         train_lora(toy_config(tmp_path / "run", method="lora", iters=1), loaded=llama, task=toy_task())
 

@@ -124,7 +124,7 @@ def test_rl_run_moves_p_and_registers_a_valid_expert(llama, tmp_path):
     )
     store = decompose(llama, ["mlp"])
     z0 = z_of(initial_p(store), 1.0)
-    moved = max(float((result.final_z[n] - z0[n]).abs().max()) for n in z0)
+    moved = max(float((result.final_state[n] - z0[n]).abs().max()) for n in z0)
     assert moved > 1e-4  # p moved (lr 0.05 with Adam: each p moves ~lr per step)
 
     lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
@@ -134,15 +134,15 @@ def test_rl_run_moves_p_and_registers_a_valid_expert(llama, tmp_path):
     assert all(torch.isfinite(torch.tensor(m["loss"])) for m in lines)
     assert lines[1]["lr"] < lines[0]["lr"]  # cosine decay
 
-    expert = ExpertVector.load(result.expert_path)
+    expert = ExpertVector.load(result.path)
     expert.validate_for(store.ranks, llama.name, llama.fingerprint)
     assert expert.name == "toy" and expert.provenance["task"] == "toy" and expert.provenance["objective"] == "rl"
     assert expert.provenance["hyperparameters"]["lr"] == 0.05
     metrics = expert.provenance["metrics"]
     assert metrics["base_val_accuracy"] == result.base_val_accuracy and "best_val_accuracy" in metrics
     assert expert.parameterisation == {"kind": "sigmoid", "max_multiplier": 1.0}
-    assert registry.find("toy", llama.name).path == result.expert_path
-    assert (result.expert_path / "learning_curve.png").stat().st_size > 1000
+    assert registry.find("toy", llama.name).path == result.path
+    assert (result.path / "learning_curve.png").stat().st_size > 1000
     kinds = {e["event"] for e in events}
     assert {"start", "iteration", "validation", "checkpoint", "done"} <= kinds
 
@@ -254,7 +254,7 @@ def test_init_expert_starts_from_its_z_and_is_validated_first(llama, tmp_path):
         on_event=events.append,
     )
     for name, z in start.items():  # one step of lr 1e-9 from the expert's p: still the expert's z
-        assert torch.allclose(second.final_z[name], z, atol=1e-5)
+        assert torch.allclose(second.final_state[name], z, atol=1e-5)
     assert second.init_val_accuracy is not None
     validations = [e for e in events if e["event"] == "validation" and e["iter"] == 0]
     assert [e["accuracy"] for e in validations] == [second.base_val_accuracy, second.init_val_accuracy]

@@ -91,7 +91,7 @@ def main(out_dir: str) -> None:
         toy_config(out / "run", iters=4), loaded=loaded, task=toy_task(), registry=Registry(write_root=out / "registry")
     )
     if result.expert is not None:
-        torch.save({"final_z": result.final_z, "metrics": result.metrics}, out / "result.pt")
+        torch.save({"final_state": result.final_state, "metrics": result.metrics}, out / "result.pt")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Few-shot adaptation (SPEC §3c): the cross-entropy method searches mixing weights α over the
-domain experts, z' = Σ αₖ zₖ, on k labelled shots of the target task.
+"""Few-shot adaptation: the cross-entropy method searches mixing weights α over the domain
+experts, z' = Σ αₖ zₖ, on k labelled shots of the target task (the cem strategy's set-up).
 
 Fitness of a candidate α (`CEMConfig.fitness`, every candidate scored on the same shots):
   loglik           the mean per-token log-likelihood of the shots' reference answers: one
@@ -210,12 +210,12 @@ def cem_search(
     progress: CEMProgress | None = None,
     scores: MutableMapping[bytes, dict[str, float]] | None = None,
 ) -> CEMResult:
-    """Cross-entropy-method search of α for z' = Σ αₖ zₖ on labelled shots (SPEC §3c).
+    """Cross-entropy-method search of α for z' = Σ αₖ zₖ on labelled shots.
 
     Each generation samples α ~ N(mean, std) clamped to [0, 1] (the first member is always the
     best α so far, re-evaluated); every member is scored on all the shots by `config.fitness`
-    (see the module docstring); the elite fraction sets the next mean and std. Seeded: the same inputs and seed
-    give the same α. The model is left with its base weights.
+    (see the module docstring); the elite fraction sets the next mean and std. Seeded: the same
+    inputs and seed give the same α. The model is left with its base weights.
 
     `scores`, when given, memoises shot scores by α (the caller keeps one per set of shots and
     experts): a candidate already scored there — the best so far, re-sampled in every generation,
@@ -225,51 +225,28 @@ def cem_search(
         raise DispatchError("CEM needs at least one domain expert in the registry")
     if not shots:
         raise DispatchError("CEM needs labelled shots (a few examples of the task)")
-    modules = sorted(experts[0].z)
-    K, M = len(experts), len(modules)
-    shape = (K, M) if config.per_matrix else (K,)
+    population = _Population(loaded, switch, experts, task, shots, config, scores)
+    shape = (len(experts), len(population.modules)) if config.per_matrix else (len(experts),)
     generator = torch.Generator().manual_seed(config.seed)
-    mean = torch.full(shape, 1.0 / K)
+    mean = torch.full(shape, 1.0 / len(experts))
     std = torch.full(shape, config.init_std)
     n_elite = max(1, round(config.elite_ratio * config.population))
-    generation_config = GenerationConfig(
-        max_new_tokens=config.max_new_tokens or answer_budget(loaded.name, task),
-        batch_size=config.batch_size,
-        stop=tuple(task.stop),
-    )
     best: tuple[Fitness, torch.Tensor] | None = None
     history: list[dict] = []
-    evaluations, reused, stale = 0, 0, 0
+    stale = 0
     try:
         for generation in range(config.generations):
-            population = (mean + std * torch.randn((config.population, *shape), generator=generator)).clamp(0, 1)
+            members = (mean + std * torch.randn((config.population, *shape), generator=generator)).clamp(0, 1)
             if best is not None:
-                population[0] = best[1]  # the best so far is always re-evaluated
-            fitness = []
-            for member, alphas in enumerate(population):
-                memo_key = alphas.numpy().tobytes()
-                known = scores.get(memo_key, {}) if scores is not None else {}
-                evaluations += 1
-                if all(part in known for part in config.fitness.split("+")):
-                    fitness.append(make_fitness(config.fitness, known))
-                    reused += 1
-                    continue
-                vector = mixture(experts, alphas, modules, f"cem-{generation}-{member}")
-                switch.adapter.load_weights(switch.adapter.compose(vector), f"cem:{generation}:{member}")
-                fitness.append(shot_fitness(loaded, task, shots, generation_config, config.fitness, known))
-                if scores is not None:
-                    scores[memo_key] = {
-                        k: v
-                        for k, v in (("accuracy", fitness[-1].accuracy), ("loglik", fitness[-1].loglik))
-                        if v is not None
-                    }
+                members[0] = best[1]  # the best so far is always re-evaluated
+            fitness = population.score(generation, members)
             # stable: among equal keys the earlier member (the best so far, at 0) stays first
-            order = sorted(range(len(population)), key=lambda i: fitness[i].key, reverse=True)
+            order = sorted(range(len(members)), key=lambda i: fitness[i].key, reverse=True)
             improved = best is None or fitness[order[0]].key > best[0].key
             if improved:
-                best = (fitness[order[0]], population[order[0]].clone())
+                best = (fitness[order[0]], members[order[0]].clone())
             stale = 0 if improved else stale + 1
-            elites = population[order[:n_elite]]
+            elites = members[order[:n_elite]]
             mean = elites.mean(dim=0)
             std = elites.std(dim=0, unbiased=False).clamp(min=config.min_std)
             history.append(
@@ -290,20 +267,67 @@ def cem_search(
     finally:
         switch.adapter.revert()
     assert best is not None
-    accuracy, loglik, alphas = best[0].accuracy, best[0].loglik, best[1]
-    expert_names = [e.name for e in experts]
-    result_name = name or f"cem-{task.name}"
-    vector = mixture(experts, alphas, modules, result_name)
+    return _result(population, best, history, name or f"cem-{task.name}")
+
+
+class _Population:
+    """Scores candidate α on the shots: composes each candidate's mixture into the model, or takes
+    its scores from the caller's memo; counts the candidates scored and those reused."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        switch: ExpertSwitch,
+        experts: Sequence[ExpertVector],
+        task: Task,
+        shots: Sequence[dict],
+        config: CEMConfig,
+        scores: MutableMapping[bytes, dict[str, float]] | None,
+    ):
+        self.loaded, self.switch, self.experts, self.task, self.shots = loaded, switch, list(experts), task, shots
+        self.config, self.memo = config, scores
+        self.modules = sorted(experts[0].z)
+        self.evaluations, self.reused = 0, 0
+        self.generation_config = GenerationConfig(
+            max_new_tokens=config.max_new_tokens or answer_budget(loaded.name, task),
+            batch_size=config.batch_size,
+            stop=tuple(task.stop),
+        )
+
+    def score(self, generation: int, members: torch.Tensor) -> list[Fitness]:
+        fitness, wanted = [], self.config.fitness
+        for member, alphas in enumerate(members):
+            memo_key = alphas.numpy().tobytes()
+            known = self.memo.get(memo_key, {}) if self.memo is not None else {}
+            self.evaluations += 1
+            if all(part in known for part in wanted.split("+")):
+                fitness.append(make_fitness(wanted, known))
+                self.reused += 1
+                continue
+            vector = mixture(self.experts, alphas, self.modules, f"cem-{generation}-{member}")
+            adapter = self.switch.adapter
+            adapter.load_weights(adapter.compose(vector), f"cem:{generation}:{member}")
+            fitness.append(shot_fitness(self.loaded, self.task, self.shots, self.generation_config, wanted, known))
+            if self.memo is not None:
+                found = (("accuracy", fitness[-1].accuracy), ("loglik", fitness[-1].loglik))
+                self.memo[memo_key] = {k: v for k, v in found if v is not None}
+        return fitness
+
+
+def _result(population: _Population, best: tuple[Fitness, torch.Tensor], history: list[dict], name: str) -> CEMResult:
+    """The best α as a named mixture, its provenance recording the search."""
+    (fitness, alphas), config, task = best, population.config, population.task
+    vector = mixture(population.experts, alphas, population.modules, name)
     vector.domain = OTHER if task.domain == CLASSIFICATION else task.domain  # the task's domain is data
     vector.provenance |= {
         "objective": "cem",
         "task": task.name,
         "cem": {
-            "shots": [str(example.get("id", i)) for i, example in enumerate(shots)],
-            "accuracy": accuracy,
-            "loglik": loglik,
+            "shots": [str(example.get("id", i)) for i, example in enumerate(population.shots)],
+            "accuracy": fitness.accuracy,
+            "loglik": fitness.loglik,
             "generations": len(history),
-            "evaluations": evaluations,
+            "evaluations": population.evaluations,
             "fitness": config.fitness,
             "per_matrix": config.per_matrix,
             "seed": config.seed,
@@ -311,4 +335,8 @@ def cem_search(
             "elite_ratio": config.elite_ratio,
         },
     }
-    return CEMResult(vector, alphas, accuracy, loglik, expert_names, modules, history, evaluations, reused)
+    names = [e.name for e in population.experts]
+    return CEMResult(
+        vector, alphas, fitness.accuracy, fitness.loglik, names, population.modules, history,
+        population.evaluations, population.reused,
+    )  # fmt: skip

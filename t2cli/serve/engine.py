@@ -1,0 +1,653 @@
+"""The serving engine: continuous batching of requests that each carry their own expert.
+
+One thread owns the model and loops:
+
+    admit   take queued requests while the batch has free slots (at most `max_batch`); run pass 1
+            for the `:auto` ones (one dispatcher call for all of them), then prefill each new
+            request alone (a batch of one: no padding, the numbers of running it alone) and join
+            it to the running batch: its KV cache is left-padded to the batch's length and
+            concatenated on the batch axis, with the attention mask and position ids to match;
+    decode  one token for every running row, each row through its own expert (t2cli.serve.layer);
+    retire  a finished or cancelled request leaves at once and frees its slot; cache columns that
+            are padding on every remaining row are dropped.
+
+Requests come in through `submit` (any thread), which raises QueueFull when `max_queue` requests
+wait already; what happens to a request comes back as events to its listener, called from the
+engine thread: Chosen (what serves it), Text (new text), Finished (reason, usage) or Failed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from t2cli.errors import T2Error
+from t2cli.expert import ExpertVector, mix
+from t2cli.generation import cut_at_stop
+from t2cli.models import LoadedModel
+from t2cli.serve.layer import PerRowModel, stack_deltas
+from t2cli.serve.metrics import Metrics
+from t2cli.serve.pass1 import Pass1
+from t2cli.svd_store import SVDStore
+
+
+class ServeError(T2Error):
+    """A request the engine cannot take (its message is shown to the client)."""
+
+
+class QueueFull(ServeError):
+    pass
+
+
+class PromptTooLong(ServeError):
+    pass
+
+
+class UnknownExpert(ServeError):
+    pass
+
+
+# --------------------------------------------------------------------------- requests and events
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_tokens: int | None = None  # None: up to the context length
+    temperature: float = 1.0  # 0: greedy
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """Which weights answer: the base (`expert` and `mix` None), one served expert, a mixture
+    {expert: α} of served experts, or `auto` (pass 1 decides)."""
+
+    expert: str | None = None
+    mix: Mapping[str, float] | None = None
+    auto: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.auto:
+            return "auto"
+        if self.mix:
+            return "mix(" + ",".join(f"{k}:{v:g}" for k, v in sorted(self.mix.items())) + ")"
+        return self.expert or "base"
+
+
+@dataclass
+class Chosen:
+    info: dict  # {"expert": …, "label": …, "weights": …, "strategy": …, "pass1_ms": …} for auto
+
+
+@dataclass
+class Text:
+    text: str
+
+
+@dataclass
+class Finished:
+    reason: str  # "stop" or "length"
+    usage: dict
+
+
+@dataclass
+class Failed:
+    message: str
+
+
+Event = Chosen | Text | Finished | Failed
+Listener = Callable[[Event], None]
+
+
+@dataclass
+class Handle:
+    """A submitted request: `cancel()` frees its slot at the next step (a client that left)."""
+
+    prompt_ids: list[int]
+    sampling: Sampling
+    adaptation: Adaptation
+    user_text: str
+    listener: Listener
+    submitted: float = field(default_factory=time.perf_counter)
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+@dataclass
+class _Row:
+    """A running request: its expert's deltas, generated ids and what was sent of its text."""
+
+    handle: Handle
+    deltas: dict[str, torch.Tensor] | None
+    label: str
+    budget: int
+    generator: torch.Generator
+    generated: list[int] = field(default_factory=list)
+    sent: int = 0  # characters of the text already sent
+    pass1_tokens: int = 0
+    done: bool = False
+    first_token_at: float | None = None
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class Engine:
+    """A model, its SVD store and served experts, answering submitted requests in one batch.
+
+    `experts`: the served experts by name (registry names). `strategy`: the pass-1 strategy of
+    `:auto` requests (None: no `:auto`); `registry` is where it finds its experts."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        store: SVDStore,
+        experts: Mapping[str, ExpertVector],
+        *,
+        strategy: str | None = None,
+        registry=None,
+        max_batch: int = 16,
+        max_queue: int = 64,
+        metrics: Metrics | None = None,
+    ):
+        if max_batch < 1 or max_queue < 1:
+            raise ServeError("max_batch and max_queue must be ≥ 1")
+        self.loaded = loaded
+        self.tokenizer = loaded.tokenizer
+        self.max_batch, self.max_queue = max_batch, max_queue
+        self.metrics = metrics or Metrics()
+        self.experts = dict(experts)
+        self.strategy = strategy
+        # pass 1 first: its dense weight switch must see the model's own modules
+        self.pass1 = None
+        if strategy:
+            from t2cli.registry import Registry
+
+            self.pass1 = Pass1(loaded, store, registry or Registry(), strategy, list(self.experts) or None)
+        self.setup_s = self.pass1.prepare() if self.pass1 else 0.0
+        self.rows_model = PerRowModel(loaded, store)
+        self._deltas: OrderedDict[object, dict[str, torch.Tensor]] = OrderedDict()
+        for expert in self.experts.values():
+            self._deltas[expert.name] = self.rows_model.deltas(expert)
+        self.context = context_length(loaded.model.config)
+        eos = loaded.model.generation_config.eos_token_id
+        self.eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            self.eos.add(self.tokenizer.eos_token_id)
+        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else min(self.eos, default=0)
+        self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe across threads
+        self._cond = threading.Condition()
+        self._queue: deque[Handle] = deque()
+        self._rows: list[_Row] = []
+        self._cache = None
+        self._mask: torch.Tensor | None = None  # (B, L) 1 where the cache holds a real token
+        self._scales_stale = True
+        self._accepting = True
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ life cycle
+
+    def start(self) -> Engine:
+        self._thread = threading.Thread(target=self._loop, name="t2-serve-engine", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, deadline_s: float = 30.0) -> bool:
+        """Stop accepting, let queued and running requests finish within `deadline_s` (then cancel
+        what is left), stop the loop and put the model's modules back. True: all finished."""
+        with self._cond:
+            self._accepting = False
+            self._cond.notify_all()
+        ends = time.monotonic() + deadline_s
+        while self.pending and time.monotonic() < ends:
+            time.sleep(0.01)
+        drained = not self.pending
+        with self._cond:
+            for handle in [*self._queue, *(row.handle for row in self._rows)]:
+                handle.cancel()
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=max(5.0, deadline_s))
+        self.rows_model.remove()
+        return drained
+
+    @property
+    def pending(self) -> int:
+        """Queued plus running requests."""
+        return len(self._queue) + len(self._rows)
+
+    @property
+    def running(self) -> int:
+        return len(self._rows)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    # ------------------------------------------------------------------ requests
+
+    def encode(self, text: str) -> list[int]:
+        with self._tokenizer_lock:
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def chat_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        from t2cli.generation import chat_prompt
+
+        with self._tokenizer_lock:
+            text = chat_prompt(self.tokenizer, messages)
+        return self.encode(text)
+
+    def check(self, prompt_ids: Sequence[int], sampling: Sampling, adaptation: Adaptation) -> None:
+        """Raise ServeError for a request the engine would refuse (nothing is queued)."""
+        if not prompt_ids:
+            raise PromptTooLong("the prompt is empty")
+        asked = sampling.max_tokens or 1
+        if len(prompt_ids) + asked > self.context:
+            raise PromptTooLong(
+                f"This model's maximum context length is {self.context} tokens. However, you requested "
+                f"{len(prompt_ids) + asked} tokens ({len(prompt_ids)} in the messages, {asked} in the completion). "
+                "Please reduce the length of the messages or completion."
+            )
+        if adaptation.auto and self.pass1 is None:
+            raise UnknownExpert("this server has no pass-1 strategy (start it with --adapt) for `:auto`")
+        names = [adaptation.expert] if adaptation.expert else list(adaptation.mix or {})
+        for name in names:
+            if name not in self.experts:
+                known = ", ".join(self.experts) or "none"
+                raise UnknownExpert(f"expert {name!r} is not served here (served: {known})")
+        if adaptation.mix is not None:
+            weights = list(adaptation.mix.values())
+            if (
+                not weights
+                or any(not isinstance(w, int | float) or w < 0 or w != w for w in weights)
+                or sum(weights) <= 0
+            ):
+                raise ServeError("a mixture needs weights ≥ 0 with a positive sum, e.g. {'math': 0.6, 'code': 0.4}")
+
+    def submit(
+        self,
+        prompt_ids: list[int],
+        sampling: Sampling,
+        adaptation: Adaptation,
+        listener: Listener,
+        user_text: str = "",
+    ) -> Handle:
+        """Queue a request (checked first); raise QueueFull when `max_queue` requests wait."""
+        self.check(prompt_ids, sampling, adaptation)
+        handle = Handle(list(prompt_ids), sampling, adaptation, user_text, listener)
+        with self._cond:
+            if not self._accepting:
+                raise QueueFull("the server is shutting down")
+            if len(self._queue) >= self.max_queue:
+                self.metrics.rejected()
+                raise QueueFull(f"the queue is full ({self.max_queue} requests waiting); retry later")
+            self._queue.append(handle)
+            self.metrics.queue_length(len(self._queue))
+            self._cond.notify_all()
+        return handle
+
+    def generate(
+        self, prompt_ids: list[int], sampling: Sampling, adaptation: Adaptation = Adaptation(), user_text: str = ""
+    ) -> tuple[str, Finished, dict]:
+        """Submit and wait (for scripts and tests): the text, how it finished, what served it."""
+        done = threading.Event()
+        parts: list[str] = []
+        outcome: dict = {}
+
+        def listen(event: Event) -> None:
+            if isinstance(event, Text):
+                parts.append(event.text)
+            elif isinstance(event, Chosen):
+                outcome["chosen"] = event.info
+            else:
+                outcome["end"] = event
+                done.set()
+
+        self.submit(prompt_ids, sampling, adaptation, listen, user_text)
+        done.wait()
+        end = outcome["end"]
+        if isinstance(end, Failed):
+            raise ServeError(end.message)
+        return "".join(parts), end, outcome.get("chosen", {})
+
+    # ------------------------------------------------------------------ the loop
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._rows and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    for handle in self._queue:
+                        self._emit(handle, Failed("the server stopped before this request was answered"))
+                    self._queue.clear()
+                    break
+                admitted: list[Handle] = []
+                while self._queue and len(self._rows) + len(admitted) < self.max_batch:
+                    handle = self._queue.popleft()
+                    if not handle.cancelled:
+                        admitted.append(handle)
+                self.metrics.queue_length(len(self._queue))
+            try:
+                with torch.no_grad():
+                    if admitted:
+                        self._admit(admitted)
+                    self._retire()
+                    if self._rows:
+                        self._decode()
+                        self._retire()
+            except Exception as error:  # a failing step fails its requests, never the server
+                for handle in [*admitted, *(row.handle for row in self._rows)]:
+                    self._emit(handle, Failed(f"internal error: {type(error).__name__}: {error}"))
+                    self.metrics.finished("error", handle.adaptation.label)
+                self._rows, self._cache, self._mask = [], None, None
+                self._scales_stale = True
+        for row in self._rows:
+            self._emit(row.handle, Failed("the server stopped before this request was answered"))
+        self._rows, self._cache, self._mask = [], None, None
+
+    def _emit(self, handle: Handle, event: Event) -> None:
+        try:
+            handle.listener(event)
+        except Exception:  # a listener that fails (a client gone) only cancels its own request
+            handle.cancel()
+
+    # ------------------------------------------------------------------ admission
+
+    def _admit(self, handles: list[Handle]) -> None:
+        choices = self._pass1([h for h in handles if h.adaptation.auto])
+        for handle in handles:
+            try:
+                row, info = self._new_row(handle, choices.get(id(handle)))
+            except T2Error as error:
+                self._emit(handle, Failed(str(error)))
+                self.metrics.finished("error", handle.adaptation.label)
+                continue
+            self._emit(handle, Chosen(info))
+            self._prefill(row)
+
+    def _pass1(self, handles: list[Handle]) -> dict[int, tuple]:
+        if not handles:
+            return {}
+        assert self.pass1 is not None
+        started = time.perf_counter()
+        self.rows_model.scales.clear()  # pass 1 reads with whole-batch weights, not the last step's rows
+        with self._tokenizer_lock:
+            choices = self.pass1.decide([h.user_text for h in handles])
+        self._scales_stale = True
+        self.metrics.pass1(time.perf_counter() - started, len(handles))
+        return {id(h): (c, len(self.encode(h.user_text))) for h, c in zip(handles, choices)}
+
+    def _new_row(self, handle: Handle, choice: tuple | None) -> tuple[_Row, dict]:
+        adaptation = handle.adaptation
+        info: dict = {"label": adaptation.label}
+        pass1_tokens = 0
+        if choice is not None:
+            decision, pass1_tokens = choice
+            expert = decision.expert
+            deltas = self._expert_deltas(expert) if expert is not None else None
+            label = expert.name if expert is not None else "base"
+            info = {
+                "expert": expert.name if expert is not None else None,
+                "label": decision.label,
+                "weights": decision.weights,
+                "strategy": self.strategy,
+                "pass1_ms": round(decision.seconds * 1e3, 2),
+            }
+        elif adaptation.mix:
+            key = tuple(sorted(adaptation.mix.items()))
+            deltas = self._deltas.get(key)
+            if deltas is None:
+                names = [name for name, _ in key]
+                mixture = mix([self.experts[n] for n in names], [float(w) for _, w in key], name="mixture")
+                deltas = self._remember(key, self.rows_model.deltas(mixture))
+            label = adaptation.label
+            info["weights"] = dict(adaptation.mix)
+        elif adaptation.expert:
+            deltas, label = self._deltas[adaptation.expert], adaptation.expert
+        else:
+            deltas, label = None, "base"
+        sampling = handle.sampling
+        budget = sampling.max_tokens or self.context - len(handle.prompt_ids)
+        budget = min(budget, self.context - len(handle.prompt_ids))
+        generator = torch.Generator(device="cpu")
+        generator.manual_seed(sampling.seed if sampling.seed is not None else int(torch.randint(0, 2**62, (1,))))
+        return _Row(handle, deltas, label, budget, generator, pass1_tokens=pass1_tokens), info
+
+    def _expert_deltas(self, expert: ExpertVector) -> dict[str, torch.Tensor]:
+        key = ("expert", expert.name, expert.tensors_sha256 or id(expert))
+        if expert.name in self.experts and self.experts[expert.name] is expert:
+            key = expert.name
+        deltas = self._deltas.get(key)
+        return deltas if deltas is not None else self._remember(key, self.rows_model.deltas(expert))
+
+    def _remember(self, key: object, deltas: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Deltas of mixtures and pass-1 choices, the 64 most recent beyond the served experts."""
+        self._deltas[key] = deltas
+        extra = [k for k in self._deltas if k not in self.experts]
+        for old in extra[: max(0, len(extra) - 64)]:
+            del self._deltas[old]
+        return deltas
+
+    def _prefill(self, row: _Row) -> None:
+        """Run the prompt alone, take the first token, and join the row to the batch."""
+        from transformers import DynamicCache
+
+        device = self.loaded.device
+        ids = torch.tensor([row.handle.prompt_ids], device=device)
+        cache = DynamicCache(config=self.loaded.model.config)
+        self._set_scales([row.deltas])
+        logits = self.loaded.model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=torch.arange(ids.shape[1], device=device)[None],
+            cache=cache,
+            use_cache=True,
+        ).logits[:, -1]
+        self._scales_stale = True
+        self._join(row, cache)
+        self._take(row, logits[0])
+
+    def _join(self, row: _Row, cache) -> None:
+        mask = torch.ones(1, cache.get_seq_length(), dtype=torch.long, device=self.loaded.device)
+        if self._cache is None:
+            self._cache, self._mask, self._rows = cache, mask, [row]
+            return
+        width = max(self._mask.shape[1], mask.shape[1])
+        for mine, theirs in zip(self._cache.layers, cache.layers):
+            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
+            mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)])
+        self._mask = torch.cat([_left_pad(self._mask, width, dim=1), _left_pad(mask, width, dim=1)])
+        self._rows.append(row)
+
+    # ------------------------------------------------------------------ decoding
+
+    def _set_scales(self, per_row: list[dict[str, torch.Tensor] | None]) -> None:
+        deltas, rows = stack_deltas(per_row)
+        index = None
+        if deltas is not None and len(rows) < len(per_row):
+            index = torch.tensor(rows, device=self.loaded.device)
+        self.rows_model.scales.set(deltas, index)
+
+    def _decode(self) -> None:
+        if self._scales_stale:
+            self._set_scales([row.deltas for row in self._rows])
+            self._scales_stale = False
+        device = self.loaded.device
+        last = torch.tensor([[row.generated[-1]] for row in self._rows], device=device)
+        self._mask = torch.cat([self._mask, torch.ones(len(self._rows), 1, dtype=torch.long, device=device)], dim=1)
+        positions = self._mask.sum(dim=1, keepdim=True) - 1
+        started = time.perf_counter()
+        logits = self.loaded.model(
+            input_ids=last, attention_mask=self._mask, position_ids=positions, cache=self._cache, use_cache=True
+        ).logits[:, -1]
+        self.metrics.step(len(self._rows), time.perf_counter() - started)
+        for row, row_logits in zip(self._rows, logits):
+            self._take(row, row_logits)
+
+    def _take(self, row: _Row, logits: torch.Tensor) -> None:
+        """Choose the row's next token, send the new text, and finish the row when it is done."""
+        if row.handle.cancelled or row.done:
+            return
+        token = sample(logits, row.handle.sampling, row.generator)
+        row.generated.append(token)
+        now = time.perf_counter()
+        if row.first_token_at is None:
+            row.first_token_at = now
+            self.metrics.first_token(now - row.handle.submitted, row.label)
+        stop = row.handle.sampling.stop
+        with self._tokenizer_lock:
+            full = self.tokenizer.decode(row.generated, skip_special_tokens=True)
+        text = cut_at_stop(full, stop)
+        reason = None
+        if token in self.eos or text != full:
+            reason = "stop"
+        elif len(row.generated) >= row.budget:
+            reason = "length"
+        if reason is None:
+            ready = len(text) - _held_back(text, stop)
+            if text.endswith("\ufffd"):  # half of a multi-byte character
+                ready = min(ready, len(text) - 1)
+        else:
+            ready = len(text)
+        if ready > row.sent:
+            self._emit(row.handle, Text(text[row.sent : ready]))
+            row.sent = ready
+        if reason is not None:
+            usage = {
+                "prompt_tokens": len(row.handle.prompt_ids),
+                "completion_tokens": len(row.generated),
+                "total_tokens": len(row.handle.prompt_ids) + len(row.generated),
+            }
+            if row.handle.adaptation.auto:
+                usage["pass1_tokens"] = row.pass1_tokens
+            self._emit(row.handle, Finished(reason, usage))
+            self.metrics.finished(reason, row.label, len(row.generated), now - row.first_token_at)
+            row.done = True  # the slot is freed by _retire
+
+    def _retire(self) -> None:
+        """Drop finished and cancelled rows from the batch and the padding no row needs."""
+        keep = [i for i, row in enumerate(self._rows) if not (row.done or row.handle.cancelled)]
+        if len(keep) == len(self._rows):
+            return
+        for row in self._rows:
+            if row.handle.cancelled and not row.done:
+                self.metrics.finished("cancelled", row.label)
+        self._scales_stale = True
+        if not keep:
+            self._rows, self._cache, self._mask = [], None, None
+            return
+        index = torch.tensor(keep, device=self.loaded.device)
+        self._rows = [self._rows[i] for i in keep]
+        self._mask = self._mask.index_select(0, index)
+        start = int(self._mask.any(dim=0).nonzero()[0])  # the first column a remaining row uses
+        self._mask = self._mask[:, start:]
+        for layer in self._cache.layers:
+            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
+            layer.values = layer.values.index_select(0, index)[:, :, start:]
+
+
+def _left_pad(tensor: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
+    """Zeros in front of `dim` up to `width` (the KV cache's sequence axis is 2, the mask's 1)."""
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def _held_back(text: str, stop: Sequence[str]) -> int:
+    """How many trailing characters could be the start of a stop string (not sent yet)."""
+    held = 0
+    for marker in stop:
+        for size in range(min(len(marker) - 1, len(text)), 0, -1):
+            if text.endswith(marker[:size]):
+                held = max(held, size)
+                break
+    return held
+
+
+def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> int:
+    """The next token: argmax at temperature 0, else a draw from the top-p nucleus."""
+    if sampling.temperature == 0:
+        return int(logits.argmax())
+    probs = (logits.float() / sampling.temperature).softmax(-1).cpu()
+    if sampling.top_p < 1.0:
+        ordered, order = probs.sort(descending=True)
+        outside = ordered.cumsum(0) - ordered > sampling.top_p  # keep the smallest set reaching top_p
+        ordered[outside] = 0
+        probs = torch.zeros_like(probs).scatter(0, order, ordered)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def context_length(config) -> int:
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+def open_engine(
+    model: str,
+    experts: Sequence[str] | None = None,
+    strategy: str | None = None,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    max_batch: int = 16,
+    max_queue: int = 64,
+    registry=None,
+    progress=None,
+) -> tuple[Engine, list[str]]:
+    """Load the model, its SVD store (decomposed on first use, `progress(done, total, name)`) and
+    the experts to serve (default: every registered expert of the model but the classifier), and
+    start the engine. Returns it with one line per expert that was refused (a bad file, another
+    base model): those are left out and the rest served."""
+    from t2cli.defaults import CLASSIFICATION
+    from t2cli.models import load_model
+    from t2cli.registry import Registry
+    from t2cli.svd_store import decompose
+
+    registry = registry or Registry()
+    loaded = load_model(model, dtype=dtype, device=device)
+    names = (
+        list(experts)
+        if experts is not None
+        else [entry.name for entry in registry.list(loaded.name) if entry.error or entry.domain != CLASSIFICATION]
+    )
+    chosen: dict[str, ExpertVector] = {}
+    skipped: list[str] = []
+    for name in names:
+        try:
+            expert = registry.load(name, loaded.name)
+            expert.validate_for({k: v.numel() for k, v in expert.z.items()}, loaded.name, loaded.fingerprint)
+        except T2Error as error:
+            skipped.append(f"{name}: {error}")
+            continue
+        chosen[name] = expert
+    targets = next(iter(chosen.values())).targets if chosen else ["mlp"]
+    store = decompose(loaded, targets, progress=progress)
+    for name, expert in list(chosen.items()):
+        try:
+            expert.validate_for(store.ranks, loaded.name, loaded.fingerprint)
+        except T2Error as error:
+            skipped.append(f"{name}: {error}")
+            del chosen[name]
+    engine = Engine(
+        loaded, store, chosen, strategy=strategy, registry=registry, max_batch=max_batch, max_queue=max_queue
+    )
+    return engine.start(), skipped

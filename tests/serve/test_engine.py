@@ -1,0 +1,184 @@
+"""The engine: per-row experts equal dense composition, a request's output in a mixed, continuously
+batched run equals its output alone, slots are freed, limits hold."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from t2cli.adapt import DenseAdapter
+from t2cli.expert import mix
+from t2cli.generation import GenerationConfig, chat_prompt, generate
+from t2cli.serve.engine import Adaptation, Engine, PromptTooLong, QueueFull, Sampling, Text
+from t2cli.serve.layer import PerRowModel, stack_deltas
+from t2cli.svd_store import decompose
+from tests.serve.conftest import random_expert
+
+LOGIT_TOLERANCE = 1e-4  # per-row correction vs dense composed weights (float rounding only)
+
+PROMPTS = ("What is 1 + 2?", "def add(a, b): return a + b", "What is the capital of France?", "The answer is (A).")
+
+
+def test_per_row_layer_equals_dense_composition(tiny_model):
+    store = decompose(tiny_model, ["mlp"])
+    experts = [random_expert(tiny_model, store, seed, f"e{seed}") for seed in (1, 2)]
+    mixture = mix(experts, [0.3, 0.7], name="m")
+    batch = tiny_model.tokenizer(
+        ["The answer is (A).", "1 + 2 = 3", "def add", "France?"], return_tensors="pt", padding=True
+    )
+    per_row = [None, experts[0], experts[1], mixture]  # the base, two experts and a mixture in one batch
+    adapter = DenseAdapter(tiny_model, store)
+    expected = []
+    with torch.no_grad():
+        for row, expert in enumerate(per_row):
+            adapter.revert() if expert is None else adapter.apply(expert)
+            single = {k: v[row : row + 1] for k, v in batch.items()}
+            expected.append(tiny_model.model(**single).logits[0])
+        adapter.revert()
+        rows = PerRowModel(tiny_model, store)
+        try:
+            deltas, index = stack_deltas([None if e is None else rows.deltas(e) for e in per_row])
+            rows.scales.set(deltas, torch.tensor(index))
+            got = tiny_model.model(**batch).logits
+            rows.scales.clear()
+            base_again = tiny_model.model(**batch).logits[0]
+        finally:
+            rows.remove()
+    for row in range(len(per_row)):
+        mask = batch["attention_mask"][row].bool()
+        assert (got[row][mask] - expected[row][mask]).abs().max() < LOGIT_TOLERANCE
+    assert torch.equal(base_again[batch["attention_mask"][0].bool()], expected[0][batch["attention_mask"][0].bool()])
+
+
+def chat_ids(engine, text):
+    return engine.chat_ids([{"role": "user", "content": text}])
+
+
+REQUESTS = [  # (prompt, adaptation, sampling)
+    (PROMPTS[0], Adaptation(), Sampling(max_tokens=10, temperature=0)),
+    (PROMPTS[1], Adaptation(expert="math"), Sampling(max_tokens=14, temperature=0)),
+    (PROMPTS[2], Adaptation(expert="code"), Sampling(max_tokens=6, temperature=0)),
+    (PROMPTS[3], Adaptation(mix={"math": 0.6, "code": 0.4}), Sampling(max_tokens=12, temperature=0)),
+    (PROMPTS[0], Adaptation(expert="reasoning"), Sampling(max_tokens=9, temperature=0.9, top_p=0.9, seed=3)),
+    (PROMPTS[1], Adaptation(), Sampling(max_tokens=11, temperature=1.0, seed=7)),
+]
+
+
+def test_mixed_batch_equals_each_request_alone(engine):
+    alone = [engine.generate(chat_ids(engine, p), s, a)[0] for p, a, s in REQUESTS]
+    assert len(set(alone)) > 1  # the experts make a difference on this model
+    results: dict[int, list[str]] = {i: [] for i in range(len(REQUESTS))}
+    done = threading.Semaphore(0)
+    steps_seen = []
+
+    def listener(i):
+        def listen(event):
+            if isinstance(event, Text):
+                results[i].append(event.text)
+            elif not hasattr(event, "info"):
+                steps_seen.append(engine.running)
+                done.release()
+
+        return listen
+
+    for i, (prompt, adaptation, sampling) in enumerate(REQUESTS):
+        engine.submit(chat_ids(engine, prompt), sampling, adaptation, listener(i))
+        if i == 3:
+            time.sleep(0.05)  # the last two join a batch that is already decoding
+    for _ in REQUESTS:
+        assert done.acquire(timeout=30)
+    assert ["".join(results[i]) for i in range(len(REQUESTS))] == alone
+    assert max(engine.metrics.batch.counts) > 0 and engine.metrics.batch.count > 0
+    assert max(steps_seen) > 1  # they really shared the batch
+
+
+def test_greedy_output_equals_dense_generation(served):
+    loaded, store, experts = served
+    prompt = chat_prompt(loaded.tokenizer, [{"role": "user", "content": PROMPTS[1]}])
+    adapter = DenseAdapter(loaded, store)
+    expected = {}
+    for name in (None, "math", "code"):
+        adapter.revert() if name is None else adapter.apply(experts[name])
+        expected[name] = generate(loaded, [prompt], GenerationConfig(max_new_tokens=12))[0].text
+    adapter.revert()
+    engine = Engine(loaded, store, experts).start()
+    try:
+        ids = engine.encode(prompt)
+        for name, text in expected.items():
+            got, end, _ = engine.generate(ids, Sampling(max_tokens=12, temperature=0), Adaptation(expert=name))
+            assert got == text
+    finally:
+        engine.stop()
+
+
+def test_stop_strings_cut_the_text_and_end_the_request(engine):
+    ids = chat_ids(engine, PROMPTS[1])
+    full, _, _ = engine.generate(ids, Sampling(max_tokens=12, temperature=0, seed=1), Adaptation(expert="math"))
+    assert len(full) > 3
+    stop = full[2:4]
+    text, end, _ = engine.generate(ids, Sampling(max_tokens=12, temperature=0, stop=(stop,)), Adaptation(expert="math"))
+    assert text == full[: full.index(stop)] and end.reason == "stop"
+
+
+def test_cancelled_request_frees_its_slot_at_once(served):
+    loaded, store, experts = served
+    engine = Engine(loaded, store, experts, max_batch=1, max_queue=4).start()
+    try:
+        first = []
+        handle = engine.submit(
+            chat_ids(engine, PROMPTS[0]), Sampling(max_tokens=200, temperature=0), Adaptation(), first.append
+        )
+        while not any(isinstance(e, Text) for e in first):
+            time.sleep(0.005)
+        handle.cancel()  # the client left: the one slot goes to the next request
+        text, end, _ = engine.generate(chat_ids(engine, PROMPTS[1]), Sampling(max_tokens=3, temperature=0))
+        assert end.usage["completion_tokens"] == 3  # it got the slot of the cancelled one
+        ends = time.monotonic() + 5
+        while engine.running and time.monotonic() < ends:  # the finished row leaves after its last step
+            time.sleep(0.005)
+        assert engine.running == 0 and engine.metrics.requests[("base", "cancelled")] == 1
+    finally:
+        engine.stop()
+
+
+def test_limits_queue_full_and_prompt_too_long(served):
+    loaded, store, experts = served
+    engine = Engine(loaded, store, experts, max_batch=1, max_queue=1)  # not started: nothing leaves the queue
+    ids = chat_ids(engine, PROMPTS[0])
+    engine.submit(ids, Sampling(max_tokens=4), Adaptation(), lambda event: None)
+    with pytest.raises(QueueFull):
+        engine.submit(ids, Sampling(max_tokens=4), Adaptation(), lambda event: None)
+    with pytest.raises(PromptTooLong, match="maximum context length is 256"):
+        engine.check(ids * 20, Sampling(max_tokens=4), Adaptation())
+    engine.start()
+    assert engine.stop(deadline_s=10)
+
+
+def test_shipped_experts_per_row_match_dense_on_the_default_model(real_model):
+    """The tolerance on a real 30-layer model: per-row logits vs `t2 eval --expert`'s dense weights."""
+    from t2cli.registry import Registry
+
+    loaded, store = real_model
+    registry = Registry()
+    experts = [registry.load(name, loaded.name) for name in ("math", "code")]
+    batch = loaded.tokenizer(["What is 17 times 3?", "def is_even(n):"], return_tensors="pt", padding=True)
+    adapter = DenseAdapter(loaded, store)
+    expected = []
+    with torch.no_grad():
+        for row, expert in enumerate(experts):
+            adapter.apply(expert)
+            expected.append(loaded.model(**{k: v[row : row + 1] for k, v in batch.items()}).logits[0])
+        adapter.revert()
+        rows = PerRowModel(loaded, store)
+        try:
+            deltas, _ = stack_deltas([rows.deltas(e) for e in experts])
+            rows.scales.set(deltas)
+            got = loaded.model(**batch).logits
+        finally:
+            rows.remove()
+    for row in range(len(experts)):
+        mask = batch["attention_mask"][row].bool()
+        assert (got[row][mask] - expected[row][mask]).abs().max() < LOGIT_TOLERANCE
