@@ -1,6 +1,7 @@
 """Serving throughput and time to first token, side by side, bounded in requests and time.
 
     python bench/serve.py [-m smollm2-135m] [--clients 1,8,32] [--max-tokens 32] [--time-limit 120]
+                          [--max-prefill 1,all]
 
 Concurrent clients (threads, each one request at a time) send chat requests to the engine of
 `t2 serve` (in process: the HTTP layer adds the same small cost to every row, and the loopback
@@ -12,7 +13,9 @@ socket is not what is compared) for
 and the same base/expert/spread load through one-expert-at-a-time weight swapping (`swap-*`):
 requests grouped by expert, the group's weights composed into the model (cached), the group
 generated as one batch, the next group after it — what serving SVF experts costs without per-row
-scales. Reports aggregate output tokens/s and p50/p99 time to first token per run, writes
+scales. `--max-prefill` repeats each engine run with that many new prompts prefilled as one batch
+at most (1: one at a time; all: every request admitted in a step), back to back on the same
+engine. Reports aggregate output tokens/s and p50/p99 time to first token per run, writes
 bench/results/serve.json (and serve.png with --plot).
 """
 
@@ -201,6 +204,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per run at most")
     parser.add_argument("--runs", default="base,expert,spread,auto,swap-base,swap-expert,swap-spread")
+    parser.add_argument("--max-prefill", default="all", help="comma list of prompts per prefill at most (N or all)")
     parser.add_argument("--out", default="bench/results/serve.json")
     parser.add_argument("--plot", action="store_true")
     args = parser.parse_args()
@@ -224,11 +228,16 @@ def main() -> None:
 
     results: list[dict] = []
     wanted = args.runs.split(",")
+    prefills = [engine.max_batch if p == "all" else int(p) for p in args.max_prefill.split(",")]
     for kind in [k for k in wanted if not k.startswith("swap-")]:
         for n in clients:
-            row = {"run": kind} | run(submit_engine, n, max(4, n * args.requests), by_kind[kind], args.time_limit)
-            print(json.dumps(row), flush=True)
-            results.append(row)
+            for max_prefill in prefills:
+                engine.max_prefill = max_prefill
+                row = {"run": kind} | run(submit_engine, n, max(4, n * args.requests), by_kind[kind], args.time_limit)
+                if len(prefills) > 1:
+                    row["max_prefill"] = max_prefill
+                print(json.dumps(row), flush=True)
+                results.append(row)
     loaded, store = engine.loaded, engine.rows_model.store
     served = dict(engine.experts)
     engine.stop()  # the model's own modules are back: the swap server composes into them
@@ -271,8 +280,12 @@ def plot(results: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for run_name in dict.fromkeys(r["run"] for r in results):
-        rows = [r for r in results if r["run"] == run_name]
+
+    def name(row: dict) -> str:
+        return row["run"] + (f" prefill≤{row['max_prefill']}" if "max_prefill" in row else "")
+
+    for run_name in dict.fromkeys(name(r) for r in results):
+        rows = [r for r in results if name(r) == run_name]
         style = "--" if run_name.startswith("swap-") else "-"
         left.plot([r["clients"] for r in rows], [r["tokens_per_s"] for r in rows], style, marker="o", label=run_name)
         right.plot([r["clients"] for r in rows], [r["ttft_p50_s"] for r in rows], style, marker="o", label=run_name)

@@ -4,7 +4,8 @@ The same `Task.check_many` scores RL rewards, `t2 score` and this loop, so train
 and evaluation cannot disagree. A report is a JSON summary plus one JSONL row per sample.
 
 `run_evaluation(EvalSpec(…))` is the one entry point (`t2 eval` calls it): it loads the model,
-applies what the spec names — a registered expert, a LoRA adapter, or a pass-1 strategy answering
+opens the SVD store its experts need (decomposing it on the model's first use), applies what the
+spec names — a registered expert, a LoRA adapter, or a pass-1 strategy answering
 in two passes (`evaluate_adaptive`) — evaluates, and attaches the report's record
 (`t2cli.provenance.report_record`): the base model's weight fingerprint and, for each expert the
 run used, the SHA-256 of its tensor file (and the mixture weights when it mixed them), so a report
@@ -22,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from t2cli.adapt import DenseAdapter
 from t2cli.adaptive import AdaptiveAnswer, AdaptiveModel, open_for_task, strategy_experts
 from t2cli.defaults import DEFAULT_MODEL
 from t2cli.embedded import answer_budget
@@ -33,6 +35,7 @@ from t2cli.models import LoadedModel, load_model, model_key
 from t2cli.provenance import report_record
 from t2cli.registry import Registry
 from t2cli.scoring import ScoreRow, score_outputs
+from t2cli.svd_store import SVDStore, find_store, open_or_decompose
 from t2cli.tasks.base import Task
 
 OnCompletions = Callable[[list[dict], list[Completion]], None]  # (examples, their answers) as each batch ends
@@ -334,8 +337,9 @@ def run_evaluation(
     """Run the evaluation `spec` describes and return its report, with its record attached.
 
     The experts are checked before the model is loaded. `stage(message)` wraps each long step
-    (loading the model, pass 1's set-up) and `progress(description)` the generation, yielding
-    `update(done, total, label)`: the command line's spinner and progress bar, or nothing.
+    (loading the model, pass 1's set-up) and `progress(description)` the generation and, on a
+    model's first use, the decomposition of its SVD store, yielding `update(done, total, label)`:
+    the command line's spinner and progress bars, or nothing.
     `on_routing(model)` sees the two-pass model before it answers (which experts it routes over).
     `on_completions(examples, completions)` receives each batch of answers as it finishes.
     """
@@ -349,8 +353,10 @@ def run_evaluation(
         from t2cli.train.lora import load_lora
 
         load_lora(loaded, spec.lora)
+    stores = open_stores(loaded, used.values(), progress)
     if spec.expert:
-        _apply_expert(loaded, used[spec.expert])
+        expert = used[spec.expert]
+        DenseAdapter(loaded, stores[tuple(expert.targets)]).apply(expert)
     if spec.adapt:
         with stage(f"pass-1 set-up ({spec.adapt})…"):
             adaptive, shots = open_for_task(
@@ -386,12 +392,19 @@ def experts_record(
     return report_record(loaded, {expert.name: expert.tensors_sha256 for expert in experts}, mixture)
 
 
-def _apply_expert(loaded: LoadedModel, expert: ExpertVector) -> None:
-    """Compose `expert` into the model's weights (with the SVD store of its targets)."""
-    from t2cli.adapt import DenseAdapter
-    from t2cli.svd_store import open_store
-
-    DenseAdapter(loaded, open_store(loaded, expert.targets)).apply(expert)
+def open_stores(
+    loaded: LoadedModel, experts: Iterable[ExpertVector], progress: ProgressBar
+) -> dict[tuple[str, ...], SVDStore]:
+    """The SVD store of each target set the experts use, by targets; a store used for the first
+    time is decomposed first, inside `progress(description)`."""
+    stores = {}
+    for targets in dict.fromkeys(tuple(expert.targets) for expert in experts):
+        store = find_store(loaded, targets)
+        if store is None:
+            with progress(f"SVD of the {' '.join(targets)} matrices (first use only)") as update:
+                store = open_or_decompose(loaded, targets, progress=update)
+        stores[targets] = store
+    return stores
 
 
 # --------------------------------------------------------------------------- writing a report

@@ -4,6 +4,8 @@ The store lives under `T2_HOME/svd/<model>-<fingerprint>-<targets>-<dtype>/`: on
 per matrix (so decomposition needs one matrix in memory at a time and an interrupted run resumes
 where it stopped) and a `manifest.json`, written last, that marks the store complete.
 
+Commands open a store with `open_or_decompose`: a model's first use builds it, with progress.
+
 Decomposition streams: the targets are chosen on the model's skeleton (meta device, no weights),
 then each targeted matrix is read alone from the safetensors shards, decomposed (on the GPU when
 there is one) in float32 or float64 whatever the model's dtype, written in the store dtype, and
@@ -205,8 +207,8 @@ def store_path(
     return _store_dir(loaded.name, loaded.fingerprint, targets, store_key(dtype, svd_dtype))
 
 
-def open_store(loaded: LoadedModel, targets: Sequence[str] = ("mlp",), dtype: str | None = None) -> SVDStore:
-    """The complete store for this model and targets, or a clear error saying how to build it.
+def find_store(loaded: LoadedModel, targets: Sequence[str] = ("mlp",), dtype: str | None = None) -> SVDStore | None:
+    """The complete store for this model and targets, or None when there is none yet.
 
     `dtype` None: the store in the model's compute dtype if there is one, else any complete store
     of the same targets (float32, bfloat16, float16, float64; the adapter casts the factors)."""
@@ -216,14 +218,52 @@ def open_store(loaded: LoadedModel, targets: Sequence[str] = ("mlp",), dtype: st
         if (path / "manifest.json").is_file():
             break
     else:
-        raise SVDStoreError(
-            f"no SVD store for {loaded.name} with targets {' '.join(targets)}"
-            f"{f' ({dtype})' if dtype else ''}; run `t2 decompose {loaded.name} --targets {' '.join(targets)}`"
-        )
+        return None
     manifest = json.loads((path / "manifest.json").read_text())
     if manifest.get("format") != STORE_FORMAT or manifest.get("fingerprint") != loaded.fingerprint:
         raise SVDStoreError(f"SVD store at {path} does not match this model; rebuild with `t2 decompose --force`")
     return SVDStore(path, manifest)
+
+
+def open_store(loaded: LoadedModel, targets: Sequence[str] = ("mlp",), dtype: str | None = None) -> SVDStore:
+    """The complete store for this model and targets (see `find_store`), or a clear error saying
+    how to build it."""
+    store = find_store(loaded, targets, dtype)
+    if store is None:
+        raise SVDStoreError(
+            f"no SVD store for {loaded.name} with targets {' '.join(targets)}"
+            f"{f' ({dtype})' if dtype else ''}; run `t2 decompose {loaded.name} --targets {' '.join(targets)}`"
+        )
+    return store
+
+
+def open_or_decompose(
+    loaded: LoadedModel,
+    targets: Sequence[str] = ("mlp",),
+    *,
+    dtype: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> SVDStore:
+    """The store for this model and targets, decomposed first when there is none (the first use
+    of a model): `progress(done, total, name)` after each matrix, and only then.
+
+    `dtype` None: any complete store (as `find_store` prefers them), else a new one in the model's
+    compute dtype; a named `dtype` opens or builds the store of U and Vᵀ in that dtype."""
+    store = find_store(loaded, targets, dtype)
+    return store if store is not None else decompose(loaded, targets, store_dtype=dtype, progress=progress)
+
+
+def empty_store(loaded: LoadedModel) -> SVDStore:
+    """A store of no matrices (nothing is read or written): what serving the base model alone needs."""
+    manifest = {
+        "format": STORE_FORMAT,
+        "model": loaded.name,
+        "fingerprint": loaded.fingerprint,
+        "targets": [],
+        "dtype": dtype_name(loaded.dtype),
+        "modules": {},
+    }
+    return SVDStore(Path(), manifest)
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path) -> None:

@@ -6,7 +6,16 @@ import torch
 
 from t2cli.errors import SVDStoreError, TargetError
 from t2cli.models import WeightFiles
-from t2cli.svd_store import decompose, file_source, open_store, select_targets, targets_key
+from t2cli.svd_store import (
+    decompose,
+    empty_store,
+    file_source,
+    find_store,
+    open_or_decompose,
+    open_store,
+    select_targets,
+    targets_key,
+)
 
 
 def test_presets_select_mlp_and_attention(tiny_model):
@@ -163,3 +172,38 @@ def test_store_lists_modules_in_model_order_after_reopening(llama):
     built = decompose(llama, ["mlp"])
     assert built.modules == select_targets(llama.model, ["mlp"])
     assert open_store(llama, ["mlp"]).modules == built.modules
+
+
+def test_open_or_decompose_builds_the_store_on_first_use_only(llama):
+    assert find_store(llama, ["mlp"]) is None
+    calls = []
+    built = open_or_decompose(llama, ["mlp"], progress=lambda done, total, name: calls.append((done, total)))
+    assert calls == [(i, 6) for i in range(1, 7)]  # one report per matrix
+    assert find_store(llama, ["mlp"]).path == built.path == open_store(llama, ["mlp"]).path
+    again = open_or_decompose(llama, ["mlp"], progress=lambda *a: pytest.fail("the store exists: nothing to do"))
+    assert again.path == built.path and again.modules == built.modules
+
+
+def test_open_or_decompose_takes_any_store_unless_a_dtype_is_named(llama):
+    built = decompose(llama, ["mlp"])  # float32
+    llama.model.to(torch.float16)
+    assert open_or_decompose(llama, ["mlp"]).path == built.path  # as open_store: the adapter casts
+    half = open_or_decompose(llama, ["mlp"], dtype="float16")
+    assert half.path != built.path and half.dtype == "float16"
+    assert open_or_decompose(llama, ["mlp"], dtype="float16").path == half.path
+
+
+def test_open_or_decompose_refuses_a_store_of_another_model(llama):
+    store = decompose(llama, ["mlp"])
+    manifest = json.loads((store.path / "manifest.json").read_text())
+    manifest["fingerprint"] = "0" * 32
+    (store.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SVDStoreError, match="does not match"):
+        open_or_decompose(llama, ["mlp"])
+
+
+def test_empty_store_has_no_matrices_and_writes_nothing(llama, isolated_home):
+    store = empty_store(llama)
+    assert store.modules == [] and store.ranks == {} and store.num_parameters == 0
+    assert store.fingerprint == llama.fingerprint
+    assert not (isolated_home / "svd").exists()

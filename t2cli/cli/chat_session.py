@@ -2,9 +2,11 @@
 
 A line starting with "/" is a command, never a prompt: /help, /experts, /expert NAME|auto,
 /clear (or /reset), /quit (or /exit); anything else starting with "/" gets a hint. For a prompt,
-pass 1's decision and time are shown first, then pass 2's tokens as they are generated. Ctrl-C
-during an answer stops that answer (it is not kept in the conversation), not the session. User
-text and answers are printed literally: "[bold]" or "[/]" in them is text, not rich markup.
+pass 1's decision and time are shown first (pass 1 runs here, on the base weights, between the
+engine's requests), then pass 2's tokens as the serving engine generates them, with the chosen
+expert applied to that request alone. Ctrl-C during an answer stops that answer (it is not kept in
+the conversation), not the session. User text and answers are printed literally: "[bold]" or "[/]"
+in them is text, not rich markup.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from t2cli.cli.common import console, err_console
 if TYPE_CHECKING:
     from t2cli.adaptive import AdaptiveModel
     from t2cli.expert import ExpertVector
-    from t2cli.generation import GenerationConfig
+    from t2cli.serve.engine import Engine, Sampling
 
 COMMANDS = {
     "/help": "this list",
@@ -34,9 +36,10 @@ COMMANDS = {
 
 
 class ChatSession:
-    def __init__(self, adaptive: AdaptiveModel, generation: GenerationConfig, history: bool = True):
-        self.adaptive = adaptive
-        self.generation = generation
+    def __init__(self, adaptive: AdaptiveModel, engine: Engine, sampling: Sampling, history: bool = True):
+        self.adaptive = adaptive  # pass 1: its dispatcher, registry and experts
+        self.engine = engine  # pass 2
+        self.sampling = sampling
         self.history = history
         self.messages: list[dict[str, str]] = []
         self.forced: ExpertVector | None = None  # set by /expert NAME; None: pass 1 decides
@@ -114,10 +117,11 @@ class ChatSession:
 
     def _answer(self, line: str) -> None:
         from t2cli.adaptive import user_text
-        from t2cli.generation import chat_prompt, stream
+        from t2cli.serve.engine import Adaptation
 
         messages = (self.messages if self.history else []) + [{"role": "user", "content": line}]
-        adaptive = self.adaptive
+        adaptive, engine = self.adaptive, self.engine
+        engine.wait_idle()  # the model is this thread's (pass 1's) until the next request
         if self.forced is not None:
             chosen, pass1_s, expert = f"{self.forced.name} (/expert)", 0.0, self.forced
         else:  # pass 1, shown before pass 2 starts
@@ -126,24 +130,28 @@ class ChatSession:
             chosen = f"{decision.expert_name} ({decision.label})" if expert else "base model (other)"
         err_console.print(f"[dim]expert: {escape(chosen)} · pass 1 {pass1_s:.2f} s[/]", highlight=False)
         started = time.perf_counter()
-        if adaptive.switch is not None:
-            adaptive.switch.use(expert)
+        adaptive.base()  # pass 1 may have left an expert composed into the weights: the engine needs the base
+        if expert is not None and engine.experts.get(expert.name) is not expert:
+            engine.add_expert(expert)
         switch_s = time.perf_counter() - started
         console.print("[bold cyan]t2>[/] ", end="")
         pieces: list[str] = []
 
         def show(text: str) -> None:
-            if not pieces:
+            if not "".join(pieces).strip():
                 text = text.lstrip()
             pieces.append(text)
             console.print(text, end="", markup=False, highlight=False, soft_wrap=True)
 
-        completion = stream(adaptive.loaded, chat_prompt(adaptive.loaded.tokenizer, messages), show, self.generation)
+        adaptation = Adaptation(expert=expert.name) if expert is not None else Adaptation()
+        prompt_ids = engine.chat_ids(messages)
+        text, finished, _ = engine.stream(prompt_ids, self.sampling, adaptation, show)
         console.print()
         pass2_s = time.perf_counter() - started
-        self.messages = messages + [{"role": "assistant", "content": completion.text}]
+        self.messages = messages + [{"role": "assistant", "content": text}]
+        tokens = finished.usage["completion_tokens"]
         err_console.print(
-            f"[dim]pass 2 {pass2_s:.2f} s (switching weights {switch_s:.2f} s) · {completion.num_new_tokens} tokens[/]",
+            f"[dim]pass 2 {pass2_s:.2f} s (switching weights {switch_s:.2f} s) · {tokens} tokens[/]",
             highlight=False,
         )
 

@@ -1,9 +1,10 @@
 """`t2 demo`: the README's main job on the embedded default model.
 
-Decompose the model, apply each shipped expert (and the mixture of the domain experts) in place,
-show what changed — weights, next-token distribution, a short answer — and revert to the exact base
-weights. Then answer a few mixed prompts (math, code, reasoning, other) self-adaptively: pass 1
-picks an expert per prompt, pass 2 answers with its weights; each decision and its cost is shown.
+Decompose the model (on its first use), apply each shipped expert (and the mixture of the domain
+experts) in place, show what changed — weights, next-token distribution, a short answer — and
+revert to the exact base weights. Then answer a few mixed prompts (math, code, reasoning, other)
+self-adaptively: pass 1 picks an expert per prompt, pass 2 answers with its weights; each decision
+and its cost is shown.
 """
 
 from __future__ import annotations
@@ -77,13 +78,13 @@ def demo_command(
     from t2cli.expert import mix
     from t2cli.models import load_model
     from t2cli.registry import Registry
-    from t2cli.svd_store import decompose
+    from t2cli.svd_store import open_or_decompose
 
     with user_errors():
         with status(f"loading {model} (the first run converts the GGUF once, ~30 s)…"):
             loaded = load_model(model, dtype=dtype, device=device)
-        with progress_bar("SVD of MLP matrices") as update:
-            store = decompose(loaded, ["mlp"], progress=update)
+        with progress_bar("SVD of MLP matrices (first use only)") as update:
+            store = open_or_decompose(loaded, ["mlp"], progress=update)
         console.print(
             f"SVD store: {len(store.modules)} matrices, {store.num_parameters:,} singular values → {store.path}"
         )

@@ -10,7 +10,8 @@ The `model` field names the weights: `MODEL` (the base), `MODEL:EXPERT` (a serve
 
 Every error is OpenAI's envelope `{"error": {"message", "type", "param", "code"}}` with the
 status a client expects (400 bad input, 401 key, 404 unknown model, 429 queue full); nothing a
-client sends produces a 500 or a traceback.
+client sends produces a 500 or a traceback. A client that disconnects, streamed or not, cancels
+its request: its slot in the batch is free at the next step.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from t2cli.serve.engine import (
     Adaptation,
@@ -48,6 +50,10 @@ from t2cli.serve.engine import (
 AUTO = "auto"
 EXPERT_HEADER = "x-t2-expert"
 PASS1_HEADER = "x-t2-pass1-ms"
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready (its request, if queued, is cancelled)."""
 
 
 class APIError(Exception):
@@ -106,6 +112,8 @@ def _text_of(content: str | list[dict] | None) -> str:
 async def _parse(request: Request, body_type: type[_Body]) -> _Body:
     try:
         data = json.loads(await request.body())
+    except ClientDisconnect:
+        raise ClientGone() from None
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise APIError(400, f"the request body is not valid JSON: {error}") from None
     if not isinstance(data, dict):
@@ -207,6 +215,13 @@ def _submit(
     return handle, events
 
 
+async def _cancel_on_disconnect(request: Request, handle: Handle) -> None:
+    """Wait for the client to disconnect and cancel its request (the engine then ends it)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    handle.cancel()
+
+
 async def _chosen(events: asyncio.Queue, handle: Handle) -> dict:
     """The first event: the weights chosen for the request (or why it failed before any text)."""
     try:
@@ -216,6 +231,8 @@ async def _chosen(events: asyncio.Queue, handle: Handle) -> dict:
         raise
     if isinstance(first, Failed):
         raise APIError(500 if first.message.startswith("internal") else 400, first.message, kind="server_error")
+    if isinstance(first, Finished):  # cancelled while it waited in the queue
+        raise ClientGone()
     return first.info
 
 
@@ -240,6 +257,8 @@ async def _collect(events: asyncio.Queue, handle: Handle) -> tuple[str, Finished
         handle.cancel()
     if isinstance(event, Failed):
         raise APIError(500, event.message, kind="server_error")
+    if event.reason == "cancelled":
+        raise ClientGone()
     return "".join(parts), event
 
 
@@ -299,21 +318,35 @@ async def _stream(
 
 
 async def _run(
-    state: ServeState, body: _Body, prompt_ids: list[int], user_text: str, max_tokens: int | None, chat: bool
+    request: Request,
+    state: ServeState,
+    body: _Body,
+    prompt_ids: list[int],
+    user_text: str,
+    max_tokens: int | None,
+    chat: bool,
 ) -> Response:
-    """Answer a chat or text completion: a stream of server-sent events, or one JSON body."""
+    """Answer a chat or text completion: a stream of server-sent events, or one JSON body.
+
+    Until the answer starts, a watcher cancels the request when its client disconnects (a
+    stream's response watches for that itself once it runs)."""
     adaptation = _adaptation_of(state, body)
     sampling = _sampling_of(body, max_tokens)
     handle, events = _submit(state.engine, prompt_ids, sampling, adaptation, user_text, chat)
-    chosen = await _chosen(events, handle)
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, handle))
+    try:
+        chosen = await _chosen(events, handle)
+        ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+        stamp = int(time.time())
+        if body.stream:
+            watcher.cancel()
+            usage_wanted = bool((body.stream_options or {}).get("include_usage"))
+            stream = _stream(events, handle, ident, stamp, body.model, chat, chosen, usage_wanted)
+            return StreamingResponse(stream, media_type="text/event-stream", headers=_t2_headers(chosen))
+        text, end = await _collect(events, handle)
+    finally:
+        watcher.cancel()
     headers = _t2_headers(chosen)
-    ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
-    stamp = int(time.time())
-    if body.stream:
-        usage_wanted = bool((body.stream_options or {}).get("include_usage"))
-        stream = _stream(events, handle, ident, stamp, body.model, chat, chosen, usage_wanted)
-        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
-    text, end = await _collect(events, handle)
     choice: dict[str, Any] = {"index": 0, "finish_reason": end.reason, "logprobs": None}
     choice |= {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
     payload = {
@@ -371,7 +404,7 @@ async def chat_completions(request: Request, state: StateDep) -> Response:
     except Exception as error:  # a chat template that refuses these messages (roles, order)
         raise APIError(400, f"the model's chat template refused these messages: {error}", param="messages") from None
     user_text = users[-1] if users else messages[-1]["content"]
-    return await _run(state, body, ids, user_text, body.max_completion_tokens or body.max_tokens, True)
+    return await _run(request, state, body, ids, user_text, body.max_completion_tokens or body.max_tokens, True)
 
 
 @router.post("/v1/completions")
@@ -390,7 +423,7 @@ async def completions(request: Request, state: StateDep) -> Response:
         if not prompt or any(not 0 <= token < vocabulary for token in prompt):
             raise APIError(400, f"token ids must lie in [0, {vocabulary})", param="prompt")
         ids, text = list(prompt), engine.tokenizer.decode(prompt)
-    return await _run(state, body, ids, text, body.max_tokens or 16, False)
+    return await _run(request, state, body, ids, text, body.max_tokens or 16, False)
 
 
 # --------------------------------------------------------------------------- errors and auth
@@ -403,6 +436,10 @@ async def api_error(request: Request, error: APIError) -> JSONResponse:
 async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
     """Starlette's own errors (an unknown route, a wrong method) in OpenAI's envelope."""
     return APIError(error.status_code, str(error.detail), code=error.status_code).response()
+
+
+async def client_gone(request: Request, error: ClientGone) -> Response:
+    return Response(status_code=499)  # nobody reads it: the client closed the connection
 
 
 async def internal_error(request: Request, error: Exception) -> JSONResponse:
@@ -428,6 +465,7 @@ def create_app(engine: Engine, api_key: str | None = None, model_name: str | Non
     app = FastAPI(title="t2 serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.t2 = ServeState(engine, api_key, model_name or engine.loaded.name, int(time.time()))
     app.add_exception_handler(APIError, api_error)
+    app.add_exception_handler(ClientGone, client_gone)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, internal_error)
     app.middleware("http")(authorise)

@@ -3,9 +3,9 @@
 One thread owns the model and loops:
 
     admit   take queued requests while the batch has free slots (at most `max_batch`); run pass 1
-            for the `:auto` ones (one dispatcher call for all of them), then prefill each new
-            request alone (a batch of one: no padding, the numbers of running it alone) and join
-            it to the running batch: its KV cache is left-padded to the batch's length and
+            for the `:auto` ones (one dispatcher call for all of them), then prefill the new
+            requests together as one left-padded batch, each row through its own expert, and join
+            them to the running batch: the two KV caches are left-padded to the longer one and
             concatenated on the batch axis, with the attention mask and position ids to match;
     decode  one token for every running row, each row through its own expert (t2cli.serve.layer);
     retire  a finished or cancelled request leaves at once and frees its slot; cache columns that
@@ -14,10 +14,13 @@ One thread owns the model and loops:
 Requests come in through `submit` (any thread), which raises QueueFull when `max_queue` requests
 wait already; what happens to a request comes back as events to its listener, called from the
 engine thread: Chosen (what serves it), Text (new text), Finished (reason, usage) or Failed.
+A cancelled request (`Handle.cancel`, a client that left) ends with Finished("cancelled") at the
+next step, whether it was queued or running.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections import OrderedDict, deque
@@ -94,7 +97,7 @@ class Text:
 
 @dataclass
 class Finished:
-    reason: str  # "stop" or "length"
+    reason: str  # "stop", "length" or "cancelled"
     usage: dict
 
 
@@ -107,7 +110,7 @@ Event = Chosen | Text | Finished | Failed
 Listener = Callable[[Event], None]
 
 
-@dataclass
+@dataclass(eq=False)  # each submission is its own request, even with equal fields
 class Handle:
     """A submitted request: `cancel()` frees its slot at the next step (a client that left)."""
 
@@ -118,6 +121,7 @@ class Handle:
     listener: Listener
     submitted: float = field(default_factory=time.perf_counter)
     cancelled: bool = False
+    ended: bool = False  # its Finished or Failed was sent (nothing is sent after it)
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -146,7 +150,8 @@ class Engine:
     """A model, its SVD store and served experts, answering submitted requests in one batch.
 
     `experts`: the served experts by name (registry names). `strategy`: the pass-1 strategy of
-    `:auto` requests (None: no `:auto`); `registry` is where it finds its experts."""
+    `:auto` requests (None: no `:auto`); `registry` is where it finds its experts. `max_prefill`:
+    the most new prompts prefilled as one batch (default `max_batch`; 1: one at a time)."""
 
     def __init__(
         self,
@@ -158,13 +163,15 @@ class Engine:
         registry=None,
         max_batch: int = 16,
         max_queue: int = 64,
+        max_prefill: int | None = None,
         metrics: Metrics | None = None,
     ):
-        if max_batch < 1 or max_queue < 1:
-            raise ServeError("max_batch and max_queue must be ≥ 1")
+        if max_batch < 1 or max_queue < 1 or (max_prefill is not None and max_prefill < 1):
+            raise ServeError("max_batch, max_queue and max_prefill must be ≥ 1")
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.max_batch, self.max_queue = max_batch, max_queue
+        self.max_prefill = max_prefill or max_batch
         self.metrics = metrics or Metrics()
         self.experts = dict(experts)
         self.strategy = strategy
@@ -189,6 +196,7 @@ class Engine:
         self._cond = threading.Condition()
         self._queue: deque[Handle] = deque()
         self._rows: list[_Row] = []
+        self._admitting = 0  # taken from the queue, not yet in the batch
         self._cache = None
         self._mask: torch.Tensor | None = None  # (B, L) 1 where the cache holds a real token
         self._scales_stale = True
@@ -225,8 +233,8 @@ class Engine:
 
     @property
     def pending(self) -> int:
-        """Queued plus running requests."""
-        return len(self._queue) + len(self._rows)
+        """Queued, being admitted and running requests."""
+        return len(self._queue) + self._admitting + len(self._rows)
 
     @property
     def running(self) -> int:
@@ -294,6 +302,7 @@ class Engine:
                 self.metrics.rejected()
                 raise QueueFull(f"the queue is full ({self.max_queue} requests waiting); retry later")
             self._queue.append(handle)
+            self.metrics.accepted()
             self.metrics.queue_length(len(self._queue))
             self._cond.notify_all()
         return handle
@@ -332,33 +341,48 @@ class Engine:
                 if self._stopping:
                     for handle in self._queue:
                         self._emit(handle, Failed("the server stopped before this request was answered"))
+                        self.metrics.finished("cancelled", handle.adaptation.label)
                     self._queue.clear()
                     break
+                for handle in [h for h in self._queue if h.cancelled]:  # they leave the queue at once
+                    self._queue.remove(handle)
+                    self._cancelled(handle, handle.adaptation.label)
                 admitted: list[Handle] = []
                 while self._queue and len(self._rows) + len(admitted) < self.max_batch:
-                    handle = self._queue.popleft()
-                    if not handle.cancelled:
-                        admitted.append(handle)
+                    admitted.append(self._queue.popleft())
+                self._admitting = len(admitted)
                 self.metrics.queue_length(len(self._queue))
             try:
                 with torch.no_grad():
                     if admitted:
                         self._admit(admitted)
+                    self._admitting = 0
                     self._retire()
                     if self._rows:
                         self._decode()
                         self._retire()
             except Exception as error:  # a failing step fails its requests, never the server
-                for handle in [*admitted, *(row.handle for row in self._rows)]:
-                    self._emit(handle, Failed(f"internal error: {type(error).__name__}: {error}"))
-                    self.metrics.finished("error", handle.adaptation.label)
+                for handle in dict.fromkeys([*admitted, *(row.handle for row in self._rows)]):
+                    if not handle.ended:
+                        self._emit(handle, Failed(f"internal error: {type(error).__name__}: {error}"))
+                        self.metrics.finished("error", handle.adaptation.label)
                 self._rows, self._cache, self._mask = [], None, None
+                self._admitting = 0
                 self._scales_stale = True
         for row in self._rows:
-            self._emit(row.handle, Failed("the server stopped before this request was answered"))
+            if not row.handle.ended:
+                self._emit(row.handle, Failed("the server stopped before this request was answered"))
+                self.metrics.finished("cancelled", row.label, len(row.generated))
         self._rows, self._cache, self._mask = [], None, None
 
+    def _cancelled(self, handle: Handle, label: str, generated: int = 0, pass1_tokens: int = 0) -> None:
+        self._emit(handle, Finished("cancelled", _usage(handle, generated, pass1_tokens)))
+        self.metrics.finished("cancelled", label, generated)
+
     def _emit(self, handle: Handle, event: Event) -> None:
+        if handle.ended:
+            return
+        handle.ended = isinstance(event, Finished | Failed)
         try:
             handle.listener(event)
         except Exception:  # a listener that fails (a client gone) only cancels its own request
@@ -368,6 +392,7 @@ class Engine:
 
     def _admit(self, handles: list[Handle]) -> None:
         choices = self._pass1([h for h in handles if h.adaptation.auto])
+        rows: list[_Row] = []
         for handle in handles:
             try:
                 row, info = self._new_row(handle, choices.get(id(handle)))
@@ -376,7 +401,12 @@ class Engine:
                 self.metrics.finished("error", handle.adaptation.label)
                 continue
             self._emit(handle, Chosen(info))
-            self._prefill(row)
+            if handle.cancelled:  # its client left while it waited (or its listener failed)
+                self._cancelled(handle, row.label)
+            else:
+                rows.append(row)
+        for start in range(0, len(rows), self.max_prefill):
+            self._prefill(rows[start : start + self.max_prefill])
 
     def _pass1(self, handles: list[Handle]) -> dict[int, tuple]:
         if not handles:
@@ -441,36 +471,48 @@ class Engine:
             del self._deltas[old]
         return deltas
 
-    def _prefill(self, row: _Row) -> None:
-        """Run the prompt alone, take the first token, and join the row to the batch."""
+    def _prefill(self, rows: list[_Row]) -> None:
+        """Run the new prompts as one left-padded batch, each row through its own expert, join
+        them to the running batch and take each one's first token."""
         from transformers import DynamicCache
 
         device = self.loaded.device
-        ids = torch.tensor([row.handle.prompt_ids], device=device)
+        width = max(len(row.handle.prompt_ids) for row in rows)
+        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for index, row in enumerate(rows):
+            prompt = row.handle.prompt_ids
+            ids[index, width - len(prompt) :] = torch.tensor(prompt)
+            mask[index, width - len(prompt) :] = 1
+        ids, mask = ids.to(device), mask.to(device)
         cache = DynamicCache(config=self.loaded.model.config)
-        self._set_scales([row.deltas])
+        self._set_scales([row.deltas for row in rows])
+        started = time.perf_counter()
         logits = self.loaded.model(
             input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            position_ids=torch.arange(ids.shape[1], device=device)[None],
+            attention_mask=mask,
+            position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
             cache=cache,
             use_cache=True,
+            logits_to_keep=1,  # only the last position's logits: (B, 1, vocab), not (B, L, vocab)
         ).logits[:, -1]
+        self.metrics.prefill(len(rows), time.perf_counter() - started)
         self._scales_stale = True
-        self._join(row, cache)
-        self._take(row, logits[0])
+        self._join(rows, cache, mask)
+        for row, row_logits in zip(rows, logits):
+            self._take(row, row_logits)
 
-    def _join(self, row: _Row, cache) -> None:
-        mask = torch.ones(1, cache.get_seq_length(), dtype=torch.long, device=self.loaded.device)
+    def _join(self, rows: list[_Row], cache, mask: torch.Tensor) -> None:
+        """Append rows (their cache and mask) to the running batch, left-padding the shorter side."""
         if self._cache is None:
-            self._cache, self._mask, self._rows = cache, mask, [row]
+            self._cache, self._mask, self._rows = cache, mask, list(rows)
             return
         width = max(self._mask.shape[1], mask.shape[1])
         for mine, theirs in zip(self._cache.layers, cache.layers):
             mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
             mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)])
         self._mask = torch.cat([_left_pad(self._mask, width, dim=1), _left_pad(mask, width, dim=1)])
-        self._rows.append(row)
+        self._rows.extend(rows)
 
     # ------------------------------------------------------------------ decoding
 
@@ -526,14 +568,7 @@ class Engine:
             self._emit(row.handle, Text(text[row.sent : ready]))
             row.sent = ready
         if reason is not None:
-            usage = {
-                "prompt_tokens": len(row.handle.prompt_ids),
-                "completion_tokens": len(row.generated),
-                "total_tokens": len(row.handle.prompt_ids) + len(row.generated),
-            }
-            if row.handle.adaptation.auto:
-                usage["pass1_tokens"] = row.pass1_tokens
-            self._emit(row.handle, Finished(reason, usage))
+            self._emit(row.handle, Finished(reason, _usage(row.handle, len(row.generated), row.pass1_tokens)))
             self.metrics.finished(reason, row.label, len(row.generated), now - row.first_token_at)
             row.done = True  # the slot is freed by _retire
 
@@ -544,7 +579,7 @@ class Engine:
             return
         for row in self._rows:
             if row.handle.cancelled and not row.done:
-                self.metrics.finished("cancelled", row.label)
+                self._cancelled(row.handle, row.label, len(row.generated), row.pass1_tokens)
         self._scales_stale = True
         if not keep:
             self._rows, self._cache, self._mask = [], None, None
@@ -557,6 +592,87 @@ class Engine:
         for layer in self._cache.layers:
             layer.keys = layer.keys.index_select(0, index)[:, :, start:]
             layer.values = layer.values.index_select(0, index)[:, :, start:]
+
+    # ------------------------------------------------------------------ in-process callers (t2 chat)
+
+    def add_expert(self, expert: ExpertVector) -> None:
+        """Serve `expert` too, under its name (replacing a served expert of that name): one chosen
+        at run time, such as a mixture or an expert a user names. Checked against the model first."""
+        deltas = self.rows_model.deltas(expert)
+        with self._cond:
+            self.experts[expert.name] = expert
+            self._deltas[expert.name] = deltas
+
+    def wait_idle(self, timeout_s: float = 60.0) -> None:
+        """Wait until no request is queued or running, then leave the model as the base model (no
+        row's expert correction): for a caller that runs the model itself between requests, such as
+        `t2 chat`'s pass 1. The next request's step sets the rows' experts again."""
+        ends = time.monotonic() + timeout_s
+        while self.pending:
+            if time.monotonic() > ends:
+                raise ServeError(f"the engine is still busy after {timeout_s:g} s")
+            time.sleep(0.001)
+        self.rows_model.scales.clear()
+        self._scales_stale = True
+
+    def stream(
+        self,
+        prompt_ids: list[int],
+        sampling: Sampling,
+        adaptation: Adaptation = Adaptation(),
+        on_text: Callable[[str], None] | None = None,
+        user_text: str = "",
+    ) -> tuple[str, Finished, dict]:
+        """`generate`, passing each new piece of text to `on_text` in the caller's thread as it comes.
+
+        An exception in `on_text`, or a KeyboardInterrupt while waiting (Ctrl-C), cancels the request
+        and is raised again once the engine has let the request go (at its next step)."""
+        events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+
+        def next_event(timeout_s: float | None = None) -> Event | None:
+            ends = None if timeout_s is None else time.monotonic() + timeout_s
+            while ends is None or time.monotonic() < ends:
+                try:
+                    return events.get(timeout=0.1)  # short waits: Ctrl-C is seen on every platform
+                except queue.Empty:
+                    continue
+            return None
+
+        handle = self.submit(prompt_ids, sampling, adaptation, events.put, user_text)
+        parts: list[str] = []
+        chosen: dict = {}
+        ended = False
+        try:
+            while True:
+                event = next_event()
+                if isinstance(event, Text):
+                    parts.append(event.text)
+                    if on_text is not None:
+                        on_text(event.text)
+                elif isinstance(event, Chosen):
+                    chosen = event.info
+                else:
+                    ended = True
+                    if isinstance(event, Failed):
+                        raise ServeError(event.message)
+                    return "".join(parts), event, chosen
+        except BaseException:
+            if not ended:
+                handle.cancel()
+                while (event := next_event(timeout_s=30.0)) is not None and not isinstance(event, Finished | Failed):
+                    pass
+            raise
+
+
+def _usage(handle: Handle, generated: int, pass1_tokens: int) -> dict:
+    usage = {
+        "prompt_tokens": len(handle.prompt_ids),
+        "completion_tokens": generated,
+        "total_tokens": len(handle.prompt_ids) + generated,
+    }
+    if handle.adaptation.auto:
+        usage["pass1_tokens"] = pass1_tokens
+    return usage
 
 
 def _left_pad(tensor: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
@@ -620,7 +736,7 @@ def open_engine(
     from t2cli.defaults import CLASSIFICATION
     from t2cli.models import load_model
     from t2cli.registry import Registry
-    from t2cli.svd_store import decompose
+    from t2cli.svd_store import open_or_decompose
 
     registry = registry or Registry()
     loaded = load_model(model, dtype=dtype, device=device)
@@ -640,7 +756,7 @@ def open_engine(
             continue
         chosen[name] = expert
     targets = next(iter(chosen.values())).targets if chosen else ["mlp"]
-    store = decompose(loaded, targets, progress=progress)
+    store = open_or_decompose(loaded, targets, progress=progress)
     for name, expert in list(chosen.items()):
         try:
             expert.validate_for(store.ranks, loaded.name, loaded.fingerprint)

@@ -17,8 +17,9 @@ import torch
 from t2cli.adapt import DenseAdapter, factorised
 from t2cli.expert import META_FILE, ExpertVector
 from t2cli.models import LoadedModel
+from t2cli.placement import dtype_name
 from t2cli.registry import Registry
-from t2cli.svd_store import decompose
+from t2cli.svd_store import open_or_decompose
 from t2cli.train.config import TrainConfig, TrainError
 from t2cli.train.distributed import Processes, barrier
 from t2cli.train.method import State
@@ -66,10 +67,11 @@ class SVFMethod:
     ):
         self.loaded, self.config, self.registry, self.domain = loaded, config, registry, domain
         self.expert: ExpertVector | None = None
-        # rank 0 decomposes (or finds the cached store); the others then read its files
-        store = decompose(loaded, config.targets) if procs.main else None
+        # rank 0 finds the store in the model's dtype (or decomposes it); the others then read its files
+        dtype = dtype_name(loaded.dtype)
+        store = open_or_decompose(loaded, config.targets, dtype=dtype) if procs.main else None
         barrier(procs)
-        self.store = store or decompose(loaded, config.targets)
+        self.store = store or open_or_decompose(loaded, config.targets, dtype=dtype)
         self.adapter = DenseAdapter(loaded, self.store)  # dense W' for generation; holds U, σ, Vᵀ in memory
         # Sorted names: a fresh store lists modules in model order, a reopened one (JSON, sorted keys) in
         # name order; p's noise draws and the flat all-reduce buffer must not depend on which one we got.

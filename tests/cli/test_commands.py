@@ -318,19 +318,23 @@ def test_chat_expert_command_fixes_the_expert_and_auto_undoes_it(model_dir):
 
 
 def test_ctrl_c_during_an_answer_stops_that_answer_not_the_session(model_dir, monkeypatch):
-    import t2cli.generation
+    from t2cli.serve.engine import Engine
 
-    real_stream = t2cli.generation.stream
+    real_stream = Engine.stream
     calls = []
 
-    def interrupted_once(loaded, prompt, on_text, config=None):
-        calls.append(prompt)
-        if len(calls) == 1:
-            raise KeyboardInterrupt
-        return real_stream(loaded, prompt, on_text, config)
+    def interrupted_once(engine, prompt_ids, sampling, adaptation, on_text=None, user_text=""):
+        calls.append(engine.tokenizer.decode(prompt_ids))
+        if len(calls) == 1:  # Ctrl-C as the first answer's text comes: the engine cancels it
 
-    monkeypatch.setattr(t2cli.generation, "stream", interrupted_once)
+            def interrupt(text):
+                raise KeyboardInterrupt
+
+            return real_stream(engine, prompt_ids, sampling, adaptation, interrupt, user_text)
+        return real_stream(engine, prompt_ids, sampling, adaptation, on_text, user_text)
+
+    monkeypatch.setattr(Engine, "stream", interrupted_once)
     code, out = chat(model_dir, "first\nsecond\n", "--adapt", "none")
     assert code == 0, out
     assert "answer stopped" in out and len(calls) == 2
-    assert "first" not in calls[1]  # the stopped turn is not kept in the conversation
+    assert "first" in calls[0] and "first" not in calls[1]  # the stopped turn is not kept in the conversation

@@ -4,6 +4,7 @@ server on 127.0.0.1 with the tiny model: routes, streaming, mixtures, :auto, err
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -223,6 +224,40 @@ def test_dropped_stream_frees_its_slot(live):
         time.sleep(0.01)
     assert live.engine.running == 0
     assert live.engine.metrics.requests[("base", "cancelled")] == 1
+
+
+def test_dropped_request_not_streamed_frees_its_slot(live):
+    body = json.dumps({"model": MODEL, "messages": HELLO, "max_tokens": 200, "temperature": 0}).encode()
+    client = socket.create_connection(("127.0.0.1", live.port))
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+    head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    client.sendall(head.encode() + body)
+    ends = time.monotonic() + 10
+    while live.engine.running == 0 and time.monotonic() < ends:
+        time.sleep(0.005)
+    assert live.engine.running == 1
+    client.close()  # the client leaves before its answer is ready
+    ends = time.monotonic() + 10
+    while live.engine.running and time.monotonic() < ends:
+        time.sleep(0.01)
+    assert live.engine.running == 0
+    assert live.engine.metrics.requests[("base", "cancelled")] == 1
+    assert live.client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2).choices
+
+
+def test_client_gone_while_sending_its_body_is_no_server_error(live, caplog):
+    client = socket.create_connection(("127.0.0.1", live.port))
+    head = f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n"
+    client.sendall((head + "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{").encode())
+    time.sleep(0.2)
+    client.close()  # 999 bytes of the body never come
+    time.sleep(0.3)
+    assert live.client.chat.completions.create(model=MODEL, messages=HELLO, max_tokens=2).choices
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
+    ends = time.monotonic() + 5
+    while live.engine.pending and time.monotonic() < ends:  # the answered row leaves after its step
+        time.sleep(0.01)
+    assert live.engine.metrics.accepted_total == 1 and live.engine.pending == 0
 
 
 def test_health_and_metrics(live):

@@ -12,7 +12,7 @@ import torch
 from t2cli.adapt import DenseAdapter
 from t2cli.expert import mix
 from t2cli.generation import GenerationConfig, chat_prompt, generate
-from t2cli.serve.engine import Adaptation, Engine, PromptTooLong, QueueFull, Sampling, Text
+from t2cli.serve.engine import Adaptation, Engine, Finished, PromptTooLong, QueueFull, Sampling, Text
 from t2cli.serve.layer import PerRowModel, stack_deltas
 from t2cli.svd_store import decompose
 from tests.serve.conftest import random_expert
@@ -182,3 +182,41 @@ def test_shipped_experts_per_row_match_dense_on_the_default_model(real_model):
     for row in range(len(experts)):
         mask = batch["attention_mask"][row].bool()
         assert (got[row][mask] - expected[row][mask]).abs().max() < LOGIT_TOLERANCE
+
+
+def test_requests_admitted_together_are_prefilled_as_one_batch(served):
+    """Prompts of different lengths admitted in one step: one left-padded prefill, each output
+    equal to the request alone (greedy and seeded sampling, texts compared exactly)."""
+    loaded, store, experts = served
+    engine = Engine(loaded, store, experts, max_batch=8, max_queue=8)
+    try:
+        outcomes: list[list] = [[] for _ in REQUESTS]
+        for i, (prompt, adaptation, sampling) in enumerate(REQUESTS):
+            engine.submit(chat_ids(engine, prompt), sampling, adaptation, outcomes[i].append)
+        engine.start()  # everything is queued: one admission step takes all six
+        ends = time.monotonic() + 30
+        while engine.pending and time.monotonic() < ends:
+            time.sleep(0.01)
+        assert engine.metrics.prefill_size.count == 1 and engine.metrics.prefill_size.total == len(REQUESTS)
+        batched = ["".join(e.text for e in events if isinstance(e, Text)) for events in outcomes]
+        alone = [engine.generate(chat_ids(engine, p), s, a)[0] for p, a, s in REQUESTS]
+        assert engine.metrics.prefill_size.count == 1 + len(REQUESTS)
+        assert batched == alone and len(set(alone)) > 1
+    finally:
+        engine.stop(deadline_s=5)
+
+
+def test_stop_waits_for_requests_being_admitted(served):
+    """Requests taken from the queue but not yet in the batch count as pending: a stop right
+    after they were taken lets them finish instead of failing them."""
+    loaded, store, experts = served
+    engine = Engine(loaded, store, experts, max_batch=8, max_queue=8)
+    ends: list = []
+    for prompt in PROMPTS:
+        engine.submit(chat_ids(engine, prompt), Sampling(max_tokens=6, temperature=0), Adaptation(), ends.append)
+    engine.start()
+    while engine.queued:
+        time.sleep(0.0005)
+    assert engine.stop(deadline_s=30)
+    reasons = [e.reason for e in ends if isinstance(e, Finished)]
+    assert len(reasons) == len(PROMPTS) and set(reasons) <= {"stop", "length"}
