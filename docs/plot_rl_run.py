@@ -4,7 +4,8 @@
 
 Draws RUN/curves.png: sampled-rollout accuracy per iteration (with its running mean over 5
 iterations), validation accuracy (iteration 0 = the base model's, from the checkpoint), and the
-KL to the base model per token — the three numbers that say whether REINFORCE + KL is learning.
+KL to the base model per answer (summed over its tokens): the three numbers that say whether
+REINFORCE + KL is learning.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ def main() -> None:
         middle.legend()
     middle.set(title=f"validation accuracy (first {config['val_limit']}, greedy)", xlabel="iteration")
     right.plot(iters, [line["kl"] for line in lines], "-")
-    right.set(title=f"KL to the base (λ = {config['kl']})", xlabel="iteration")
+    right.set(title=f"KL to the base per answer (λ = {config['kl']})", xlabel="iteration", ylabel="nats")
     fig.suptitle(
         f"{config['model']} {config['task']}: {config['objective']}, lr {config['lr']}, "
         f"{config['batch_size']} prompts × {config['rollouts_per_prompt']} rollouts at T {config['temperature']}"
