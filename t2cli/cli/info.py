@@ -79,17 +79,11 @@ def info_command(
     counts = parameter_counts(shapes)
     total, svf, lora = counts["model"], counts["svf"], counts["lora"]
     by_shape = Counter((name.split(".")[-1], matrix_shapes[name]) for name in names)
-    settings = dict(  # the memory plan's settings, for --json and the table alike
-        dtype=dtype,
-        device=device,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-        prompt_tokens=prompt_tokens,
-        micro_batch=micro_batch,
-        checkpointing=checkpointing,
-        keep=keep,
-        available=int(gpu_memory * 2**30) if gpu_memory else None,
-    )
+    # the memory plan's settings, for --json and the table alike: where it runs, and how much it holds
+    placement = {"dtype": dtype, "device": device, "keep": keep}
+    placement["available"] = int(gpu_memory * 2**30) if gpu_memory else None
+    sizes = {"batch_size": batch_size, "max_new_tokens": max_new_tokens, "prompt_tokens": prompt_tokens}
+    settings = placement | sizes | {"micro_batch": micro_batch, "checkpointing": checkpointing}
     if json_output:
         with user_errors():
             plan = _plan_document(model, names_targets, **settings) if memory else None
