@@ -12,7 +12,7 @@ from __future__ import annotations
 import typer
 
 from t2cli.cli import common
-from t2cli.cli.common import EXPERTS_HELP, console, expert_names, fail, progress_bar, user_errors
+from t2cli.cli.common import console, expert_names, fail, progress_bar, user_errors
 from t2cli.defaults import DEFAULT_MODEL
 from t2cli.dispatch.table import strategy_names
 
@@ -20,7 +20,10 @@ from t2cli.dispatch.table import strategy_names
 def serve_command(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded model name, local directory or Hub id."),
     experts: str = typer.Option(
-        None, "--experts", help=EXPERTS_HELP + " Default: every registered expert of the model but the classifier."
+        None,
+        "--experts",
+        help="Experts to serve (MODEL:NAME) and to route :auto over, comma-separated "
+        "(default: every registered expert of the model but the classifier).",
     ),
     adapt: str = typer.Option(
         None, "--adapt", "-a", help=f"Pass-1 strategy of MODEL:auto ({', '.join(strategy_names())}); none: no :auto."
