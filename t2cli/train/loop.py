@@ -207,7 +207,8 @@ def open_run(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)  # LoRA's initial A and its dropout (SVF draws nothing from it)
         emit({"event": "setup", "message": f"{config.method} on {' '.join(config.targets)}"})
-        method = _make_method(config, loaded, procs, registry, task, start_from=None if resume else config.init_expert)
+        start_from = None if resume else config.init_expert
+        method = _make_method(config, loaded, procs, registry, task, start_from=start_from, emit=emit)
         try:
             parameters = list(method.parameters.values())
             optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
@@ -294,7 +295,13 @@ def _method_class(name: str):
 
 
 def _make_method(
-    config: TrainConfig, loaded: LoadedModel, procs: Processes, registry: Registry, task: Task, start_from: str | None
+    config: TrainConfig,
+    loaded: LoadedModel,
+    procs: Processes,
+    registry: Registry,
+    task: Task,
+    start_from: str | None,
+    emit: Event,
 ) -> Method:
     if config.method == "lora":
         from t2cli.train.lora import LoraMethod
@@ -302,7 +309,12 @@ def _make_method(
         return LoraMethod(loaded, config, domain=task.domain)
     from t2cli.train.svf import SVFMethod
 
-    return SVFMethod(loaded, config, procs, registry, domain=task.domain, start_from=start_from)
+    def on_decompose(done: int, total: int, matrix: str) -> None:  # the store is built on first use
+        emit({"event": "setup", "message": f"SVD of the {' '.join(config.targets)} matrices {done}/{total}"})
+
+    return SVFMethod(
+        loaded, config, procs, registry, domain=task.domain, start_from=start_from, on_decompose=on_decompose
+    )
 
 
 # --------------------------------------------------------------------------- validation

@@ -8,7 +8,7 @@ best z is registered as an expert, with its recipe in the provenance.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -64,12 +64,14 @@ class SVFMethod:
         registry: Registry,
         domain: str,
         start_from: str | None,
+        on_decompose: Callable[[int, int, str], None] | None = None,
     ):
+        """`on_decompose(done, total, matrix)` hears the progress of a first-use decomposition."""
         self.loaded, self.config, self.registry, self.domain = loaded, config, registry, domain
         self.expert: ExpertVector | None = None
         # rank 0 finds the store in the model's dtype (or decomposes it); the others then read its files
         dtype = dtype_name(loaded.dtype)
-        store = open_or_decompose(loaded, config.targets, dtype=dtype) if procs.main else None
+        store = open_or_decompose(loaded, config.targets, dtype=dtype, progress=on_decompose) if procs.main else None
         barrier(procs)
         self.store = store or open_or_decompose(loaded, config.targets, dtype=dtype)
         self.adapter = DenseAdapter(loaded, self.store)  # dense W' for generation; holds U, σ, Vᵀ in memory

@@ -145,6 +145,8 @@ def test_rl_run_moves_p_and_registers_a_valid_expert(llama, tmp_path):
     assert (result.path / "learning_curve.png").stat().st_size > 1000
     kinds = {e["event"] for e in events}
     assert {"start", "iteration", "validation", "checkpoint", "done"} <= kinds
+    svd = [e["message"] for e in events if e["event"] == "setup" and e["message"].startswith("SVD of the mlp")]
+    assert svd and svd[-1].endswith(f"{len(store.ranks)}/{len(store.ranks)}")  # the store was built on first use
 
     with pytest.raises(TrainError, match="already exists"):  # the name is taken now
         train(toy_config(tmp_path / "run2"), loaded=llama, task=toy_task(), registry=registry)
