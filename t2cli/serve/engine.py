@@ -23,127 +23,59 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 import torch
 
 from t2cli.errors import T2Error
-from t2cli.expert import ExpertVector, mix
+from t2cli.expert import ExpertVector
 from t2cli.generation import cut_at_stop
 from t2cli.models import LoadedModel
+from t2cli.serve.batch import Batch, Row, left_padded, prompt_positions
+from t2cli.serve.deltas import DeltaCache
 from t2cli.serve.layer import PerRowModel, stack_deltas
 from t2cli.serve.metrics import Metrics
 from t2cli.serve.pass1 import Pass1
+from t2cli.serve.requests import (
+    Adaptation,
+    Chosen,
+    Event,
+    Failed,
+    Finished,
+    Handle,
+    Listener,
+    PromptTooLong,
+    QueueFull,
+    Sampling,
+    ServeError,
+    Text,
+    UnknownExpert,
+    check_request,
+    usage,
+)
+from t2cli.serve.sampling import held_back, sample
 from t2cli.svd_store import SVDStore
 
-
-class ServeError(T2Error):
-    """A request the engine cannot take (its message is shown to the client)."""
-
-
-class QueueFull(ServeError):
-    pass
-
-
-class PromptTooLong(ServeError):
-    pass
-
-
-class UnknownExpert(ServeError):
-    pass
-
-
-# --------------------------------------------------------------------------- requests and events
-
-
-@dataclass(frozen=True)
-class Sampling:
-    max_tokens: int | None = None  # None: up to the context length
-    temperature: float = 1.0  # 0: greedy
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Adaptation:
-    """Which weights answer: the base (`expert` and `mix` None), one served expert, a mixture
-    {expert: α} of served experts, or `auto` (pass 1 decides)."""
-
-    expert: str | None = None
-    mix: Mapping[str, float] | None = None
-    auto: bool = False
-
-    @property
-    def label(self) -> str:
-        if self.auto:
-            return "auto"
-        if self.mix:
-            return "mix(" + ",".join(f"{k}:{v:g}" for k, v in sorted(self.mix.items())) + ")"
-        return self.expert or "base"
-
-
-@dataclass
-class Chosen:
-    info: dict  # {"expert": …, "label": …, "weights": …, "strategy": …, "pass1_ms": …} for auto
-
-
-@dataclass
-class Text:
-    text: str
-
-
-@dataclass
-class Finished:
-    reason: str  # "stop", "length" or "cancelled"
-    usage: dict
-
-
-@dataclass
-class Failed:
-    message: str
-
-
-Event = Chosen | Text | Finished | Failed
-Listener = Callable[[Event], None]
-
-
-@dataclass(eq=False)  # each submission is its own request, even with equal fields
-class Handle:
-    """A submitted request: `cancel()` frees its slot at the next step (a client that left)."""
-
-    prompt_ids: list[int]
-    sampling: Sampling
-    adaptation: Adaptation
-    user_text: str
-    listener: Listener
-    submitted: float = field(default_factory=time.perf_counter)
-    cancelled: bool = False
-    ended: bool = False  # its Finished or Failed was sent (nothing is sent after it)
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-@dataclass
-class _Row:
-    """A running request: its expert's deltas, generated ids and what was sent of its text."""
-
-    handle: Handle
-    deltas: dict[str, torch.Tensor] | None
-    label: str
-    budget: int
-    generator: torch.Generator
-    generated: list[int] = field(default_factory=list)
-    sent: int = 0  # characters of the text already sent
-    pass1_tokens: int = 0
-    done: bool = False
-    first_token_at: float | None = None
-
-
-# --------------------------------------------------------------------------- the engine
+__all__ = [
+    "Adaptation",
+    "Chosen",
+    "Engine",
+    "Event",
+    "Failed",
+    "Finished",
+    "Handle",
+    "Listener",
+    "PromptTooLong",
+    "QueueFull",
+    "Sampling",
+    "ServeError",
+    "Text",
+    "UnknownExpert",
+    "context_length",
+    "open_engine",
+    "sample",
+]
 
 
 class Engine:
@@ -183,9 +115,7 @@ class Engine:
             self.pass1 = Pass1(loaded, store, registry or Registry(), strategy, list(self.experts) or None)
         self.setup_s = self.pass1.prepare() if self.pass1 else 0.0
         self.rows_model = PerRowModel(loaded, store)
-        self._deltas: OrderedDict[object, dict[str, torch.Tensor]] = OrderedDict()
-        for expert in self.experts.values():
-            self._deltas[expert.name] = self.rows_model.deltas(expert)
+        self._deltas = DeltaCache(self.rows_model, self.experts)
         self.context = context_length(loaded.model.config)
         eos = loaded.model.generation_config.eos_token_id
         self.eos = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -195,10 +125,8 @@ class Engine:
         self._tokenizer_lock = threading.Lock()  # fast tokenizers are not safe across threads
         self._cond = threading.Condition()
         self._queue: deque[Handle] = deque()
-        self._rows: list[_Row] = []
+        self._batch = Batch()
         self._admitting = 0  # taken from the queue, not yet in the batch
-        self._cache = None
-        self._mask: torch.Tensor | None = None  # (B, L) 1 where the cache holds a real token
         self._scales_stale = True
         self._accepting = True
         self._stopping = False
@@ -222,7 +150,7 @@ class Engine:
             time.sleep(0.01)
         drained = not self.pending
         with self._cond:
-            for handle in [*self._queue, *(row.handle for row in self._rows)]:
+            for handle in [*self._queue, *(row.handle for row in self._batch.rows)]:
                 handle.cancel()
             self._stopping = True
             self._cond.notify_all()
@@ -234,11 +162,11 @@ class Engine:
     @property
     def pending(self) -> int:
         """Queued, being admitted and running requests."""
-        return len(self._queue) + self._admitting + len(self._rows)
+        return len(self._queue) + self._admitting + len(self._batch)
 
     @property
     def running(self) -> int:
-        return len(self._rows)
+        return len(self._batch)
 
     @property
     def queued(self) -> int:
@@ -259,30 +187,14 @@ class Engine:
 
     def check(self, prompt_ids: Sequence[int], sampling: Sampling, adaptation: Adaptation) -> None:
         """Raise ServeError for a request the engine would refuse (nothing is queued)."""
-        if not prompt_ids:
-            raise PromptTooLong("the prompt is empty")
-        asked = sampling.max_tokens or 1
-        if len(prompt_ids) + asked > self.context:
-            raise PromptTooLong(
-                f"This model's maximum context length is {self.context} tokens. However, you requested "
-                f"{len(prompt_ids) + asked} tokens ({len(prompt_ids)} in the messages, {asked} in the completion). "
-                "Please reduce the length of the messages or completion."
-            )
-        if adaptation.auto and self.pass1 is None:
-            raise UnknownExpert("this server has no pass-1 strategy (start it with --adapt) for `:auto`")
-        names = [adaptation.expert] if adaptation.expert else list(adaptation.mix or {})
-        for name in names:
-            if name not in self.experts:
-                known = ", ".join(self.experts) or "none"
-                raise UnknownExpert(f"expert {name!r} is not served here (served: {known})")
-        if adaptation.mix is not None:
-            weights = list(adaptation.mix.values())
-            if (
-                not weights
-                or any(not isinstance(w, int | float) or w < 0 or w != w for w in weights)
-                or sum(weights) <= 0
-            ):
-                raise ServeError("a mixture needs weights ≥ 0 with a positive sum, e.g. {'math': 0.6, 'code': 0.4}")
+        check_request(
+            prompt_ids,
+            sampling,
+            adaptation,
+            context=self.context,
+            experts=self.experts,
+            has_pass1=self.pass1 is not None,
+        )
 
     def submit(
         self,
@@ -336,7 +248,7 @@ class Engine:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._rows and not self._stopping:
+                while not self._queue and not self._batch and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
                     for handle in self._queue:
@@ -348,7 +260,7 @@ class Engine:
                     self._queue.remove(handle)
                     self._cancelled(handle, handle.adaptation.label)
                 admitted: list[Handle] = []
-                while self._queue and len(self._rows) + len(admitted) < self.max_batch:
+                while self._queue and len(self._batch) + len(admitted) < self.max_batch:
                     admitted.append(self._queue.popleft())
                 self._admitting = len(admitted)
                 self.metrics.queue_length(len(self._queue))
@@ -358,25 +270,25 @@ class Engine:
                         self._admit(admitted)
                     self._admitting = 0
                     self._retire()
-                    if self._rows:
+                    if self._batch:
                         self._decode()
                         self._retire()
             except Exception as error:  # a failing step fails its requests, never the server
-                for handle in dict.fromkeys([*admitted, *(row.handle for row in self._rows)]):
+                for handle in dict.fromkeys([*admitted, *(row.handle for row in self._batch.rows)]):
                     if not handle.ended:
                         self._emit(handle, Failed(f"internal error: {type(error).__name__}: {error}"))
                         self.metrics.finished("error", handle.adaptation.label)
-                self._rows, self._cache, self._mask = [], None, None
+                self._batch.clear()
                 self._admitting = 0
                 self._scales_stale = True
-        for row in self._rows:
+        for row in self._batch.rows:
             if not row.handle.ended:
                 self._emit(row.handle, Failed("the server stopped before this request was answered"))
                 self.metrics.finished("cancelled", row.label, len(row.generated))
-        self._rows, self._cache, self._mask = [], None, None
+        self._batch.clear()
 
     def _cancelled(self, handle: Handle, label: str, generated: int = 0, pass1_tokens: int = 0) -> None:
-        self._emit(handle, Finished("cancelled", _usage(handle, generated, pass1_tokens)))
+        self._emit(handle, Finished("cancelled", usage(handle, generated, pass1_tokens)))
         self.metrics.finished("cancelled", label, generated)
 
     def _emit(self, handle: Handle, event: Event) -> None:
@@ -392,7 +304,7 @@ class Engine:
 
     def _admit(self, handles: list[Handle]) -> None:
         choices = self._pass1([h for h in handles if h.adaptation.auto])
-        rows: list[_Row] = []
+        rows: list[Row] = []
         for handle in handles:
             try:
                 row, info = self._new_row(handle, choices.get(id(handle)))
@@ -420,14 +332,14 @@ class Engine:
         self.metrics.pass1(time.perf_counter() - started, len(handles))
         return {id(h): (c, len(self.encode(h.user_text))) for h, c in zip(handles, choices)}
 
-    def _new_row(self, handle: Handle, choice: tuple | None) -> tuple[_Row, dict]:
+    def _new_row(self, handle: Handle, choice: tuple | None) -> tuple[Row, dict]:
         adaptation = handle.adaptation
         info: dict = {"label": adaptation.label}
         pass1_tokens = 0
         if choice is not None:
             decision, pass1_tokens = choice
             expert = decision.expert
-            deltas = self._expert_deltas(expert) if expert is not None else None
+            deltas = self._deltas.of_expert(expert) if expert is not None else None
             label = expert.name if expert is not None else "base"
             info = {
                 "expert": expert.name if expert is not None else None,
@@ -437,16 +349,11 @@ class Engine:
                 "pass1_ms": round(decision.seconds * 1e3, 2),
             }
         elif adaptation.mix:
-            key = tuple(sorted(adaptation.mix.items()))
-            deltas = self._deltas.get(key)
-            if deltas is None:
-                names = [name for name, _ in key]
-                mixture = mix([self.experts[n] for n in names], [float(w) for _, w in key], name="mixture")
-                deltas = self._remember(key, self.rows_model.deltas(mixture))
+            deltas = self._deltas.of_mix(adaptation.mix)
             label = adaptation.label
             info["weights"] = dict(adaptation.mix)
         elif adaptation.expert:
-            deltas, label = self._deltas[adaptation.expert], adaptation.expert
+            deltas, label = self._deltas.served(adaptation.expert), adaptation.expert
         else:
             deltas, label = None, "base"
         sampling = handle.sampling
@@ -454,65 +361,30 @@ class Engine:
         budget = min(budget, self.context - len(handle.prompt_ids))
         generator = torch.Generator(device="cpu")
         generator.manual_seed(sampling.seed if sampling.seed is not None else int(torch.randint(0, 2**62, (1,))))
-        return _Row(handle, deltas, label, budget, generator, pass1_tokens=pass1_tokens), info
+        return Row(handle, deltas, label, budget, generator, pass1_tokens=pass1_tokens), info
 
-    def _expert_deltas(self, expert: ExpertVector) -> dict[str, torch.Tensor]:
-        key = ("expert", expert.name, expert.tensors_sha256 or id(expert))
-        if expert.name in self.experts and self.experts[expert.name] is expert:
-            key = expert.name
-        deltas = self._deltas.get(key)
-        return deltas if deltas is not None else self._remember(key, self.rows_model.deltas(expert))
-
-    def _remember(self, key: object, deltas: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Deltas of mixtures and pass-1 choices, the 64 most recent beyond the served experts."""
-        self._deltas[key] = deltas
-        extra = [k for k in self._deltas if k not in self.experts]
-        for old in extra[: max(0, len(extra) - 64)]:
-            del self._deltas[old]
-        return deltas
-
-    def _prefill(self, rows: list[_Row]) -> None:
+    def _prefill(self, rows: list[Row]) -> None:
         """Run the new prompts as one left-padded batch, each row through its own expert, join
         them to the running batch and take each one's first token."""
         from transformers import DynamicCache
 
-        device = self.loaded.device
-        width = max(len(row.handle.prompt_ids) for row in rows)
-        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for index, row in enumerate(rows):
-            prompt = row.handle.prompt_ids
-            ids[index, width - len(prompt) :] = torch.tensor(prompt)
-            mask[index, width - len(prompt) :] = 1
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = left_padded([row.handle.prompt_ids for row in rows], self.pad, self.loaded.device)
         cache = DynamicCache(config=self.loaded.model.config)
         self._set_scales([row.deltas for row in rows])
         started = time.perf_counter()
         logits = self.loaded.model(
             input_ids=ids,
             attention_mask=mask,
-            position_ids=(mask.cumsum(dim=1) - 1).clamp(min=0),
+            position_ids=prompt_positions(mask),
             cache=cache,
             use_cache=True,
             logits_to_keep=1,  # only the last position's logits: (B, 1, vocab), not (B, L, vocab)
         ).logits[:, -1]
         self.metrics.prefill(len(rows), time.perf_counter() - started)
         self._scales_stale = True
-        self._join(rows, cache, mask)
+        self._batch.join(rows, cache, mask)
         for row, row_logits in zip(rows, logits):
             self._take(row, row_logits)
-
-    def _join(self, rows: list[_Row], cache, mask: torch.Tensor) -> None:
-        """Append rows (their cache and mask) to the running batch, left-padding the shorter side."""
-        if self._cache is None:
-            self._cache, self._mask, self._rows = cache, mask, list(rows)
-            return
-        width = max(self._mask.shape[1], mask.shape[1])
-        for mine, theirs in zip(self._cache.layers, cache.layers):
-            mine.keys = torch.cat([_left_pad(mine.keys, width), _left_pad(theirs.keys, width)])
-            mine.values = torch.cat([_left_pad(mine.values, width), _left_pad(theirs.values, width)])
-        self._mask = torch.cat([_left_pad(self._mask, width, dim=1), _left_pad(mask, width, dim=1)])
-        self._rows.extend(rows)
 
     # ------------------------------------------------------------------ decoding
 
@@ -525,21 +397,20 @@ class Engine:
 
     def _decode(self) -> None:
         if self._scales_stale:
-            self._set_scales([row.deltas for row in self._rows])
+            self._set_scales([row.deltas for row in self._batch.rows])
             self._scales_stale = False
-        device = self.loaded.device
-        last = torch.tensor([[row.generated[-1]] for row in self._rows], device=device)
-        self._mask = torch.cat([self._mask, torch.ones(len(self._rows), 1, dtype=torch.long, device=device)], dim=1)
-        positions = self._mask.sum(dim=1, keepdim=True) - 1
+        batch = self._batch
+        last = torch.tensor([[row.generated[-1]] for row in batch.rows], device=self.loaded.device)
+        positions = batch.next_positions()
         started = time.perf_counter()
         logits = self.loaded.model(
-            input_ids=last, attention_mask=self._mask, position_ids=positions, cache=self._cache, use_cache=True
+            input_ids=last, attention_mask=batch.mask, position_ids=positions, cache=batch.cache, use_cache=True
         ).logits[:, -1]
-        self.metrics.step(len(self._rows), time.perf_counter() - started)
-        for row, row_logits in zip(self._rows, logits):
+        self.metrics.step(len(batch), time.perf_counter() - started)
+        for row, row_logits in zip(batch.rows, logits):
             self._take(row, row_logits)
 
-    def _take(self, row: _Row, logits: torch.Tensor) -> None:
+    def _take(self, row: Row, logits: torch.Tensor) -> None:
         """Choose the row's next token, send the new text, and finish the row when it is done."""
         if row.handle.cancelled or row.done:
             return
@@ -559,7 +430,7 @@ class Engine:
         elif len(row.generated) >= row.budget:
             reason = "length"
         if reason is None:
-            ready = len(text) - _held_back(text, stop)
+            ready = len(text) - held_back(text, stop)
             if text.endswith("\ufffd"):  # half of a multi-byte character
                 ready = min(ready, len(text) - 1)
         else:
@@ -568,30 +439,21 @@ class Engine:
             self._emit(row.handle, Text(text[row.sent : ready]))
             row.sent = ready
         if reason is not None:
-            self._emit(row.handle, Finished(reason, _usage(row.handle, len(row.generated), row.pass1_tokens)))
+            self._emit(row.handle, Finished(reason, usage(row.handle, len(row.generated), row.pass1_tokens)))
             self.metrics.finished(reason, row.label, len(row.generated), now - row.first_token_at)
             row.done = True  # the slot is freed by _retire
 
     def _retire(self) -> None:
         """Drop finished and cancelled rows from the batch and the padding no row needs."""
-        keep = [i for i, row in enumerate(self._rows) if not (row.done or row.handle.cancelled)]
-        if len(keep) == len(self._rows):
+        rows = self._batch.rows
+        keep = [i for i, row in enumerate(rows) if not (row.done or row.handle.cancelled)]
+        if len(keep) == len(rows):
             return
-        for row in self._rows:
+        for row in rows:
             if row.handle.cancelled and not row.done:
                 self._cancelled(row.handle, row.label, len(row.generated), row.pass1_tokens)
         self._scales_stale = True
-        if not keep:
-            self._rows, self._cache, self._mask = [], None, None
-            return
-        index = torch.tensor(keep, device=self.loaded.device)
-        self._rows = [self._rows[i] for i in keep]
-        self._mask = self._mask.index_select(0, index)
-        start = int(self._mask.any(dim=0).nonzero()[0])  # the first column a remaining row uses
-        self._mask = self._mask[:, start:]
-        for layer in self._cache.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
-            layer.values = layer.values.index_select(0, index)[:, :, start:]
+        self._batch.keep(keep)
 
     # ------------------------------------------------------------------ in-process callers (t2 chat)
 
@@ -601,7 +463,7 @@ class Engine:
         deltas = self.rows_model.deltas(expert)
         with self._cond:
             self.experts[expert.name] = expert
-            self._deltas[expert.name] = deltas
+            self._deltas.put(expert.name, deltas)
 
     def wait_idle(self, timeout_s: float = 60.0) -> None:
         """Wait until no request is queued or running, then leave the model as the base model (no
@@ -662,51 +524,6 @@ class Engine:
                 while (event := next_event(timeout_s=30.0)) is not None and not isinstance(event, Finished | Failed):
                     pass
             raise
-
-
-def _usage(handle: Handle, generated: int, pass1_tokens: int) -> dict:
-    usage = {
-        "prompt_tokens": len(handle.prompt_ids),
-        "completion_tokens": generated,
-        "total_tokens": len(handle.prompt_ids) + generated,
-    }
-    if handle.adaptation.auto:
-        usage["pass1_tokens"] = pass1_tokens
-    return usage
-
-
-def _left_pad(tensor: torch.Tensor, width: int, dim: int = 2) -> torch.Tensor:
-    """Zeros in front of `dim` up to `width` (the KV cache's sequence axis is 2, the mask's 1)."""
-    missing = width - tensor.shape[dim]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-
-def _held_back(text: str, stop: Sequence[str]) -> int:
-    """How many trailing characters could be the start of a stop string (not sent yet)."""
-    held = 0
-    for marker in stop:
-        for size in range(min(len(marker) - 1, len(text)), 0, -1):
-            if text.endswith(marker[:size]):
-                held = max(held, size)
-                break
-    return held
-
-
-def sample(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> int:
-    """The next token: argmax at temperature 0, else a draw from the top-p nucleus."""
-    if sampling.temperature == 0:
-        return int(logits.argmax())
-    probs = (logits.float() / sampling.temperature).softmax(-1).cpu()
-    if sampling.top_p < 1.0:
-        ordered, order = probs.sort(descending=True)
-        outside = ordered.cumsum(0) - ordered > sampling.top_p  # keep the smallest set reaching top_p
-        ordered[outside] = 0
-        probs = torch.zeros_like(probs).scatter(0, order, ordered)
-    return int(torch.multinomial(probs, 1, generator=generator))
 
 
 def context_length(config) -> int:
