@@ -20,10 +20,7 @@ from t2cli.dispatch.table import strategy_names
 def serve_command(
     model: str = typer.Option(DEFAULT_MODEL, "--model", "-m", help="Embedded model name, local directory or Hub id."),
     experts: str = typer.Option(
-        None,
-        "--experts",
-        help="Experts to serve (MODEL:NAME) and to route :auto over, comma-separated "
-        "(default: every registered expert of the model but the classifier).",
+        None, "--experts", help="Experts to serve, comma-separated (default: all but the classifier)."
     ),
     adapt: str = typer.Option(
         None, "--adapt", "-a", help=f"Pass-1 strategy of MODEL:auto ({', '.join(strategy_names())}); none: no :auto."

@@ -32,9 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from t2cli.serve.engine import (
+from t2cli.serve.engine import Engine
+from t2cli.serve.requests import (
     Adaptation,
-    Engine,
     Event,
     Failed,
     Finished,

@@ -12,8 +12,9 @@ import torch
 from t2cli.adapt import DenseAdapter
 from t2cli.expert import mix
 from t2cli.generation import GenerationConfig, chat_prompt, generate
-from t2cli.serve.engine import Adaptation, Engine, Finished, PromptTooLong, QueueFull, Sampling, Text
+from t2cli.serve.engine import Adaptation, Engine, Finished, QueueFull, Sampling, Text
 from t2cli.serve.layer import PerRowModel, stack_deltas
+from t2cli.serve.requests import PromptTooLong
 from t2cli.svd_store import decompose
 from tests.serve.conftest import random_expert
 
