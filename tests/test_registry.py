@@ -1,8 +1,10 @@
+import json
 import multiprocessing
 import os
 import shutil
 import signal
 import time
+from pathlib import Path, PurePosixPath
 
 import pytest
 import torch
@@ -255,3 +257,15 @@ def test_a_read_only_registry_is_read_without_a_lock_and_writes_say_why(tmp_path
             registry.add(constant("same", 0.25), overwrite=True)
     finally:
         os.chmod(tmp_path / "tiny", 0o755)
+
+
+def test_shipped_experts_record_no_machine_specific_path():
+    """A recorded data source names the bundled file relative to the package (or the data
+    directory option), so an expert trained on one machine says nothing about its file system."""
+    shipped = Path(__file__).resolve().parent.parent / "registry"
+    records = sorted(shipped.glob("*/*/expert.json"))
+    assert records, "no shipped expert found under registry/"
+    for record in records:
+        source = json.loads(record.read_text()).get("provenance", {}).get("data_source", "")
+        parts = [part.split(" (")[-1].rstrip(")") for part in source.split("; ")]
+        assert not any(PurePosixPath(part).is_absolute() for part in parts), f"{record}: {source}"
