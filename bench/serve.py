@@ -1,7 +1,7 @@
 """Serving throughput and time to first token, side by side, bounded in requests and time.
 
     python bench/serve.py [-m smollm2-135m] [--clients 1,8,32] [--max-tokens 32] [--time-limit 120]
-                          [--max-prefill 1,all]
+                          [--max-prefill 1,all] [--per-row exact,factorised]
 
 Concurrent clients (threads, each one request at a time) send chat requests to the engine of
 `t2 serve` (in process: the HTTP layer adds the same small cost to every row, and the loopback
@@ -15,7 +15,9 @@ requests grouped by expert, the group's weights composed into the model (cached)
 generated as one batch, the next group after it — what serving SVF experts costs without per-row
 scales. `--max-prefill` repeats each engine run with that many new prompts prefilled as one batch
 at most (1: one at a time; all: every request admitted in a step), back to back on the same
-engine. Reports aggregate output tokens/s and p50/p99 time to first token per run, writes
+engine. `--per-row` repeats the engine runs for each per-row form (exact: the default of
+`t2 serve`; factorised: `t2 serve --per-row factorised`), one engine after the other on the same
+loaded model. Reports aggregate output tokens/s and p50/p99 time to first token per run, writes
 bench/results/serve.json (and serve.png with --plot).
 """
 
@@ -205,42 +207,56 @@ def main() -> None:
     parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per run at most")
     parser.add_argument("--runs", default="base,expert,spread,auto,swap-base,swap-expert,swap-spread")
     parser.add_argument("--max-prefill", default="all", help="comma list of prompts per prefill at most (N or all)")
+    parser.add_argument("--per-row", default="exact", help="comma list of per-row forms (exact, factorised)")
     parser.add_argument("--out", default="bench/results/serve.json")
     parser.add_argument("--plot", action="store_true")
     args = parser.parse_args()
 
-    from t2cli.serve.engine import open_engine
+    from t2cli.serve.engine import Engine, open_engine
 
     names = args.experts.split(",") if args.experts else None
     clients = [int(c) for c in args.clients.split(",")]
+    forms = args.per_row.split(",")
     engine, skipped = open_engine(
-        args.model, names, args.adapt, device="cpu" if not torch.cuda.is_available() else "auto", max_batch=max(clients)
+        args.model,
+        names,
+        args.adapt,
+        device="cpu" if not torch.cuda.is_available() else "auto",
+        max_batch=max(clients),
+        per_row=forms[0],
     )
     experts = list(engine.experts)
     if not experts:
         raise SystemExit(f"no experts registered for {engine.loaded.name}")
+    loaded, store = engine.loaded, engine.rows_model.store
+    served = dict(engine.experts)
     by_kind = kinds(experts)
     sampling = Sampling(max_tokens=args.max_tokens, temperature=0)
     prompt_ids = {p: engine.chat_ids([{"role": "user", "content": p}]) for p in PROMPTS}
-
-    def submit_engine(prompt, adaptation, listen):
-        engine.submit(prompt_ids[prompt], sampling, adaptation, listen, user_text=prompt)
-
     results: list[dict] = []
     wanted = args.runs.split(",")
-    prefills = [engine.max_batch if p == "all" else int(p) for p in args.max_prefill.split(",")]
-    for kind in [k for k in wanted if not k.startswith("swap-")]:
-        for n in clients:
-            for max_prefill in prefills:
-                engine.max_prefill = max_prefill
-                row = {"run": kind} | run(submit_engine, n, max(4, n * args.requests), by_kind[kind], args.time_limit)
-                if len(prefills) > 1:
-                    row["max_prefill"] = max_prefill
-                print(json.dumps(row), flush=True)
-                results.append(row)
-    loaded, store = engine.loaded, engine.rows_model.store
-    served = dict(engine.experts)
-    engine.stop()  # the model's own modules are back: the swap server composes into them
+    for form in forms:
+        if form != engine.rows_model.form:  # the next form's engine on the same model and experts
+            engine = Engine(loaded, store, served, strategy=args.adapt, max_batch=max(clients), per_row=form).start()
+
+        def submit_engine(prompt, adaptation, listen, engine=engine):
+            engine.submit(prompt_ids[prompt], sampling, adaptation, listen, user_text=prompt)
+
+        prefills = [engine.max_batch if p == "all" else int(p) for p in args.max_prefill.split(",")]
+        for kind in [k for k in wanted if not k.startswith("swap-")]:
+            for n in clients:
+                for max_prefill in prefills:
+                    engine.max_prefill = max_prefill
+                    row = {"run": kind} | run(
+                        submit_engine, n, max(4, n * args.requests), by_kind[kind], args.time_limit
+                    )
+                    if len(prefills) > 1:
+                        row["max_prefill"] = max_prefill
+                    if len(forms) > 1:
+                        row["per_row"] = form
+                    print(json.dumps(row), flush=True)
+                    results.append(row)
+        engine.stop()  # the model's own modules are back: the next engine or the swap server uses them
     swap_kinds = [k.removeprefix("swap-") for k in wanted if k.startswith("swap-")]
     if swap_kinds:
         swap = SwapServer(loaded, store, served, max_batch=max(clients), max_tokens=args.max_tokens)
@@ -264,6 +280,7 @@ def main() -> None:
         "max_tokens": args.max_tokens,
         "experts": experts,
         "adapt": args.adapt,
+        "per_row": forms,
         "skipped": skipped,
         "results": results,
     }
@@ -282,7 +299,8 @@ def plot(results: list[dict], path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
 
     def name(row: dict) -> str:
-        return row["run"] + (f" prefill≤{row['max_prefill']}" if "max_prefill" in row else "")
+        label = row["run"] + (f" prefill≤{row['max_prefill']}" if "max_prefill" in row else "")
+        return label + (f" ({row['per_row']})" if "per_row" in row else "")
 
     for run_name in dict.fromkeys(name(r) for r in results):
         rows = [r for r in results if name(r) == run_name]

@@ -32,6 +32,13 @@ def serve_command(
     ),
     max_batch: int = typer.Option(16, "--max-batch", min=1, help="Requests decoded together at most."),
     max_queue: int = typer.Option(64, "--max-queue", min=1, help="Requests waiting at most (more: HTTP 429)."),
+    per_row: str = typer.Option(
+        "exact",
+        "--per-row",
+        help="How a batch applies each row's expert: exact (the outputs of `t2 eval --expert`, up to rounding) "
+        "or factorised (reads the SVD factors instead of the weights: faster decoding, logits within a few "
+        "1e-4, so greedy text can differ where two tokens are that close).",
+    ),
     shutdown_deadline: float = typer.Option(
         30.0, "--shutdown-deadline", min=0, help="Seconds in-flight requests get to finish on SIGTERM."
     ),
@@ -53,6 +60,7 @@ def serve_command(
                 device=device,
                 max_batch=max_batch,
                 max_queue=max_queue,
+                per_row=per_row,
                 progress=update,
             )
     for line in skipped:

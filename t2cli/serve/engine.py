@@ -34,7 +34,7 @@ from t2cli.generation import cut_at_stop
 from t2cli.models import LoadedModel
 from t2cli.serve.batch import Batch, Row, left_padded, prompt_positions
 from t2cli.serve.deltas import DeltaCache
-from t2cli.serve.layer import PerRowModel, stack_deltas
+from t2cli.serve.layer import FORMS, PerRowModel, stack_deltas
 from t2cli.serve.metrics import Metrics
 from t2cli.serve.pass1 import Pass1
 from t2cli.serve.requests import (
@@ -79,7 +79,9 @@ class Engine:
 
     `experts`: the served experts by name (registry names). `strategy`: the pass-1 strategy of
     `:auto` requests (None: no `:auto`); `registry` is where it finds its experts. `max_prefill`:
-    the most new prompts prefilled as one batch (default `max_batch`; 1: one at a time)."""
+    the most new prompts prefilled as one batch (default `max_batch`; 1: one at a time).
+    `per_row`: the form of the per-row layers, "exact" (the outputs of `t2 eval --expert` up to
+    rounding) or "factorised" (cheaper, within a few 1e-4 on the logits: `t2cli.serve.layer`)."""
 
     def __init__(
         self,
@@ -92,10 +94,12 @@ class Engine:
         max_batch: int = 16,
         max_queue: int = 64,
         max_prefill: int | None = None,
+        per_row: str = "exact",
         metrics: Metrics | None = None,
     ):
         if max_batch < 1 or max_queue < 1 or (max_prefill is not None and max_prefill < 1):
             raise ServeError("max_batch, max_queue and max_prefill must be ≥ 1")
+        check_form(per_row)
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.max_batch, self.max_queue = max_batch, max_queue
@@ -110,7 +114,7 @@ class Engine:
 
             self.pass1 = Pass1(loaded, store, registry or Registry(), strategy, list(self.experts) or None)
         self.setup_s = self.pass1.prepare() if self.pass1 else 0.0
-        self.rows_model = PerRowModel(loaded, store)
+        self.rows_model = PerRowModel(loaded, store, per_row)
         self._deltas = DeltaCache(self.rows_model, self.experts)
         self.context = context_length(loaded.model.config)
         eos = loaded.model.generation_config.eos_token_id
@@ -386,10 +390,12 @@ class Engine:
 
     def _set_scales(self, per_row: list[dict[str, torch.Tensor] | None]) -> None:
         deltas, rows = stack_deltas(per_row)
-        index = None
+        index = others = None
         if deltas is not None and len(rows) < len(per_row):
-            index = torch.tensor(rows, device=self.loaded.device)
-        self.rows_model.scales.set(deltas, index)
+            device = self.loaded.device
+            index = torch.tensor(rows, device=device)
+            others = torch.tensor(sorted(set(range(len(per_row))) - set(rows)), device=device)
+        self.rows_model.scales.set(deltas, index, others)
 
     def _decode(self) -> None:
         if self._scales_stale:
@@ -530,6 +536,12 @@ def context_length(config) -> int:
     return 2048
 
 
+def check_form(per_row: str) -> None:
+    """Refuse an unknown per-row form with the ones there are."""
+    if per_row not in FORMS:
+        raise ServeError(f"unknown per-row form {per_row!r}: choose {' or '.join(FORMS)}")
+
+
 def open_engine(
     model: str,
     experts: Sequence[str] | None = None,
@@ -539,6 +551,7 @@ def open_engine(
     device: str = "auto",
     max_batch: int = 16,
     max_queue: int = 64,
+    per_row: str = "exact",
     registry=None,
     progress=None,
 ) -> tuple[Engine, list[str]]:
@@ -551,6 +564,7 @@ def open_engine(
     from t2cli.registry import Registry
     from t2cli.svd_store import open_or_decompose
 
+    check_form(per_row)
     registry = registry or Registry()
     loaded = load_model(model, dtype=dtype, device=device)
     names = (
@@ -577,6 +591,13 @@ def open_engine(
             skipped.append(f"{name}: {error}")
             del chosen[name]
     engine = Engine(
-        loaded, store, chosen, strategy=strategy, registry=registry, max_batch=max_batch, max_queue=max_queue
+        loaded,
+        store,
+        chosen,
+        strategy=strategy,
+        registry=registry,
+        max_batch=max_batch,
+        max_queue=max_queue,
+        per_row=per_row,
     )
     return engine.start(), skipped

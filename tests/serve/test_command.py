@@ -110,3 +110,14 @@ def test_an_expert_gone_bad_on_disk_is_refused_and_the_rest_served(llama, tmp_pa
         assert len(skipped) == 1 and skipped[0].startswith("code:") and "hash" in skipped[0]
     finally:
         engine.stop()
+
+
+def test_an_unknown_per_row_form_is_refused_in_one_line_before_loading():
+    result = subprocess.run(
+        [sys.executable, "-m", "t2cli.cli.app", "serve", "--per-row", "lowrank"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "exact or factorised" in result.stderr

@@ -18,12 +18,16 @@ from t2cli.serve.requests import PromptTooLong
 from t2cli.svd_store import decompose
 from tests.serve.conftest import random_expert
 
-LOGIT_TOLERANCE = 1e-4  # per-row correction vs dense composed weights (float rounding only)
+LOGIT_TOLERANCE = {  # per-row logits vs dense composed weights
+    "exact": 1e-4,  # float rounding only
+    "factorised": 1e-3,  # the float32 factors' own error: 3–4e-4 on smollm2-135m's 30 layers
+}
 
 PROMPTS = ("What is 1 + 2?", "def add(a, b): return a + b", "What is the capital of France?", "The answer is (A).")
 
 
-def test_per_row_layer_equals_dense_composition(tiny_model):
+@pytest.mark.parametrize("form", ["exact", "factorised"])
+def test_per_row_layer_equals_dense_composition(tiny_model, form):
     store = decompose(tiny_model, ["mlp"])
     experts = [random_expert(tiny_model, store, seed, f"e{seed}") for seed in (1, 2)]
     mixture = mix(experts, [0.3, 0.7], name="m")
@@ -40,10 +44,11 @@ def test_per_row_layer_equals_dense_composition(tiny_model):
             expected.append(tiny_model.model(**single).logits[0])
         adapter.revert()
         base_batch = tiny_model.model(**batch).logits  # the same shapes as below: the same kernels
-        rows = PerRowModel(tiny_model, store)
+        rows = PerRowModel(tiny_model, store, form)
         try:
             deltas, index = stack_deltas([None if e is None else rows.deltas(e) for e in per_row])
-            rows.scales.set(deltas, torch.tensor(index))
+            others = [row for row in range(len(per_row)) if row not in index]
+            rows.scales.set(deltas, torch.tensor(index), torch.tensor(others))
             got = tiny_model.model(**batch).logits
             rows.scales.clear()
             base_again = tiny_model.model(**batch).logits
@@ -51,7 +56,9 @@ def test_per_row_layer_equals_dense_composition(tiny_model):
             rows.remove()
     for row in range(len(per_row)):
         mask = batch["attention_mask"][row].bool()
-        assert (got[row][mask] - expected[row][mask]).abs().max() < LOGIT_TOLERANCE
+        assert (got[row][mask] - expected[row][mask]).abs().max() < LOGIT_TOLERANCE[form]
+    if form == "exact":
+        assert torch.equal(got[0], base_batch[0])  # a base row in a mixed batch is untouched
     # with the scales cleared, every row is the base model's to the bit
     assert torch.equal(base_again, base_batch)
 
@@ -70,7 +77,16 @@ REQUESTS = [  # (prompt, adaptation, sampling)
 ]
 
 
-def test_mixed_batch_equals_each_request_alone(engine):
+@pytest.fixture(params=["exact", "factorised"])
+def engine_of_each_form(served, request):
+    loaded, store, experts = served
+    running = Engine(loaded, store, experts, max_batch=8, max_queue=8, per_row=request.param).start()
+    yield running
+    running.stop(deadline_s=5)
+
+
+def test_mixed_batch_equals_each_request_alone(engine_of_each_form):
+    engine = engine_of_each_form
     alone = [engine.generate(chat_ids(engine, p), s, a)[0] for p, a, s in REQUESTS]
     assert len(set(alone)) > 1  # the experts make a difference on this model
     results: dict[int, list[str]] = {i: [] for i in range(len(REQUESTS))}
@@ -160,7 +176,8 @@ def test_limits_queue_full_and_prompt_too_long(served):
     assert engine.stop(deadline_s=10)
 
 
-def test_shipped_experts_per_row_match_dense_on_the_default_model(real_model):
+@pytest.mark.parametrize("form", ["exact", "factorised"])
+def test_shipped_experts_per_row_match_dense_on_the_default_model(real_model, form):
     """The tolerance on a real 30-layer model: per-row logits vs `t2 eval --expert`'s dense weights."""
     from t2cli.registry import Registry
 
@@ -175,7 +192,7 @@ def test_shipped_experts_per_row_match_dense_on_the_default_model(real_model):
             adapter.apply(expert)
             expected.append(loaded.model(**{k: v[row : row + 1] for k, v in batch.items()}).logits[0])
         adapter.revert()
-        rows = PerRowModel(loaded, store)
+        rows = PerRowModel(loaded, store, form)
         try:
             deltas, _ = stack_deltas([rows.deltas(e) for e in experts])
             rows.scales.set(deltas)
@@ -184,7 +201,7 @@ def test_shipped_experts_per_row_match_dense_on_the_default_model(real_model):
             rows.remove()
     for row in range(len(experts)):
         mask = batch["attention_mask"][row].bool()
-        assert (got[row][mask] - expected[row][mask]).abs().max() < LOGIT_TOLERANCE
+        assert (got[row][mask] - expected[row][mask]).abs().max() < LOGIT_TOLERANCE[form]
 
 
 def test_requests_admitted_together_are_prefilled_as_one_batch(served):

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The qwen2.5-coder-0.5b experts and their LoRA baselines, then their held-out test evaluations and
+# paired tests (docs/RESULTS.md §0). Every line is the exact command of one artefact.
+#
+# SVF: the paper's objective — REINFORCE with the KL term (λ 0.1) — 4 prompts × 4 sampled rollouts
+# per iteration (temperature 0.8, group-mean baseline), 120 iterations, lr 1e-2, validation on the
+# first 50 validation items every 10 iterations; the best validation score is registered.
+# LoRA: the paper's LoRA baseline (rank 16 on the same MLP matrices, SFT on the task's reference
+# answers) with the same data, prompts per iteration, iterations and validation schedule; lr 1e-3
+# (5× PEFT's usual 2e-4, as the smollm2 baselines, so a short run can move it).
+# Machine: 2 CPU cores, one job per core (OMP_NUM_THREADS=1), float32 (no bfloat16 units).
+# A run whose run directory holds a checkpoint continues from it (--resume): commit
+# bench/runs/<run>/ after each session and the next session, on any machine, goes on.
+# Test subsets: the first 200 items of each task's test split, never used to choose anything;
+# the base model's reports are docs/run_qwen_base_evals.sh's.
+# Usage: docs/run_qwen_experts.sh svf|lora math|code|reasoning
+#        docs/run_qwen_experts.sh svf cls               (the dispatch classifier; SVF only)
+#        docs/run_qwen_experts.sh eval math|code|reasoning   (SVF and LoRA on test, then t2 compare)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T2=.venv/bin/t2
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+MODEL=qwen2.5-coder-0.5b
+COMMON="-m $MODEL --dtype float32 --iters 120 -b 4 --val-limit 50 --eval-every 10 --checkpoint-every 1 \
+  --micro-batch 4 --grad-checkpointing --generation-batch-size 16"
+SVF="--objective rl --kl 0.1 -k 4 --temperature 0.8 --lr 1e-2 --registry registry"
+LORA="--method lora --objective sft --lr 1e-3"
+
+task_of() {
+  case "$1" in
+    math) echo "gsm8k --max-new-tokens 320" ;;
+    code) echo "mbpp-plus" ;;
+    reasoning) echo "arc-easy" ;;  # 512 new tokens: the model's ARC budget (t2cli.embedded)
+    cls) echo "cls" ;;
+    *) echo "unknown expert $1 (math, code, reasoning, cls)" >&2; exit 2 ;;
+  esac
+}
+
+train() {  # train RUN_DIR ARGS...: start the run, or continue it from its checkpoint
+  local out=$1
+  shift
+  local resume=()
+  [ -f "$out/checkpoint.pt" ] && resume=(--resume)
+  $T2 train "$@" --out "$out" "${resume[@]}"
+}
+
+expert=${2:?math|code|reasoning|cls}
+read -r -a task <<<"$(task_of "$expert")"
+test_task=${task[0]}
+case "$1" in
+  svf) train "bench/runs/qwen0.5b-$expert-rl" $COMMON $SVF --task "${task[@]}" --name "$expert" ;;
+  lora)
+    [ "$expert" != cls ] || { echo "the dispatch classifier has no LoRA baseline" >&2; exit 2; }
+    train "bench/runs/qwen0.5b-$expert-lora" $COMMON $LORA --task "${task[@]}" --name "$expert-lora" ;;
+  eval)
+    base="docs/results/base-models/$MODEL/$test_task"
+    [ -f "$base/report.json" ] || { echo "no base report at $base: run docs/run_qwen_base_evals.sh $MODEL" >&2; exit 2; }
+    svf="docs/results/svf/$MODEL/$test_task"
+    lora="docs/results/lora/$MODEL/$test_task"
+    [ -f "$svf/report.json" ] || $T2 eval -m $MODEL --task "${task[@]}" --split test --limit 200 --dtype float32 \
+      --batch-size 16 --expert "$expert" --out "$svf"
+    [ -f "$lora/report.json" ] || $T2 eval -m $MODEL --task "${task[@]}" --split test --limit 200 --dtype float32 \
+      --batch-size 16 --lora "bench/runs/qwen0.5b-$expert-lora/adapter" --out "$lora"
+    $T2 compare "$base" "$svf"
+    $T2 compare "$lora" "$svf" ;;
+  *) echo "usage: $0 svf|lora|eval EXPERT" >&2; exit 2 ;;
+esac

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Two-pass adaptation on tasks no qwen2.5-coder-0.5b expert was trained on, as the paper's Table 2
+# (docs/RESULTS.md §0): ARC-Challenge (dev, first 200), HumanEval (all 164) and MATH (first 200),
+# each with every single shipped expert and every pass-1 strategy over the shipped experts, with
+# the same prompts, subsets, budgets and greedy decoding as the base rows
+# (docs/run_qwen_base_evals.sh, whose reports are the base column). A row whose report exists is
+# skipped, so the script continues where an earlier session stopped; t2 compare gives McNemar's p
+# of each row against the base model.
+#   docs/run_qwen_unseen.sh [TASK ...]      default: arc-challenge humaneval math
+#   docs/run_qwen_unseen.sh --compare       every finished row against its base report
+# Machine: CPU, one thread per job, float32.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+T2=.venv/bin/t2
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+MODEL=qwen2.5-coder-0.5b
+EXPERTS=(math code reasoning)
+STRATEGIES=(prompt cls loglik-cls centroid cem)  # cem: its default fitness and shot count
+OUT=docs/results/adaptive/$MODEL
+
+split_of() { case "$1" in arc-challenge) echo "dev 200" ;; humaneval) echo "test 164" ;; math) echo "test 200" ;; esac; }
+
+if [ "${1:-}" = --compare ]; then
+  for report in "$OUT"/*/report.json; do
+    row=$(dirname "$report")
+    task=$(basename "$row" | cut -d- -f1)
+    [ "$task" = arc ] && task=arc-challenge
+    $T2 compare "docs/results/base-models/$MODEL/$task" "$row"
+  done
+  exit 0
+fi
+
+tasks=("$@")
+[ ${#tasks[@]} -gt 0 ] || tasks=(arc-challenge humaneval math)
+for task in "${tasks[@]}"; do
+  read -r split limit <<<"$(split_of "$task")"
+  [ -n "${split:-}" ] || { echo "unknown task $task (arc-challenge, humaneval, math)" >&2; exit 2; }
+  args=(-m $MODEL --task "$task" --split "$split" --limit "$limit" --dtype float32 --batch-size 16)
+  for expert in "${EXPERTS[@]}"; do
+    out=$OUT/$task-expert-$expert
+    [ -f "$out/report.json" ] || $T2 eval "${args[@]}" --expert "$expert" --out "$out"
+  done
+  for strategy in "${STRATEGIES[@]}"; do
+    out=$OUT/$task-$strategy
+    [ -f "$out/report.json" ] || $T2 eval "${args[@]}" --adapt "$strategy" --out "$out"
+  done
+done
