@@ -1,7 +1,7 @@
 """Serving throughput and time to first token, side by side, bounded in requests and time.
 
     python bench/serve.py [-m smollm2-135m] [--clients 1,8,32] [--max-tokens 32] [--time-limit 120]
-                          [--max-prefill 1,all] [--per-row exact,factorised]
+                          [--max-prefill 1,all] [--per-row exact,factorised] [--adapt loglik-cls --pass1-tokens 8]
 
 Concurrent clients (threads, each one request at a time) send chat requests to the engine of
 `t2 serve` (in process: the HTTP layer adds the same small cost to every row, and the loopback
@@ -201,6 +201,7 @@ def main() -> None:
     parser.add_argument("-m", "--model", default="smollm2-135m")
     parser.add_argument("--experts", default=None, help="three served experts (default: the registered ones)")
     parser.add_argument("--adapt", default="loglik", help="pass-1 strategy of the auto runs")
+    parser.add_argument("--pass1-tokens", type=int, default=None, help="pass 1 reads the last N prompt tokens")
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--requests", type=int, default=2, help="requests per client in each run (at least 4)")
     parser.add_argument("--max-tokens", type=int, default=32)
@@ -212,15 +213,18 @@ def main() -> None:
     parser.add_argument("--plot", action="store_true")
     args = parser.parse_args()
 
+    from t2cli.dispatch.table import strategy_options
     from t2cli.serve.engine import Engine, open_engine
 
     names = args.experts.split(",") if args.experts else None
     clients = [int(c) for c in args.clients.split(",")]
     forms = args.per_row.split(",")
+    pass1_options = strategy_options(args.adapt, {"request_tokens": args.pass1_tokens})
     engine, skipped = open_engine(
         args.model,
         names,
         args.adapt,
+        strategy_options=pass1_options,
         device="cpu" if not torch.cuda.is_available() else "auto",
         max_batch=max(clients),
         per_row=forms[0],
@@ -237,7 +241,15 @@ def main() -> None:
     wanted = args.runs.split(",")
     for form in forms:
         if form != engine.rows_model.form:  # the next form's engine on the same model and experts
-            engine = Engine(loaded, store, served, strategy=args.adapt, max_batch=max(clients), per_row=form).start()
+            engine = Engine(
+                loaded,
+                store,
+                served,
+                strategy=args.adapt,
+                strategy_options=pass1_options,
+                max_batch=max(clients),
+                per_row=form,
+            ).start()
 
         def submit_engine(prompt, adaptation, listen, engine=engine):
             engine.submit(prompt_ids[prompt], sampling, adaptation, listen, user_text=prompt)
@@ -280,6 +292,7 @@ def main() -> None:
         "max_tokens": args.max_tokens,
         "experts": experts,
         "adapt": args.adapt,
+        "pass1_tokens": args.pass1_tokens,
         "per_row": forms,
         "skipped": skipped,
         "results": results,

@@ -12,7 +12,15 @@ from __future__ import annotations
 import typer
 
 from t2cli.cli import common
-from t2cli.cli.common import console, expert_names, fail, progress_bar, user_errors
+from t2cli.cli.common import (
+    PASS1_DTYPE_HELP,
+    PASS1_TOKENS_HELP,
+    console,
+    expert_names,
+    fail,
+    progress_bar,
+    user_errors,
+)
 from t2cli.defaults import DEFAULT_MODEL
 from t2cli.dispatch.table import strategy_names
 
@@ -25,6 +33,8 @@ def serve_command(
     adapt: str = typer.Option(
         None, "--adapt", "-a", help=f"Pass-1 strategy of MODEL:auto ({', '.join(strategy_names())}); none: no :auto."
     ),
+    pass1_tokens: int = typer.Option(None, "--pass1-tokens", min=1, help=PASS1_TOKENS_HELP),
+    pass1_dtype: str = typer.Option(None, "--pass1-dtype", help=PASS1_DTYPE_HELP),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (not loopback: needs --api-key)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="Port to listen on."),
     api_key: str = typer.Option(
@@ -46,16 +56,22 @@ def serve_command(
     device: str = common.device_option(),
 ) -> None:
     """Serve the model and its experts over an OpenAI-compatible HTTP API, mixed experts in one batch."""
+    from t2cli.dispatch.table import strategy_options
     from t2cli.serve.app import check_bind, create_app, make_server
     from t2cli.serve.engine import open_engine
 
     with user_errors():
         check_bind(host, api_key)
+        pass1_values = {"request_tokens": pass1_tokens, "pass1_dtype": pass1_dtype}
+        options = strategy_options(adapt, pass1_values) if adapt else None
+        if not adapt and any(v is not None for v in pass1_values.values()):
+            fail("--pass1-tokens and --pass1-dtype configure MODEL:auto's pass 1: give --adapt STRATEGY too")
         with progress_bar("SVD of the targeted matrices (first use only)") as update:
             engine, skipped = open_engine(
                 model,
                 expert_names(experts),
                 adapt,
+                strategy_options=options,
                 dtype=dtype,
                 device=device,
                 max_batch=max_batch,

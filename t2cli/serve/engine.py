@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -78,7 +79,8 @@ class Engine:
     """A model, its SVD store and served experts, answering submitted requests in one batch.
 
     `experts`: the served experts by name (registry names). `strategy`: the pass-1 strategy of
-    `:auto` requests (None: no `:auto`); `registry` is where it finds its experts. `max_prefill`:
+    `:auto` requests (None: no `:auto`), with its own options object `strategy_options` (None: its
+    defaults); `registry` is where it finds its experts. `max_prefill`:
     the most new prompts prefilled as one batch (default `max_batch`; 1: one at a time).
     `per_row`: the form of the per-row layers, "exact" (the outputs of `t2 eval --expert` up to
     rounding) or "factorised" (cheaper, within a few 1e-4 on the logits: `t2cli.serve.layer`)."""
@@ -90,6 +92,7 @@ class Engine:
         experts: Mapping[str, ExpertVector],
         *,
         strategy: str | None = None,
+        strategy_options: Any = None,
         registry=None,
         max_batch: int = 16,
         max_queue: int = 64,
@@ -112,7 +115,9 @@ class Engine:
         if strategy:
             from t2cli.registry import Registry
 
-            self.pass1 = Pass1(loaded, store, registry or Registry(), strategy, list(self.experts) or None)
+            self.pass1 = Pass1(
+                loaded, store, registry or Registry(), strategy, list(self.experts) or None, strategy_options
+            )
         self.setup_s = self.pass1.prepare() if self.pass1 else 0.0
         self.rows_model = PerRowModel(loaded, store, per_row)
         self._deltas = DeltaCache(self.rows_model, self.experts)
@@ -330,7 +335,8 @@ class Engine:
             choices = self.pass1.decide([h.user_text for h in handles])
         self._scales_stale = True
         self.metrics.pass1(time.perf_counter() - started, len(handles))
-        return {id(h): (c, len(self.encode(h.user_text))) for h, c in zip(handles, choices)}
+        read = [self.pass1.tokens_read(len(self.encode(h.user_text))) for h in handles]
+        return {id(h): (c, n) for h, c, n in zip(handles, choices, read)}
 
     def _new_row(self, handle: Handle, choice: tuple | None) -> tuple[Row, dict]:
         adaptation = handle.adaptation
@@ -547,6 +553,7 @@ def open_engine(
     experts: Sequence[str] | None = None,
     strategy: str | None = None,
     *,
+    strategy_options: Any = None,
     dtype: str = "auto",
     device: str = "auto",
     max_batch: int = 16,
@@ -595,6 +602,7 @@ def open_engine(
         store,
         chosen,
         strategy=strategy,
+        strategy_options=strategy_options,
         registry=registry,
         max_batch=max_batch,
         max_queue=max_queue,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from t2cli.adapt import DenseAdapter, ExpertSwitch
 from t2cli.expert import ExpertVector
@@ -30,7 +31,8 @@ class Choice:
 
 
 class Pass1:
-    """A pass-1 strategy over the served experts; `prepare()` does its one-time work."""
+    """A pass-1 strategy over the served experts; `prepare()` does its one-time work. `options`:
+    the strategy's own options object (`t2cli.dispatch.table.strategy_options`; None: defaults)."""
 
     def __init__(
         self,
@@ -39,12 +41,18 @@ class Pass1:
         registry: Registry,
         strategy: str,
         experts: Sequence[str] | None = None,
+        options: Any = None,
     ):
         from t2cli.dispatch import make_dispatcher
 
-        self.strategy = strategy
+        self.strategy, self.options = strategy, options
         self.switch = ExpertSwitch(DenseAdapter(loaded, store), capacity=2)
-        self.dispatcher = make_dispatcher(strategy, loaded, self.switch, registry, experts=experts)
+        self.dispatcher = make_dispatcher(strategy, loaded, self.switch, registry, options, experts=experts)
+
+    def tokens_read(self, prompt_tokens: int) -> int:
+        """How many of a prompt's tokens pass 1 reads (a strategy's request budget bounds it)."""
+        budget = getattr(self.options, "request_tokens", None)
+        return min(prompt_tokens, budget) if budget else prompt_tokens
 
     def prepare(self) -> float:
         return self.dispatcher.prepare()

@@ -121,3 +121,14 @@ def test_an_unknown_per_row_form_is_refused_in_one_line_before_loading():
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "exact or factorised" in result.stderr
+
+
+def test_pass_1_options_without_a_strategy_are_refused_in_one_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "t2cli.cli.app", "serve", "--pass1-tokens", "16"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "--adapt" in result.stderr

@@ -240,3 +240,24 @@ def test_stop_waits_for_requests_being_admitted(served):
     assert engine.stop(deadline_s=30)
     reasons = [e.reason for e in ends if isinstance(e, Finished)]
     assert len(reasons) == len(PROMPTS) and set(reasons) <= {"stop", "length"}
+
+
+def test_auto_takes_its_strategy_options_and_counts_the_tokens_pass_1_read(served):
+    """`t2 serve --adapt loglik --pass1-tokens 6`: pass 1 reads at most the prompt's last 6 tokens,
+    and the usage says so; without a budget it counts the whole prompt."""
+    from t2cli.dispatch.table import strategy_options
+
+    loaded, store, experts = served
+    prompt = "Please compute the sum of seventeen and twenty five, then explain the steps you took."
+    read, prompt_tokens = {}, 0
+    for budget in (None, 6):
+        options = strategy_options("loglik", {"request_tokens": budget})
+        engine = Engine(loaded, store, experts, strategy="loglik", strategy_options=options).start()
+        try:
+            sampling = Sampling(max_tokens=3, temperature=0)
+            _, end, chosen = engine.generate(chat_ids(engine, prompt), sampling, Adaptation(auto=True), prompt)
+            read[budget], prompt_tokens = end.usage["pass1_tokens"], len(engine.encode(prompt))
+            assert chosen["strategy"] == "loglik"
+        finally:
+            engine.stop()
+    assert read == {None: prompt_tokens, 6: 6} and prompt_tokens > 6
