@@ -18,7 +18,7 @@
 #   t2 info --batch-size --checkpointing --device --dtype --expert --gpu-memory --json --keep --max-new-tokens --memory --micro-batch --prompt-tokens --targets -b -e -t
 #   t2 mix --domain --model --name --normalize --overwrite --per-layer --registry -m
 #   t2 score --data-dir --json --out --predictions --split --task -p
-#   t2 serve --adapt --api-key --device --dtype --experts --host --max-batch --max-queue --model --per-row --port --shutdown-deadline -a -m
+#   t2 serve --adapt --api-key --device --dtype --experts --host --max-batch --max-queue --model --pass1-dtype --pass1-tokens --per-row --port --shutdown-deadline -a -m
 #   t2 tasks
 #   t2 tasks add --overwrite
 #   t2 tasks list
