@@ -55,7 +55,12 @@ class Pass1:
         return min(prompt_tokens, budget) if budget else prompt_tokens
 
     def prepare(self) -> float:
-        return self.dispatcher.prepare()
+        """The strategy's one-time work; the model has its exact base weights again afterwards (a
+        strategy may prepare with its own expert's weights, as loglik-cls does)."""
+        try:
+            return self.dispatcher.prepare()
+        finally:
+            self.switch.use(None)
 
     def decide(self, prompts: Sequence[str]) -> list[Choice]:
         """One choice per user prompt; the model has its exact base weights again afterwards."""

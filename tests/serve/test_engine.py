@@ -261,3 +261,30 @@ def test_auto_takes_its_strategy_options_and_counts_the_tokens_pass_1_read(serve
         finally:
             engine.stop()
     assert read == {None: prompt_tokens, 6: 6} and prompt_tokens > 6
+
+
+def test_a_pass_1_that_prepares_with_its_own_expert_leaves_the_base_weights_to_everyone_else(served):
+    """loglik-cls prepares with the classification expert's weights: the engine must not start
+    serving the base model and the experts on top of them."""
+    from t2cli.registry import Registry
+
+    loaded, store, experts = served
+    Registry().add(random_expert(loaded, store, 9, "dispatch-cls", domain="classification"))
+    weights = {name: loaded.model.get_submodule(name).weight.detach().clone() for name in store.modules}
+    ids = chat_ids_of(loaded, PROMPTS[0])
+    plain = Engine(loaded, store, experts).start()
+    try:
+        expected = plain.generate(ids, Sampling(max_tokens=8, temperature=0))[0]
+    finally:
+        plain.stop()
+    engine = Engine(loaded, store, experts, strategy="loglik-cls").start()
+    try:
+        for name, weight in weights.items():
+            assert torch.equal(loaded.model.get_submodule(name).weight, weight), name
+        assert engine.generate(ids, Sampling(max_tokens=8, temperature=0))[0] == expected
+    finally:
+        engine.stop()
+
+
+def chat_ids_of(loaded, text):
+    return loaded.tokenizer(chat_prompt(loaded.tokenizer, [{"role": "user", "content": text}]))["input_ids"]
