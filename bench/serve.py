@@ -1,7 +1,8 @@
 """Serving throughput and time to first token, side by side, bounded in requests and time.
 
     python bench/serve.py [-m smollm2-135m] [--clients 1,8,32] [--max-tokens 32] [--time-limit 120]
-                          [--max-prefill 1,all] [--per-row exact,factorised] [--adapt loglik-cls --pass1-tokens 8]
+                          [--max-prefill 1,all] [--per-row exact,factorised]
+                          [--adapt loglik-cls --pass1-tokens 8 --pass1-dtype float32]
 
 Concurrent clients (threads, each one request at a time) send chat requests to the engine of
 `t2 serve` (in process: the HTTP layer adds the same small cost to every row, and the loopback
@@ -202,6 +203,7 @@ def main() -> None:
     parser.add_argument("--experts", default=None, help="three served experts (default: the registered ones)")
     parser.add_argument("--adapt", default="loglik", help="pass-1 strategy of the auto runs")
     parser.add_argument("--pass1-tokens", type=int, default=None, help="pass 1 reads the last N prompt tokens")
+    parser.add_argument("--pass1-dtype", default=None, help="pass 1 on its own copy of the model in this dtype")
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--requests", type=int, default=2, help="requests per client in each run (at least 4)")
     parser.add_argument("--max-tokens", type=int, default=32)
@@ -219,7 +221,8 @@ def main() -> None:
     names = args.experts.split(",") if args.experts else None
     clients = [int(c) for c in args.clients.split(",")]
     forms = args.per_row.split(",")
-    pass1_options = strategy_options(args.adapt, {"request_tokens": args.pass1_tokens})
+    pass1_values = {"request_tokens": args.pass1_tokens, "pass1_dtype": args.pass1_dtype}
+    pass1_options = strategy_options(args.adapt, pass1_values)
     engine, skipped = open_engine(
         args.model,
         names,
@@ -293,6 +296,7 @@ def main() -> None:
         "experts": experts,
         "adapt": args.adapt,
         "pass1_tokens": args.pass1_tokens,
+        "pass1_dtype": args.pass1_dtype,
         "per_row": forms,
         "skipped": skipped,
         "results": results,
