@@ -17,6 +17,7 @@ import platform
 from pathlib import Path
 
 import torch
+from serve import PROMPTS  # bench/serve.py's (this script's folder is on the path when it runs)
 
 from t2cli.adapt import DenseAdapter
 from t2cli.defaults import CLASSIFICATION
@@ -26,15 +27,6 @@ from t2cli.registry import Registry
 from t2cli.serve.engine import Adaptation, Engine, Sampling
 from t2cli.serve.layer import FORMS, PerRowModel, stack_deltas
 from t2cli.svd_store import open_or_decompose
-
-PROMPTS = (  # bench/serve.py's
-    "Tom has 3 boxes with 4 apples in each box. He eats 2 apples. How many apples are left?",
-    "Write a Python function is_even(n) that returns True when n is even.",
-    "Which of these is a mammal? (A) shark (B) dolphin (C) trout (D) octopus",
-    "Write a two-line poem about the sea.",
-    "What is 17 times 3?",
-    "Explain what a hash table is in one sentence.",
-)
 
 
 def main() -> None:
