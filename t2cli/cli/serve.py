@@ -63,9 +63,9 @@ def serve_command(
     with user_errors():
         check_bind(host, api_key)
         pass1_values = {"request_tokens": pass1_tokens, "pass1_dtype": pass1_dtype}
-        options = strategy_options(adapt, pass1_values) if adapt else None
         if not adapt and any(v is not None for v in pass1_values.values()):
             fail("--pass1-tokens and --pass1-dtype configure MODEL:auto's pass 1: give --adapt STRATEGY too")
+        options = strategy_options(adapt, pass1_values) if adapt else None
         with progress_bar("SVD of the targeted matrices (first use only)") as update:
             engine, skipped = open_engine(
                 model,

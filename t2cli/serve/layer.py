@@ -9,7 +9,8 @@ with s_row = σ ⊙ z_row · Σσ / Σ(σ ⊙ z_row). The exact form is the modu
 low-rank correction for the rows that carry an expert (rows on the base model skip it, and a batch
 of base rows runs at the base model's speed). In exact arithmetic both equal x W'ᵀ with the dense
 composition W' = W + U (s − σ) Vᵀ that `t2cli.adapt` copies into the weights. In float32 the exact
-form reproduces `t2 eval --expert` up to rounding (≈4e-7 relative per matrix, logits within 1e-4);
+form reproduces `t2 eval --expert` up to rounding (≈4e-7 relative per matrix, logits within about
+1e-4: 0.7–1.2e-4 on smollm2-135m, bench/serve_precision.py);
 the factorised form reads U and V but not W — about 1.4× the dense product instead of 2.4× — and
 carries the float32 factors' own error (≈2e-6 relative per matrix, a few 1e-4 on the logits), so
 greedy text can differ from `t2 eval --expert` where two tokens are that close. bench/serve_layer.py
