@@ -23,7 +23,7 @@
 #   t2 tasks add --overwrite
 #   t2 tasks list
 #   t2 tasks remove
-#   t2 train --answer-field --batch-size --checker --checkpoint-every --checkpoint-minutes --data --data-dir --device --domain --dtype --eval-every --generation-batch-size --grad-checkpointing --grad-clip --init-expert --iters --kl --lr --max-multiplier --max-new-tokens --max-prompt-tokens --max-reference-tokens --method --micro-batch --micro-batch-size --min-lr-ratio --model --name --objective --out --overwrite --patience --prompt-field --registry --resume --rollouts-per-prompt --seed --sft-iters --split-field --system --target-field --targets --task --task-file --temperature --template --train-limit --val-fraction --val-limit --warmup-iters --weight-decay -b -k -m -n -t
+#   t2 train --answer-field --batch-size --checker --checkpoint-every --checkpoint-minutes --data --data-dir --device --domain --dtype --eval-every --generation-batch-size --grad-checkpointing --grad-clip --init-expert --iters --kl --lr --max-multiplier --max-new-tokens --max-prompt-tokens --max-reference-tokens --method --micro-batch --micro-batch-size --min-lr-ratio --model --name --objective --out --overwrite --patience --prompt-field --registry --resume --rollouts-per-prompt --save-best --seed --sft-iters --split-field --system --target-field --targets --task --task-file --temperature --template --train-limit --val-fraction --val-limit --warmup-iters --weight-decay -b -k -m -n -t
 #compdef t2
 
 _t2_completion() {

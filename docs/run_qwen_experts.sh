@@ -17,6 +17,11 @@
 # Usage: docs/run_qwen_experts.sh svf|lora math|code|reasoning
 #        docs/run_qwen_experts.sh svf cls               (the dispatch classifier; SVF only)
 #        docs/run_qwen_experts.sh eval math|code|reasoning   (SVF and LoRA on test, then t2 compare)
+#        docs/run_qwen_experts.sh interim math|code|reasoning|cls   (register an SVF run's best so far)
+#        docs/run_qwen_experts.sh eval-interim math|code|reasoning  (that expert on test, against base)
+# An SVF run registers its expert in registry/ when it ends, replacing the interim one that
+# `interim` registers (the best validation state so far of a run still going on; its recipe
+# records the iterations done) — so a long run's expert can be evaluated and shipped as it goes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T2=.venv/bin/t2
@@ -24,7 +29,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 MODEL=qwen2.5-coder-0.5b
 COMMON="-m $MODEL --dtype float32 --iters 120 -b 4 --val-limit 50 --eval-every 10 --checkpoint-every 1 \
   --micro-batch 4 --grad-checkpointing --generation-batch-size 16"
-SVF="--objective rl --kl 0.1 -k 4 --temperature 0.8 --lr 1e-2 --registry registry"
+SVF="--objective rl --kl 0.1 -k 4 --temperature 0.8 --lr 1e-2 --registry registry --overwrite"
 LORA_LR=${LORA_LR:-2e-4}
 LORA="--method lora --objective sft --lr $LORA_LR"
 
@@ -51,6 +56,17 @@ read -r -a task <<<"$(task_of "$expert")"
 test_task=${task[0]}
 case "$1" in
   svf) train "bench/runs/qwen0.5b-$expert-rl" $COMMON $SVF --task "${task[@]}" --name "$expert" ;;
+  interim)
+    $T2 train $COMMON $SVF --task "${task[@]}" --name "$expert" --out "bench/runs/qwen0.5b-$expert-rl" --resume --save-best ;;
+  eval-interim)  # the report directory names the iterations the interim expert had done
+    base="docs/results/base-models/$MODEL/$test_task"
+    [ -f "$base/report.json" ] || { echo "no base report at $base: run docs/run_qwen_base_evals.sh $MODEL" >&2; exit 2; }
+    done_iters=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["provenance"]["metrics"]["iterations"])' \
+      "registry/$MODEL/$expert/expert.json")
+    svf="docs/results/svf/$MODEL/$test_task-after-$done_iters-iterations"
+    [ -f "$svf/report.json" ] || $T2 eval -m $MODEL --task "${task[@]}" --split test --limit 200 --dtype float32 \
+      --batch-size 16 --expert "$expert" --out "$svf"
+    $T2 compare "$base" "$svf" ;;
   lora)
     [ "$expert" != cls ] || { echo "the dispatch classifier has no LoRA baseline" >&2; exit 2; }
     train "bench/runs/qwen0.5b-$expert-lora-lr$LORA_LR" $COMMON $LORA --task "${task[@]}" --name "$expert-lora" ;;
@@ -65,5 +81,5 @@ case "$1" in
       --batch-size 16 --lora "bench/runs/qwen0.5b-$expert-lora-lr$LORA_LR/adapter" --out "$lora"
     $T2 compare "$base" "$svf"
     $T2 compare "$lora" "$svf" ;;
-  *) echo "usage: $0 svf|lora|eval EXPERT" >&2; exit 2 ;;
+  *) echo "usage: $0 svf|lora|eval|interim|eval-interim EXPERT" >&2; exit 2 ;;
 esac

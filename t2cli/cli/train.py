@@ -88,6 +88,12 @@ def config_from(options: dict, task: str) -> TrainConfig:
 def train_command(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in the run directory from its checkpoint."),
     registry: Path = typer.Option(None, "--registry", help="Registry to write the expert to."),
+    save_best: bool = typer.Option(
+        False,
+        "--save-best",
+        help="With --resume: save the best state the run has reached so far (an interim expert of a "
+        "run still going on, under --name) and stop without training; the run directory is only read.",
+    ),
     **options,
 ) -> None:
     """Train an SVF expert vector (or the LoRA baseline) on a task, by REINFORCE on its reward or SFT.
@@ -103,8 +109,10 @@ def train_command(
     task_obj = task_from(options)
     with user_errors():
         config = config_from(options, task_obj.name)
+        if save_best and not resume:
+            fail("--save-best saves a run's best state so far from its checkpoint: add --resume")
         from t2cli.registry import Registry
-        from t2cli.train import train
+        from t2cli.train import save_best_so_far, train
 
         reg = Registry(write_root=registry) if registry else Registry()
         if config.task == "cls":  # the classifier learns the domains of the registered experts
@@ -119,7 +127,10 @@ def train_command(
         with bar as update:
             renderer = EventRenderer(update, config.iters)
             try:
-                result = train(config, task=task_obj, registry=reg, resume=resume, on_event=renderer)
+                if save_best:
+                    result = save_best_so_far(config, task=task_obj, registry=reg, on_event=renderer)
+                else:
+                    result = train(config, task=task_obj, registry=reg, resume=resume, on_event=renderer)
             except KeyboardInterrupt:
                 fail(interrupted_message(config, renderer), code=130)
     if result.path is not None:  # rank 0 of a distributed run, or a plain run
@@ -254,7 +265,7 @@ def result_table(result: TrainResult, config: TrainConfig) -> Table:
         ("base validation accuracy", f"{result.base_val_accuracy:.2%}"),
         *started,
         ("best validation accuracy", best),
-        ("iterations", f"{result.iterations} ({sum(times) / max(1, len(times)):.1f} s/iter)"),
+        ("iterations", f"{result.iterations} of {config.iters} ({sum(times) / max(1, len(times)):.1f} s/iter)"),
         ("wall time", f"{result.wall_time_s:.0f} s"),
         *tail,
         ("learning curve", curve),

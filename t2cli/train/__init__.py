@@ -14,11 +14,11 @@ stays cheap.
 
 from t2cli.train.config import METHODS, OBJECTIVES, TrainConfig, TrainError
 
-__all__ = ["METHODS", "OBJECTIVES", "TrainConfig", "TrainError", "TrainResult", "train"]
+__all__ = ["METHODS", "OBJECTIVES", "TrainConfig", "TrainError", "TrainResult", "save_best_so_far", "train"]
 
 
 def __getattr__(name: str):
-    if name in ("TrainResult", "train"):
+    if name in ("TrainResult", "save_best_so_far", "train"):
         from t2cli.train import loop
 
         return getattr(loop, name)

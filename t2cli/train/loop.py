@@ -155,6 +155,26 @@ def train(
         return save_best(run)
 
 
+def save_best_so_far(
+    config: TrainConfig,
+    *,
+    loaded: LoadedModel | None = None,
+    task: Task | None = None,
+    registry: Registry | None = None,
+    on_event: Event | None = None,
+) -> TrainResult:
+    """Save the best state a run has reached (its checkpoint's) without training: an interim expert
+    (or adapter) of a long run, whose recipe records the iterations done. The run's checkpoint,
+    config and metrics are only read, so this is safe while the run goes on in another process. SVF
+    registers the expert under `config`'s name (give another name to keep it apart from the expert
+    the run registers when it ends); LoRA writes the run directory's adapter, as the run's end does."""
+    task = task or get_task(config.task)
+    registry = registry or Registry()
+    check_run(config, task, registry, loaded.name if loaded is not None else model_key(config.model), resume=True)
+    with open_run(config, task, registry, loaded=loaded, resume=True, on_event=on_event, write=False) as run:
+        return save_best(run)
+
+
 # --------------------------------------------------------------------------- set-up
 
 
@@ -185,15 +205,16 @@ def open_run(
     loaded: LoadedModel | None = None,
     resume: bool = False,
     on_event: Event | None = None,
+    write: bool = True,
 ) -> Iterator[Run]:
     """Set a run up (data, model, objectives, method, optimiser; restored from the checkpoint with
-    `resume`) and write its run directory; the block runs on torch's RNG forked and seeded for the
-    run, and at its end the model is given back as it was loaded."""
+    `resume`) and write its run directory (not with `write=False`); the block runs on torch's RNG
+    forked and seeded for the run, and at its end the model is given back as it was loaded."""
     clock = Clock(time.perf_counter())
     device = loaded.device if loaded is not None else resolve_device(config.device)
     procs = init_processes(device)
     emit = _emitter(procs, on_event)
-    if procs.main and config.run_dir.is_dir():
+    if write and procs.main and config.run_dir.is_dir():
         ckpt.remove_stale_temporaries(config.run_dir)  # left by a run killed while writing
     validation = task.load("validation", config.data_dir).examples[: config.val_limit]
     max_new_tokens = config.max_new_tokens or answer_budget(config.model, task)
@@ -219,7 +240,7 @@ def open_run(
                 state = ckpt.restore(ckpt.load_checkpoint(config.run_dir / ckpt.CHECKPOINT_FILE, config), training)
             clock.elapsed_before, clock.last_checkpoint = state.elapsed_s, time.perf_counter()
             run = Run(config, task, loaded, procs, emit, data, objectives, method, training, state, clock)
-            if procs.main:
+            if write and procs.main:
                 config.run_dir.mkdir(parents=True, exist_ok=True)
                 size = {"trainable_parameters": method.num_parameters}
                 atomic_write_text(config.run_dir / ckpt.CONFIG_FILE, _json(config.to_dict() | size))

@@ -196,6 +196,7 @@ BAD_INPUTS = [
     ("train", "--task", "gsm8k", "--iters", "0"),
     ("train", "--task", "gsm8k", "--batch-size", "0"),
     ("train", "--task", "gsm8k", "--temperature", "-1"),
+    ("train", "--task", "gsm8k", "--save-best"),  # a run's best so far comes from its checkpoint: --resume
     ("export", "math", "--merged", "out", "--dtype", "int8"),
     ("eval", "--task", "[/]"),  # user text in an error message is text, not rich markup
     ("eval", "--task", "gsm8k", "--out", __file__),  # a file where the report directory goes

@@ -63,6 +63,47 @@ def test_resume_continues_exactly(tokenizer, tmp_path, k):
     ]
 
 
+def test_the_best_so_far_is_saved_from_the_checkpoint_without_touching_the_run(tokenizer, tmp_path):
+    """An interim expert of a long run: the checkpoint's best z, registered under another name, its
+    recipe recording the iterations done; the run's files are left as they were and it resumes exactly."""
+    from t2cli.train import save_best_so_far
+
+    settings = dict(iters=5, eval_every=2, checkpoint_every=1, rollouts_per_prompt=2, kl=0.1)
+    registry = Registry(write_root=tmp_path / "registry")
+    whole = train(
+        toy_config(tmp_path / "whole", name="whole", **settings),
+        loaded=tiny_llama(tokenizer),
+        task=toy_task(),
+        registry=registry,
+    )
+    config = toy_config(tmp_path / "parts", name="parts", **settings)
+    with pytest.raises(Stop):
+        train(config, loaded=tiny_llama(tokenizer), task=toy_task(), registry=registry, on_event=stop_after(3))
+    run_files = {path.name: path.read_bytes() for path in (tmp_path / "parts").iterdir()}
+    checkpoint = torch.load(tmp_path / "parts" / CHECKPOINT_FILE, weights_only=True)
+
+    interim = save_best_so_far(
+        toy_config(tmp_path / "parts", name="parts-so-far", **settings),
+        loaded=tiny_llama(tokenizer),
+        task=toy_task(),
+        registry=registry,
+    )
+    assert interim.iterations == 3 and interim.best_iteration == checkpoint["state"]["best_iteration"]
+    saved = registry.load("parts-so-far", interim.expert.base_model)  # read back from disk
+    for name, z in checkpoint["state"]["best_state"].items():
+        assert torch.equal(saved.z[name], z), name
+    assert saved.provenance["metrics"]["iterations"] == 3 and saved.provenance["hyperparameters"]["iters"] == 5
+    assert {path.name: path.read_bytes() for path in (tmp_path / "parts").iterdir()} == run_files
+
+    resumed = train(config, loaded=tiny_llama(tokenizer), task=toy_task(), registry=registry, resume=True)
+    for name, z in whole.final_state.items():
+        assert torch.equal(resumed.final_state[name], z), name
+    with pytest.raises(TrainError, match="nothing to resume"):
+        save_best_so_far(
+            toy_config(tmp_path / "none", name="none", **settings), loaded=tiny_llama(tokenizer), task=toy_task()
+        )
+
+
 def test_checkpoint_holds_the_whole_run_state_and_is_written_atomically(llama, tmp_path):
     train(
         toy_config(tmp_path / "run", iters=2),
