@@ -72,6 +72,33 @@ def training_recipe(
     }
 
 
+@dataclass(frozen=True)
+class ValidationRecord:
+    """What a trained expert's recipe says it gained on its task's validation items."""
+
+    base: float  # the base model's accuracy
+    best: float  # the registered state's accuracy
+    best_iteration: int  # 0: no iteration beat the base model
+    iterations: int  # done when the expert was registered
+    planned: int  # the run's --iters (more than `iterations`: an interim expert, or an early stop)
+    items: int
+
+
+def validation_record(recipe: Mapping[str, Any]) -> ValidationRecord | None:
+    """The validation outcome of a `training_recipe` (None for a mixture or a recipe without one)."""
+    metrics, hyperparameters = recipe.get("metrics") or {}, recipe.get("hyperparameters") or {}
+    if metrics.get("base_val_accuracy") is None or metrics.get("best_val_accuracy") is None:
+        return None
+    return ValidationRecord(
+        base=metrics["base_val_accuracy"],
+        best=metrics["best_val_accuracy"],
+        best_iteration=metrics.get("best_iteration", 0),
+        iterations=metrics.get("iterations", 0),
+        planned=hyperparameters.get("iters", metrics.get("iterations", 0)),
+        items=metrics.get("val_examples", 0),
+    )
+
+
 def mixture_recipe(
     experts: Sequence[str], weights: Sequence[float], normalize: bool, per_layer: Mapping[str, Mapping[str, float]]
 ) -> dict:

@@ -12,12 +12,14 @@ from typer.testing import CliRunner
 from t2cli.expert import ExpertVector
 from t2cli.provenance import (
     NO_RECORD,
+    ValidationRecord,
     check_record,
     check_reports,
     export_record,
     mixture_recipe,
     report_record,
     training_recipe,
+    validation_record,
 )
 from t2cli.registry import Registry
 
@@ -80,6 +82,17 @@ def test_training_recipe(task_spec):
         expected["task_spec"] = task_spec
     assert recipe == expected
     assert recipe["hyperparameters"] is not hyperparameters  # a copy: the run's config stays its own
+
+
+def test_validation_record_of_an_interim_expert_and_of_recipes_without_one():
+    hyperparameters = {"method": "svf", "objective": "rl", "command": "t2 train", "iters": 120}
+    metrics = {"base_val_accuracy": 0.22, "best_val_accuracy": 0.32, "best_iteration": 30, "iterations": 31}
+    recipe = training_recipe(
+        hyperparameters, "gsm8k", metrics | {"val_examples": 50}, data_source="d", world_size=1, wall_time=1
+    )
+    assert validation_record(recipe) == ValidationRecord(0.22, 0.32, 30, 31, 120, 50)
+    assert validation_record(mixture_recipe(("math", "code"), (1, 1), True, {})) is None
+    assert validation_record({}) is None
 
 
 def test_mixture_recipe():

@@ -19,6 +19,7 @@ from t2cli.cli import common
 from t2cli.cli.common import PASS1_DTYPE_HELP, console, progress_bar, show_choice, status, user_errors
 from t2cli.defaults import CLASSIFICATION, DEFAULT_MODEL, OTHER
 from t2cli.dispatch.table import routing_strategies
+from t2cli.provenance import ValidationRecord, validation_record
 
 if TYPE_CHECKING:  # the library (torch) is imported when the demo runs, not for `t2 --help`
     import torch
@@ -56,6 +57,16 @@ def _greedy_answer(loaded: LoadedModel, prompt: str, max_new_tokens: int) -> tup
         **inputs, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
     )
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip(), probs
+
+
+def validation_cell(record: ValidationRecord | None) -> str:
+    """An expert's validation accuracy against the base model's, as its recipe records it."""
+    if record is None:
+        return "-"
+    cell = f"{record.base:.0%} → {record.best:.0%} ({record.items} items)"
+    if record.iterations < record.planned:
+        cell += f", {record.iterations} of {record.planned} iterations"
+    return cell
 
 
 def demo_command(
@@ -103,8 +114,9 @@ def demo_command(
         adapter = DenseAdapter(loaded, store)
         base_answer, base_probs = _answer(loaded, prompt, max_new_tokens)
         console.print(f"[bold]prompt:[/] {escape(prompt)}\n[bold]base:[/] {escape(base_answer)}")
-        table = Table(title="What each expert changes")
-        for column in ("expert", "domain", "matrices", "mean ‖ΔW‖/‖W‖", "max ‖ΔW‖/‖W‖", "KL(next token)", "answer"):
+        table = Table(title="What each expert changes (validation: base → expert, from its recipe)")
+        columns = ("expert", "domain", "validation", "matrices", "mean ‖ΔW‖/‖W‖", "max ‖ΔW‖/‖W‖", "KL(next token)")
+        for column in (*columns, "answer"):
             table.add_column(column, overflow="fold")
         for expert in experts:
             adapter.apply(expert)
@@ -114,6 +126,7 @@ def demo_command(
             table.add_row(
                 expert.name,
                 expert.domain,
+                validation_cell(validation_record(expert.provenance)),
                 str(sum(v > 0 for v in change.values())),
                 f"{sum(change.values()) / len(change):.2e}",
                 f"{max(change.values()):.2e}",

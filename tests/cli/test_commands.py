@@ -142,7 +142,7 @@ def test_demo_applies_registered_experts_and_reverts(model_dir):
     register_random(model_dir, "code", "code", 2)
     code, out = run("demo", "--model", model_dir, "--max-new-tokens", "3", "--adapt", "loglik")
     assert code == 0, out
-    assert "demo-mixture" in out and "bit-identical" in out
+    assert "demo-mixture" in out and "bit-identical" in out and "validation" in out
     assert "Self-adaptive answers (pass 1: loglik)" in out and "Tom has 3 boxes" in out
     code, out = run("demo", "--model", model_dir, "--max-new-tokens", "3", "--adapt", "cls")
     assert code == 2 and "no classification expert" in out  # cls needs the dispatch classifier
