@@ -74,9 +74,11 @@ def demo_command(
     prompt: str = typer.Option(PROMPT, help="Prompt to answer before and after adaptation."),
     max_new_tokens: int = typer.Option(40, help="Length of the shown answers."),
     adapt: str = typer.Option(
-        "loglik-cls",
+        None,
         help=f"Pass-1 strategy for the mixed prompts: {', '.join(routing_strategies())} "
-        "(one that needs shots or a name: see `t2 chat`).",
+        "(one that needs shots or a name: see `t2 chat`). Default: loglik-cls, or loglik where the "
+        "model has no dispatch classifier.",
+        show_default=False,
     ),
     pass1_dtype: str = typer.Option(None, help=PASS1_DTYPE_HELP),
     dtype: str = common.dtype_option(),
@@ -145,13 +147,13 @@ def _self_adaptive(
     loaded: LoadedModel,
     store: SVDStore,
     adapter: DenseAdapter,
-    strategy: str,
+    strategy: str | None,
     max_new_tokens: int,
     pass1_dtype: str | None = None,
 ) -> None:
     """Answer MIXED_PROMPTS two-pass with the registered domain experts, one decision per prompt."""
     from t2cli.adaptive import AdaptiveModel
-    from t2cli.dispatch.experts import choose_experts, training_command
+    from t2cli.dispatch.experts import choose_experts, default_routing_strategy, training_command
     from t2cli.dispatch.table import strategy_options
     from t2cli.generation import GenerationConfig
     from t2cli.registry import Registry
@@ -162,6 +164,10 @@ def _self_adaptive(
             f"({training_command()})."
         )
         return
+    if strategy is None:
+        strategy = default_routing_strategy(Registry(), loaded.name)
+        if strategy != "loglik-cls":
+            console.print(f"[yellow]No dispatch classifier registered for {loaded.name}[/]: pass 1 uses {strategy}.")
     options = strategy_options(strategy, {"pass1_dtype": pass1_dtype})
     model = AdaptiveModel(loaded, store, Registry(), strategy, options, adapter=adapter)
     show_choice(model)

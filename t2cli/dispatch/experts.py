@@ -167,6 +167,12 @@ def classification_expert(registry: Registry, base_model: str) -> ExpertVector:
     return classifier
 
 
+def default_routing_strategy(registry: Registry, base_model: str) -> str:
+    """The pass-1 strategy to use when none is named: loglik-cls where the model has a dispatch
+    classifier, else loglik (the same one prefill, with no trained classifier)."""
+    return "loglik" if choose_experts(registry, base_model).classifier is None else "loglik-cls"
+
+
 def training_command() -> str:
     """The command that trains an expert of each default domain, read from the domain table
     (`t2cli.tasks.cls.SHIPPED_CLS_SOURCES`): "`t2 train --task gsm8k|mbpp-plus|arc-easy`"."""

@@ -146,6 +146,8 @@ def test_demo_applies_registered_experts_and_reverts(model_dir):
     assert "Self-adaptive answers (pass 1: loglik)" in out and "Tom has 3 boxes" in out
     code, out = run("demo", "--model", model_dir, "--max-new-tokens", "3", "--adapt", "cls")
     assert code == 2 and "no classification expert" in out  # cls needs the dispatch classifier
+    code, out = run("demo", "--model", model_dir, "--max-new-tokens", "3")  # the default: loglik-cls if it can
+    assert code == 0 and "No dispatch classifier registered" in out and "(pass 1: loglik)" in out, out
 
 
 @pytest.mark.parametrize("shell", sorted(SHELLS))
