@@ -1,11 +1,13 @@
 """Learning curves of one RL run from its run directory (config.json, metrics.jsonl).
 
-    .venv/bin/python docs/plot_rl_run.py bench/runs/qwen0.5b-math-rl
+    .venv/bin/python docs/plot_rl_run.py bench/runs/qwen0.5b-math-rl \
+        --compare bench/runs/qwen0.5b-math-lora-lr2e-4 bench/runs/qwen0.5b-math-lora-lr1e-3
 
 Draws RUN/curves.png: sampled-rollout accuracy per iteration (with its running mean over 5
 iterations), validation accuracy (iteration 0 = the base model's, from the checkpoint), and the
 KL to the base model per answer (summed over its tokens): the three numbers that say whether
-REINFORCE + KL is learning.
+REINFORCE + KL is learning. `--compare` adds other runs' validation accuracy on the same items
+(the LoRA baselines) to the middle panel.
 """
 
 from __future__ import annotations
@@ -33,12 +35,23 @@ def running_mean(values: list[float], window: int) -> list[float]:
     ]
 
 
+def read_run(run: Path) -> tuple[dict, list[dict]]:
+    """A run directory's config and its metrics lines."""
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return json.loads((run / "config.json").read_text()), lines
+
+
+def label(config: dict) -> str:
+    """A run as the legend names it: "svf rl, lr 0.01"."""
+    return f"{config['method']} {config['objective']}, lr {config['lr']:g}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the run directory (config.json, metrics.jsonl, checkpoint.pt)")
+    parser.add_argument("--compare", type=Path, nargs="*", default=[], help="other run directories (validation only)")
     args = parser.parse_args()
-    config = json.loads((args.run / "config.json").read_text())
-    lines = [json.loads(line) for line in (args.run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    config, lines = read_run(args.run)
     base = None
     if (args.run / "checkpoint.pt").exists():
         base = torch.load(args.run / "checkpoint.pt", weights_only=False)["state"]["base_score"]
@@ -53,7 +66,13 @@ def main() -> None:
     left.plot(iters, running_mean(train_accuracy, 5), "-", label="running mean (5)")
     left.set(title="sampled rollouts correct", xlabel="iteration", ylim=(0, 1))
     left.legend()
-    middle.plot(*zip(*validated), "o-")
+    middle.plot(*zip(*validated), "o-", label=label(config))
+    for other in args.compare:
+        other_config, other_lines = read_run(other)
+        points = [(line["iter"], line["val/accuracy"]) for line in other_lines if "val/accuracy" in line]
+        if base is not None and other_config["val_limit"] == config["val_limit"]:
+            points = [(0, base), *points]  # the same base model on the same validation items
+        middle.plot(*zip(*points), "s--", label=label(other_config))
     if base is not None:
         middle.axhline(base, color="grey", linestyle=":", label=f"base {base:.0%}")
         middle.legend()
