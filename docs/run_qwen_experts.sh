@@ -22,6 +22,8 @@
 # An SVF run registers its expert in registry/ when it ends, replacing the interim one that
 # `interim` registers (the best validation state so far of a run still going on; its recipe
 # records the iterations done) — so a long run's expert can be evaluated and shipped as it goes.
+# Its test report (eval-interim) names the expert's tensor hash: once the run's end replaces the
+# expert, the results check flags that report, which then moves beside the run in bench/runs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T2=.venv/bin/t2
@@ -58,12 +60,12 @@ case "$1" in
   svf) train "bench/runs/qwen0.5b-$expert-rl" $COMMON $SVF --task "${task[@]}" --name "$expert" ;;
   interim)
     $T2 train $COMMON $SVF --task "${task[@]}" --name "$expert" --out "bench/runs/qwen0.5b-$expert-rl" --resume --save-best ;;
-  eval-interim)  # the report directory names the iterations the interim expert had done
+  eval-interim)  # the report directory names the iteration whose state the interim expert is
     base="docs/results/base-models/$MODEL/$test_task"
     [ -f "$base/report.json" ] || { echo "no base report at $base: run docs/run_qwen_base_evals.sh $MODEL" >&2; exit 2; }
-    done_iters=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["provenance"]["metrics"]["iterations"])' \
+    best=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["provenance"]["metrics"]["best_iteration"])' \
       "registry/$MODEL/$expert/expert.json")
-    svf="docs/results/svf/$MODEL/$test_task-after-$done_iters-iterations"
+    svf="docs/results/svf/$MODEL/$test_task-rl-iteration-$best"
     [ -f "$svf/report.json" ] || $T2 eval -m $MODEL --task "${task[@]}" --split test --limit 200 --dtype float32 \
       --batch-size 16 --expert "$expert" --out "$svf"
     $T2 compare "$base" "$svf" ;;
