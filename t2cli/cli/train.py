@@ -134,7 +134,7 @@ def train_command(
             except KeyboardInterrupt:
                 fail(interrupted_message(config, renderer), code=130)
     if result.path is not None:  # rank 0 of a distributed run, or a plain run
-        console.print(result_table(result, config))
+        console.print(result_table(result, config, so_far=save_best))
 
 
 def plan_line(plan) -> str:
@@ -241,8 +241,9 @@ class EventRenderer:
             err_console.print(f"early stop at iteration {event['iter']} (best at {event['best_iteration']})")
 
 
-def result_table(result: TrainResult, config: TrainConfig) -> Table:
-    """The summary of a finished run (SVF or LoRA): accuracy before/after, time, where things are."""
+def result_table(result: TrainResult, config: TrainConfig, so_far: bool = False) -> Table:
+    """The summary of a finished run (SVF or LoRA), or of the best state so far of a run going on
+    (`so_far`): accuracy before/after, time, where things are."""
     curve = str(result.curve_path) if result.curve_path else "- (matplotlib not installed)"
     if result.method == "lora":
         title, if_no_gain = f"Trained LoRA adapter {config.expert_name}", "the adapter is the initial one, B = 0"
@@ -250,6 +251,8 @@ def result_table(result: TrainResult, config: TrainConfig) -> Table:
     else:
         title, if_no_gain = f"Trained expert {config.expert_name}", "the expert is a uniform z = the base model"
         head, tail = [], [("expert", str(result.path))]
+    if so_far:
+        title = title.replace("Trained", "Saved the best so far:", 1)
     table = Table(title=title, show_header=False)
     times = [m["time/iter"] for m in result.metrics]
     best = f"{result.best_val_accuracy:.2%} at iteration {result.best_iteration}"

@@ -171,7 +171,7 @@ def save_best_so_far(
     task = task or get_task(config.task)
     registry = registry or Registry()
     check_run(config, task, registry, loaded.name if loaded is not None else model_key(config.model), resume=True)
-    with open_run(config, task, registry, loaded=loaded, resume=True, on_event=on_event, write=False) as run:
+    with open_run(config, task, registry, loaded=loaded, resume=True, on_event=on_event, read_only=True) as run:
         return save_best(run)
 
 
@@ -205,24 +205,27 @@ def open_run(
     loaded: LoadedModel | None = None,
     resume: bool = False,
     on_event: Event | None = None,
-    write: bool = True,
+    read_only: bool = False,
 ) -> Iterator[Run]:
     """Set a run up (data, model, objectives, method, optimiser; restored from the checkpoint with
-    `resume`) and write its run directory (not with `write=False`); the block runs on torch's RNG
+    `resume`) and write its run directory — or, `read_only`, only read its checkpoint, with no
+    budget or memory plan stated (nothing will be trained); the block runs on torch's RNG
     forked and seeded for the run, and at its end the model is given back as it was loaded."""
     clock = Clock(time.perf_counter())
     device = loaded.device if loaded is not None else resolve_device(config.device)
     procs = init_processes(device)
     emit = _emitter(procs, on_event)
-    if write and procs.main and config.run_dir.is_dir():
+    if not read_only and procs.main and config.run_dir.is_dir():
         ckpt.remove_stale_temporaries(config.run_dir)  # left by a run killed while writing
     validation = task.load("validation", config.data_dir).examples[: config.val_limit]
     max_new_tokens = config.max_new_tokens or answer_budget(config.model, task)
-    emit(budget(config, len(validation), max_new_tokens))
+    if not read_only:
+        emit(budget(config, len(validation), max_new_tokens))
     if loaded is None:
         emit({"event": "setup", "message": f"loading {config.model}"})
         loaded = load_model(config.model, dtype=config.dtype, device=device)
-    emit({"event": "plan", "plan": _memory_plan(config, loaded, max_new_tokens)})  # shown before any work
+    if not read_only:
+        emit({"event": "plan", "plan": _memory_plan(config, loaded, max_new_tokens)})  # shown before any work
     data = _load_data(config, task, loaded, validation, max_new_tokens, procs)
     objectives = _make_objectives(config, task, loaded, procs, max_new_tokens)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -240,7 +243,7 @@ def open_run(
                 state = ckpt.restore(ckpt.load_checkpoint(config.run_dir / ckpt.CHECKPOINT_FILE, config), training)
             clock.elapsed_before, clock.last_checkpoint = state.elapsed_s, time.perf_counter()
             run = Run(config, task, loaded, procs, emit, data, objectives, method, training, state, clock)
-            if write and procs.main:
+            if not read_only and procs.main:
                 config.run_dir.mkdir(parents=True, exist_ok=True)
                 size = {"trainable_parameters": method.num_parameters}
                 atomic_write_text(config.run_dir / ckpt.CONFIG_FILE, _json(config.to_dict() | size))

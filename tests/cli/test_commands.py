@@ -150,6 +150,17 @@ def test_demo_applies_registered_experts_and_reverts(model_dir):
     assert code == 0 and "No dispatch classifier registered" in out and "(pass 1: loglik)" in out, out
 
 
+def test_train_then_save_the_best_so_far_of_the_run(model_dir, tmp_path):
+    args = ("train", "--task", "gsm8k", "--model", model_dir, "--iters", "2", "-b", "2", "--val-limit", "2")
+    args += ("--eval-every", "1", "--max-new-tokens", "4", "--objective", "sft", "--out", tmp_path / "run")
+    code, out = run(*args, "--name", "math")
+    assert code == 0 and "Trained expert math" in out, out
+    code, out = run(*args, "--name", "math-so-far", "--resume", "--save-best")
+    assert code == 0 and "Saved the best so far: expert math-so-far" in out and "2 of 2" in out, out
+    assert "budget:" not in out  # nothing is trained
+    assert Registry().find("math-so-far", model_dir.name).path.is_dir()
+
+
 @pytest.mark.parametrize("shell", sorted(SHELLS))
 def test_completion_scripts_are_in_sync_with_the_app(shell):
     from pathlib import Path
