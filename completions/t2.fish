@@ -5,7 +5,7 @@
 #   t2 compare --label-a --label-b
 #   t2 decompose --device --device-map --dtype --force --store-dtype --svd-dtype --targets -t
 #   t2 demo --adapt --device --dtype --max-new-tokens --model --pass1-dtype --prompt -m
-#   t2 eval --adapt --answer-field --batch-size --cem-fitness --cem-generations --checker --data --data-dir --device --device-map --domain --dtype --expert --experts --json --limit --lora --max-new-tokens --model --out --pass1-dtype --pass1-tokens --prompt-field --sample --seed --shots --split --split-field --system --target-field --task --task-file --temperature --template --top-p --val-fraction -e -m
+#   t2 eval --adapt --answer-field --batch-size --cem-fitness --cem-generations --checker --data --data-dir --device --device-map --domain --dtype --expert --experts --json --limit --lora --max-new-tokens --model --out --pass1-dtype --pass1-tokens --prompt-field --resume --sample --seed --shots --split --split-field --system --target-field --task --task-file --temperature --template --top-p --val-fraction -e -m
 #   t2 experts
 #   t2 experts export --model --registry -m
 #   t2 experts import --name --overwrite --registry

@@ -2,7 +2,8 @@
 # Base accuracy of the three embedded instruct models on every task: the same prompts, subsets and
 # answer checks for each (greedy, float32 — a CPU without bfloat16 units runs bfloat16 several times slower —, batch 16). Each row is one `t2 eval`; its report and
 # every sample go to docs/results/base-models/<model>/<task>/. A row whose report exists is skipped,
-# so the script continues where an earlier (cut-off) session stopped.
+# and a row cut off part way (its answers kept batch by batch) continues with --resume, so the
+# script goes on where an earlier (cut-off) session stopped.
 #   docs/run_qwen_base_evals.sh [MODEL ...]     default: qwen2.5-coder-0.5b qwen2.5-coder-1.5b smollm2-135m
 # Token budgets: each model's own per task (t2cli.embedded, chosen on validation by bench/token_budget.py),
 # else the task's limit. Subsets: the first N of the split, N = 200 where the split has them.
@@ -24,7 +25,10 @@ for model in "${models[@]}"; do
     read -r task split limit <<<"$row"
     out="docs/results/base-models/$model/$task"
     [ -f "$out/report.json" ] && { echo "skip $model $task (done)"; continue; }
-    echo "$model $task $split --limit $limit"
-    $T2 eval -m "$model" --task "$task" --split "$split" --limit "$limit" --dtype float32 --batch-size 16 --out "$out"
+    resume=()
+    [ -f "$out/predictions.partial.jsonl" ] && resume=(--resume)
+    echo "$model $task $split --limit $limit ${resume[*]}"
+    $T2 eval -m "$model" --task "$task" --split "$split" --limit "$limit" --dtype float32 --batch-size 16 --out "$out" \
+      "${resume[@]}"
   done
 done

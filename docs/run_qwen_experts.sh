@@ -19,6 +19,7 @@
 #        docs/run_qwen_experts.sh eval math|code|reasoning   (SVF and LoRA on test, then t2 compare)
 #        docs/run_qwen_experts.sh interim math|code|reasoning|cls   (register an SVF run's best so far)
 #        docs/run_qwen_experts.sh eval-interim math|code|reasoning  (that expert on test, against base)
+#        docs/run_qwen_experts.sh eval-lora math|code|reasoning     (the LoRA baseline on test, against base)
 # An SVF run registers its expert in registry/ when it ends, replacing the interim one that
 # `interim` registers (the best validation state so far of a run still going on; its recipe
 # records the iterations done) — so a long run's expert can be evaluated and shipped as it goes.
@@ -53,6 +54,14 @@ train() {  # train RUN_DIR ARGS...: start the run, or continue it from its check
   $T2 train "$@" --out "$out" "${resume[@]}"
 }
 
+evaluate() {  # evaluate OUT ARGS...: one test evaluation, continued (--resume) where a cut-off one left answers
+  local out=$1
+  shift
+  local resume=()
+  [ -f "$out/predictions.partial.jsonl" ] && resume=(--resume)
+  $T2 eval -m $MODEL "$@" --split test --limit 200 --dtype float32 --batch-size 16 --out "$out" "${resume[@]}"
+}
+
 expert=${2:?math|code|reasoning|cls}
 read -r -a task <<<"$(task_of "$expert")"
 test_task=${task[0]}
@@ -66,9 +75,14 @@ case "$1" in
     best=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["provenance"]["metrics"]["best_iteration"])' \
       "registry/$MODEL/$expert/expert.json")
     svf="docs/results/svf/$MODEL/$test_task-rl-iteration-$best"
-    [ -f "$svf/report.json" ] || $T2 eval -m $MODEL --task "${task[@]}" --split test --limit 200 --dtype float32 \
-      --batch-size 16 --expert "$expert" --out "$svf"
+    [ -f "$svf/report.json" ] || evaluate "$svf" --task "${task[@]}" --expert "$expert"
     $T2 compare "$base" "$svf" ;;
+  eval-lora)
+    base="docs/results/base-models/$MODEL/$test_task"
+    [ -f "$base/report.json" ] || { echo "no base report at $base: run docs/run_qwen_base_evals.sh $MODEL" >&2; exit 2; }
+    lora="docs/results/lora/$MODEL/$test_task"
+    [ -f "$lora/report.json" ] || evaluate "$lora" --task "${task[@]}" --lora "bench/runs/qwen0.5b-$expert-lora-lr$LORA_LR/adapter"
+    $T2 compare "$base" "$lora" ;;
   lora)
     [ "$expert" != cls ] || { echo "the dispatch classifier has no LoRA baseline" >&2; exit 2; }
     train "bench/runs/qwen0.5b-$expert-lora-lr$LORA_LR" $COMMON $LORA --task "${task[@]}" --name "$expert-lora" ;;
@@ -77,11 +91,9 @@ case "$1" in
     [ -f "$base/report.json" ] || { echo "no base report at $base: run docs/run_qwen_base_evals.sh $MODEL" >&2; exit 2; }
     svf="docs/results/svf/$MODEL/$test_task"
     lora="docs/results/lora/$MODEL/$test_task"
-    [ -f "$svf/report.json" ] || $T2 eval -m $MODEL --task "${task[@]}" --split test --limit 200 --dtype float32 \
-      --batch-size 16 --expert "$expert" --out "$svf"
-    [ -f "$lora/report.json" ] || $T2 eval -m $MODEL --task "${task[@]}" --split test --limit 200 --dtype float32 \
-      --batch-size 16 --lora "bench/runs/qwen0.5b-$expert-lora-lr$LORA_LR/adapter" --out "$lora"
+    [ -f "$svf/report.json" ] || evaluate "$svf" --task "${task[@]}" --expert "$expert"
+    [ -f "$lora/report.json" ] || evaluate "$lora" --task "${task[@]}" --lora "bench/runs/qwen0.5b-$expert-lora-lr$LORA_LR/adapter"
     $T2 compare "$base" "$svf"
     $T2 compare "$lora" "$svf" ;;
-  *) echo "usage: $0 svf|lora|eval|interim|eval-interim EXPERT" >&2; exit 2 ;;
+  *) echo "usage: $0 svf|lora|eval|interim|eval-interim|eval-lora EXPERT" >&2; exit 2 ;;
 esac

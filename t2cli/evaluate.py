@@ -25,6 +25,7 @@ from typing import Any
 
 from t2cli.adapt import DenseAdapter
 from t2cli.adaptive import AdaptiveAnswer, AdaptiveModel, open_for_task, strategy_experts
+from t2cli.answer_journal import AnswerJournal
 from t2cli.defaults import DEFAULT_MODEL
 from t2cli.embedded import answer_budget
 from t2cli.errors import T2Error
@@ -84,12 +85,16 @@ def evaluate(
     progress: GenerationProgress | None = None,
     experts: Mapping[str, str] | None = None,
     on_completions: OnCompletions | None = None,
+    finished: Mapping[str, Completion] | None = None,
 ) -> EvalReport:
     """Greedy answers for the first `limit` examples of `split`, scored by the task's checker.
 
     `experts` ({name: tensors sha256}) names what is applied to `loaded`, for the provenance.
     `on_completions(examples, completions)` receives each generated batch as soon as it is done
-    (unscored), so a caller can keep the finished answers of a run that is interrupted."""
+    (unscored), so a caller can keep the finished answers of a run that is interrupted.
+    `finished` ({example id: answer}) holds the answers of such a run (`AnswerJournal.finished`):
+    they are reused and only the other examples are generated, in the batches the unbroken run
+    would have used (the report's config counts them as "resumed_answers")."""
     started = time.perf_counter()
     data = task.load(split, data_dir)
     examples = data.examples[:limit] if limit else data.examples
@@ -102,12 +107,21 @@ def evaluate(
         )
     generation = generation or GenerationConfig(max_new_tokens=answer_budget(loaded.name, task), stop=tuple(task.stop))
     prompts = [chat_prompt(loaded.tokenizer, task.messages(example)) for example in examples]
+    finished = finished or {}
+    todo = [i for i, example in enumerate(examples) if str(example["id"]) not in finished]
+    reused = len(examples) - len(todo)
     generation_started = time.perf_counter()
     on_batch = None
     if on_completions is not None:
-        on_batch = lambda indices, done: on_completions([examples[i] for i in indices], done)  # noqa: E731
-    completions = generate(loaded, prompts, generation, progress=progress, on_batch=on_batch)
+        on_batch = lambda indices, done: on_completions([examples[todo[i]] for i in indices], done)  # noqa: E731
+    counted = None
+    if progress is not None:
+        counted = lambda done, total, tokens: progress(reused + done, len(examples), tokens)  # noqa: E731
+    generated = generate(loaded, [prompts[i] for i in todo], generation, progress=counted, on_batch=on_batch)
     generation_s = time.perf_counter() - generation_started
+    answers = dict(zip(todo, generated))
+    completions = [answers[i] if i in answers else finished[str(examples[i]["id"])] for i in range(len(examples))]
+    generated_tokens = sum(c.num_new_tokens for c in generated)
     outputs = [completion.text for completion in completions]
     scored = score_outputs(task, examples, outputs)
     new_tokens = sum(c.num_new_tokens for c in completions)
@@ -135,8 +149,13 @@ def evaluate(
         wall_time_s=round(time.perf_counter() - started, 2),
         generation_s=round(generation_s, 2),
         new_tokens=new_tokens,
-        tokens_per_s=round(new_tokens / generation_s, 2) if generation_s else 0.0,
-        config={"limit": limit, "data_source": data.source, **asdict(generation)},
+        tokens_per_s=round(generated_tokens / generation_s, 2) if generation_s else 0.0,
+        config={
+            "limit": limit,
+            "data_source": data.source,
+            **asdict(generation),
+            **({"resumed_answers": reused} if reused else {}),
+        },
         samples=samples,
         provenance=report_record(loaded, experts),
         cut_off=cut_off,
@@ -285,8 +304,19 @@ class EvalSpec:
     device_map: str | None = None
     registry: Registry | None = None
     out: Path | None = None  # where report.json and samples.jsonl go (None: runs/eval-…)
+    resume: bool = False  # continue the unfinished run whose answers `out` holds (`answer_journal`)
 
     def __post_init__(self) -> None:
+        if self.resume and self.out is None:
+            raise EvalSpecError("--resume continues the evaluation in an --out directory: name it with --out")
+        if self.resume and self.adapt:
+            raise EvalSpecError(
+                "--resume continues one-pass evaluations (the base model, --expert, --lora); a two-pass run starts over"
+            )
+        if self.resume and self.generation is not None and self.generation.do_sample:
+            raise EvalSpecError(
+                "--resume continues greedy evaluations: sampled answers would not continue the same random stream"
+            )
         if self.lora and self.expert:
             raise EvalSpecError(
                 "--lora and --expert are mutually exclusive: evaluate the LoRA baseline or an SVF expert"
@@ -314,6 +344,32 @@ class EvalSpec:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return self.out or Path("runs") / f"eval-{self.task.name}-{self.split}-{self.answered_by or 'base'}-{stamp}"
 
+    def journal_run(self) -> dict:
+        """What makes two runs the same run, for the answer journal: the task split and subset, the
+        model, what answers (the expert's tensor hash, the LoRA adapter's weights hash) and how."""
+        answered_by: dict[str, Any] = {"strategy": self.adapt}
+        if self.expert:
+            answered_by = {"expert": self.expert, "sha256": self.used_experts()[self.expert].tensors_sha256}
+        elif self.lora:
+            from t2cli.train.peft_adapter import adapter_weights_sha256
+
+            answered_by = {"lora_sha256": adapter_weights_sha256(self.lora)}
+        return {
+            "task": self.task.name,
+            "split": self.split,
+            "limit": self.limit,
+            "data_dir": str(self.data_dir) if self.data_dir else None,
+            "model": self.model.name if isinstance(self.model, LoadedModel) else str(self.model),
+            "dtype": self.dtype,
+            "answered_by": answered_by,
+            "generation": asdict(self.generation) if self.generation else None,
+        }
+
+    def open_journal(self, directory: Path | None = None) -> AnswerJournal:
+        """The journal keeping this run's answers in `directory` (default `out`) as they finish —
+        continued from what an unfinished run left there when `resume`."""
+        return AnswerJournal(directory or self.out_dir(), self.journal_run(), resume=self.resume)
+
     def used_experts(self) -> dict[str, ExpertVector]:
         """The experts the run will use, each read and checked from its files (milliseconds, no
         model): the expert, or the experts the strategy may apply (`t2cli.adaptive.strategy_experts`)."""
@@ -329,7 +385,7 @@ class EvalSpec:
 def run_evaluation(
     spec: EvalSpec,
     *,
-    on_completions: OnCompletions | None = None,
+    journal: AnswerJournal | None = None,
     stage: Stage = lambda message: nullcontext(),
     progress: ProgressBar = lambda description: nullcontext(lambda done, total, label="": None),
     on_routing: Callable[[AdaptiveModel], None] | None = None,
@@ -341,8 +397,10 @@ def run_evaluation(
     model's first use, the decomposition of its SVD store, yielding `update(done, total, label)`:
     the command line's spinner and progress bars, or nothing.
     `on_routing(model)` sees the two-pass model before it answers (which experts it routes over).
-    `on_completions(examples, completions)` receives each batch of answers as it finishes.
+    `journal` (`spec.open_journal()`) keeps each batch of answers as it finishes, and hands back
+    those of the unfinished run it continues.
     """
+    on_completions = journal.add if journal is not None else None
     used = spec.used_experts()
     loaded = spec.model
     if not isinstance(loaded, LoadedModel):
@@ -376,7 +434,7 @@ def run_evaluation(
             name = used[spec.expert].name if spec.expert else spec.answered_by
             report = evaluate(
                 loaded, task, split, spec.limit, spec.data_dir, spec.generation, name, counted,
-                on_completions=on_completions,
+                on_completions=on_completions, finished=journal.finished() if journal is not None else None,
             )  # fmt: skip
     cem = report.config.get("dispatch", {}).get("cem")
     report.provenance = experts_record(loaded, used.values(), mixture=cem["weights"] if cem else None)

@@ -16,6 +16,7 @@ from t2cli.cli.common import (
     PASS1_DTYPE_HELP,
     PASS1_TOKENS_HELP,
     console,
+    err_console,
     expert_names,
     fail,
     progress_bar,
@@ -33,8 +34,6 @@ from t2cli.tasks import TASKS, get_task
 
 if TYPE_CHECKING:
     from t2cli.evaluate import EvalReport
-    from t2cli.generation import Completion
-    from t2cli.tasks.base import Task
 
 TASK_HELP = f"Task: {', '.join(TASKS)}, or one added with `t2 tasks add`."
 
@@ -113,6 +112,12 @@ def eval_command(
     device_map: str = common.device_map_option(),
     data_dir: Path = typer.Option(None, "--data-dir", help="Directory laid out like the bundled data (extra splits)."),
     out: Path = typer.Option(None, "--out", help="Write report.json + samples.jsonl here (default runs/eval-…)."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the unfinished evaluation in --out: its answered batches are kept, the rest is "
+        "generated (greedy one-pass runs; the same options as the run it continues).",
+    ),
     batch_size: int = typer.Option(16, help="Prompts per generation batch."),
     max_new_tokens: int = typer.Option(None, help="Override the task's generation limit."),
     sample: bool = typer.Option(False, "--sample", help="Sample instead of greedy decoding."),
@@ -125,7 +130,7 @@ def eval_command(
     """Generate answers for a task split (optionally with an expert) and score them.
 
     Answers are written to OUT/predictions.partial.jsonl as each batch finishes: Ctrl-C keeps them,
-    scored, in OUT/samples.jsonl."""
+    scored, in OUT/samples.jsonl, and the same command with --resume goes on from them."""
     from t2cli.dispatch.table import strategy_options
     from t2cli.embedded import answer_budget
     from t2cli.evaluate import EvalSpec, run_evaluation, write_report
@@ -138,7 +143,7 @@ def eval_command(
         spec = EvalSpec(
             task=task_obj, model=model, split=split, limit=limit, data_dir=data_dir, expert=expert, lora=lora,
             adapt=adapt, experts=expert_names(experts), shots=shots, seed=seed, dtype=dtype, device=device,
-            device_map=device_map, out=out,
+            device_map=device_map, out=out, resume=resume,
             generation=GenerationConfig(
                 max_new_tokens=max_new_tokens or answer_budget(model, task_obj), batch_size=batch_size,
                 do_sample=sample, temperature=temperature, top_p=top_p, stop=tuple(task_obj.stop), seed=seed,
@@ -148,15 +153,15 @@ def eval_command(
             values = {"request_tokens": pass1_tokens, "pass1_dtype": pass1_dtype, "generations": cem_generations}
             values |= {"fitness": cem_fitness, "seed": seed, "max_new_tokens": max_new_tokens}
             spec.adapt_options = strategy_options(adapt, values)
-        finished = FinishedAnswers(spec.out_dir())
+        journal = spec.open_journal()
+        if journal.reused:
+            err_console.print(f"resuming: {journal.reused} answers kept from {journal.path}", highlight=False)
         try:
-            report = run_evaluation(
-                spec, on_completions=finished.add, stage=status, progress=progress_bar, on_routing=show_choice
-            )
+            report = run_evaluation(spec, journal=journal, stage=status, progress=progress_bar, on_routing=show_choice)
         except KeyboardInterrupt:
-            fail(finished.keep_interrupted(task_obj), code=130)
-        summary_path, samples_path = write_report(report, finished.path.parent)
-        finished.path.unlink(missing_ok=True)  # report.json + samples.jsonl hold them now
+            fail(journal.keep_interrupted(task_obj, task_obj.load(split, data_dir).examples), code=130)
+        summary_path, samples_path = write_report(report, journal.directory)
+        journal.close()  # report.json + samples.jsonl hold the answers now
     show_report(report, summary_path, samples_path, json_output)
 
 
@@ -222,52 +227,6 @@ def score_command(
     console.print(table)
     if out is not None:
         console.print(f"per-item results: {out}")
-
-
-class FinishedAnswers:
-    """The answers of a running evaluation, appended to OUT/predictions.partial.jsonl batch by batch
-    (`t2 score`'s {"id", "output"} format): what Ctrl-C must not lose."""
-
-    def __init__(self, directory: Path):
-        self.path = directory / "predictions.partial.jsonl"
-        self.examples: list[dict] = []
-        self.outputs: list[str] = []
-
-    def add(self, examples: list[dict], completions: list[Completion]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a" if self.examples else "w", encoding="utf-8") as f:
-            for example, completion in zip(examples, completions):
-                f.write(json.dumps({"id": example["id"], "output": completion.text}, ensure_ascii=False) + "\n")
-        self.examples += examples
-        self.outputs += [completion.text for completion in completions]
-
-    def keep_interrupted(self, task: Task) -> str:
-        """Score what finished into samples.jsonl beside the answers; the line to tell the user."""
-        if not self.examples:
-            return "interrupted before the first batch finished: no answers to keep"
-        from t2cli.files import atomic_write_text
-        from t2cli.scoring import score_outputs
-
-        try:
-            scored = score_outputs(task, self.examples, self.outputs)
-        except KeyboardInterrupt:
-            return f"interrupted: {len(self.examples)} finished answers kept (unscored) in {self.path}"
-        samples = self.path.parent / "samples.jsonl"
-        atomic_write_text(
-            samples,
-            "".join(
-                json.dumps(
-                    {"id": row.id, "output": output, "extracted": row.extracted, "correct": row.correct},
-                    ensure_ascii=False,
-                )
-                + "\n"
-                for row, output in zip(scored.rows, self.outputs)
-            ),
-        )
-        return (
-            f"interrupted: the {scored.n} finished answers are kept ({scored.correct} correct) in {samples} "
-            f"and {self.path}"
-        )
 
 
 def compare_command(

@@ -8,6 +8,7 @@ The paper's LoRA baseline: rank 16, alpha 32, dropout 0.05. Training it is `lora
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -27,6 +28,19 @@ from t2cli.train.config import TrainError
 LORA_RANK, LORA_ALPHA, LORA_DROPOUT = 16, 32, 0.05  # the paper's LoRA baseline
 META_FILE = "t2_lora.json"
 META_FORMAT = 1
+
+
+def adapter_weights_sha256(directory: str | Path) -> str | None:
+    """SHA-256 of an adapter directory's weights file (None where it has none)."""
+    for name in ("adapter_model.safetensors", "adapter_model.bin"):
+        path = Path(directory) / name
+        if path.is_file():
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+            return digest.hexdigest()
+    return None
 
 
 def target_shapes(model: nn.Module, targets: Sequence[str]) -> dict[str, tuple[int, int]]:

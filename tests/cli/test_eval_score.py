@@ -145,10 +145,28 @@ def test_ctrl_c_during_eval_keeps_the_finished_answers(tmp_path, tiny_dir, monke
         out,
     )
     assert code == 130, text
-    assert "interrupted" in text and "2 finished answers" in text
+    assert "interrupted" in text and "2 finished answers" in text and "--resume continues" in text
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     answers = [json.loads(line) for line in (out / "predictions.partial.jsonl").read_text().splitlines()]
     assert len(samples) == len(answers) == 2 and {"id", "output", "correct"} <= set(samples[0])
+
+    monkeypatch.undo()
+    again = ["eval", "--task", "arc-easy", "--model", tiny_dir, "--limit", "5", "--batch-size", "2"]
+    code, text = run(*again, "--max-new-tokens", "3", "--out", out)
+    assert code == 2 and "holds 2 answers of an evaluation that did not finish: add --resume" in text
+    code, text = run(*again, "--max-new-tokens", "4", "--out", out, "--resume")
+    assert code == 2 and "generation.max_new_tokens 3 there, 4 now" in text
+    code, text = run(*again, "--max-new-tokens", "3", "--out", out, "--resume")
+    assert code == 0, text
+    assert "resuming: 2 answers kept" in text
+    report = json.loads((out / "report.json").read_text())
+    samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert report["n"] == len(samples) == 5 and report["config"]["resumed_answers"] == 2
+    outputs = {s["id"]: s["output"] for s in samples}
+    assert all(outputs[a["id"]] == a["output"] for a in answers)  # the kept answers, unchanged
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "samples.jsonl"]
+    code, text = run(*again, "--max-new-tokens", "3", "--out", out, "--resume")
+    assert code == 2 and "nothing to resume" in text and "report.json is finished" in text
 
 
 def test_a_data_file_with_the_wrong_fields_names_the_expected_fields(tmp_path, tiny_dir):
@@ -163,15 +181,15 @@ def test_a_data_file_with_the_wrong_fields_names_the_expected_fields(tmp_path, t
 
 def test_ctrl_c_during_a_two_pass_eval_keeps_the_finished_answers(tmp_path, tiny_dir, monkeypatch):
     """Pass 2 hands each expert group's answers over as they finish: an interrupt keeps them."""
-    import t2cli.cli.evaluate
+    from t2cli.answer_journal import AnswerJournal
 
-    real_add = t2cli.cli.evaluate.FinishedAnswers.add
+    real_add = AnswerJournal.add
 
     def add_then_interrupt(self, examples, completions):
         real_add(self, examples, completions)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(t2cli.cli.evaluate.FinishedAnswers, "add", add_then_interrupt)
+    monkeypatch.setattr(AnswerJournal, "add", add_then_interrupt)
     out = tmp_path / "out"
     code, text = run(
         "eval", "--task", "arc-easy", "--model", tiny_dir, "--limit", "3", "--adapt", "none",

@@ -1,0 +1,173 @@
+"""The answers of a running evaluation, kept on disk batch by batch, so that a cut-off run goes on.
+
+An evaluation with an output directory appends each finished batch of answers to
+DIR/predictions.partial.jsonl — `t2 score`'s {"id", "output"} rows, plus the batch they belong to,
+their token ids and whether the token budget ended them — and states what the run is (task, split,
+subset, model, what answers, how answers are generated) in DIR/predictions.partial.json.
+
+Opened with `resume=True`, the journal reads both back: when the run is the same one, the answers
+of its finished batches are reused and only the rest is generated. Greedy answers then equal an
+unbroken run's token for token: `t2cli.generation.generate` batches prompts in length order, and
+the prompts not yet answered — whole batches of that order — sort, in the same order, into the
+same remaining batches. A batch that was being written when the run was killed is generated again.
+Opened without it, a directory holding an unfinished run's answers is refused rather than
+overwritten: hours of answers are never lost silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from t2cli.errors import T2Error
+from t2cli.files import atomic_write_text
+from t2cli.generation import Completion
+
+if TYPE_CHECKING:
+    from t2cli.tasks.base import Task
+
+ANSWERS_FILE = "predictions.partial.jsonl"
+RUN_FILE = "predictions.partial.json"
+
+
+class JournalError(T2Error, ValueError):
+    """A journal that cannot be continued (another run's, none at all) or must not be overwritten."""
+
+
+def flat(run: Mapping, prefix: str = "") -> dict:
+    """{"generation.max_new_tokens": 320, …}: nested settings under dotted names."""
+    items: dict = {}
+    for key, value in run.items():
+        if isinstance(value, Mapping):
+            items |= flat(value, f"{prefix}{key}.")
+        else:
+            items[f"{prefix}{key}"] = value
+    return items
+
+
+class AnswerJournal:
+    """Finished answers of the evaluation `run` (a JSON-ready description of it) in `directory`."""
+
+    def __init__(self, directory: str | Path, run: Mapping, *, resume: bool = False):
+        self.directory = Path(directory)
+        self.path = self.directory / ANSWERS_FILE
+        self.run_path = self.directory / RUN_FILE
+        self.run = json.loads(json.dumps(run))  # as it reads back from the file (tuples become lists)
+        self.rows: list[dict] = []  # every kept answer row, the reused ones first
+        self.reused = 0
+        if resume:
+            self._read_back()
+        elif self.path.exists() and self.path.stat().st_size:
+            kept = sum(1 for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip())
+            raise JournalError(
+                f"{self.directory} holds {kept} answers of an evaluation that did not finish: add --resume to "
+                f"continue it, or delete {self.path} to start over"
+            )
+        self._batches = 1 + max((row["batch"] for row in self.rows), default=-1)
+
+    # ------------------------------------------------------------------ reading back
+
+    def _read_back(self) -> None:
+        if not self.path.exists() or not self.run_path.exists():
+            finished = " (its report.json is finished)" if (self.directory / "report.json").exists() else ""
+            raise JournalError(
+                f"nothing to resume in {self.directory}: no {ANSWERS_FILE} with its {RUN_FILE}{finished}; "
+                "drop --resume to start the evaluation"
+            )
+        recorded = json.loads(self.run_path.read_text(encoding="utf-8"))
+        if recorded != self.run:
+            there, now = flat(recorded), flat(self.run)
+            differences = [
+                f"{key} {there.get(key)!r} there, {now.get(key)!r} now"
+                for key in sorted(set(there) | set(now))
+                if there.get(key) != now.get(key)
+            ]
+            raise JournalError(
+                f"the answers in {self.directory} belong to another evaluation ({'; '.join(differences)}): "
+                "run it as it was, or choose another --out"
+            )
+        rows = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # the line being written when the run was killed, and nothing after it
+        counts: dict[int, int] = {}
+        for row in rows:
+            counts[row["batch"]] = counts.get(row["batch"], 0) + 1
+        self.rows = [row for row in rows if counts[row["batch"]] == row["batch_rows"]]
+        self.reused = len(self.rows)
+        self._rewrite()  # drop what an unfinished batch left, so that appending continues cleanly
+
+    def finished(self) -> dict[str, Completion]:
+        """The reused answers by example id (empty unless resuming)."""
+        return {
+            row["id"]: Completion(row["output"], row["completion_ids"], [], len(row["completion_ids"]), row["cut_off"])
+            for row in self.rows
+        }
+
+    # ------------------------------------------------------------------ writing
+
+    def add(self, examples: Sequence[dict], completions: Sequence[Completion]) -> None:
+        """Append one finished batch (the run's description is written with the first)."""
+        if not self.rows or not self.run_path.exists():
+            atomic_write_text(self.run_path, json.dumps(self.run, indent=2, sort_keys=True) + "\n")
+        batch = [
+            {
+                "id": str(example["id"]),
+                "output": completion.text,
+                "batch": self._batches,
+                "batch_rows": len(completions),
+                "cut_off": completion.cut_off,
+                "completion_ids": list(completion.completion_ids),
+            }
+            for example, completion in zip(examples, completions)
+        ]
+        mode = "a" if self.rows else "w"
+        with open(self.path, mode, encoding="utf-8") as f:
+            f.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in batch))
+        self.rows += batch
+        self._batches += 1
+
+    def _rewrite(self) -> None:
+        atomic_write_text(self.path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in self.rows))
+
+    def close(self) -> None:
+        """The run's report holds the answers now: remove the journal."""
+        self.path.unlink(missing_ok=True)
+        self.run_path.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ an interrupted run
+
+    def keep_interrupted(self, task: Task, examples: Sequence[dict]) -> str:
+        """Score the kept answers into samples.jsonl beside them; the line to tell the user.
+
+        `examples` are the split's examples (those of the kept answers are looked up by id)."""
+        if not self.rows:
+            return "interrupted before the first batch finished: no answers to keep"
+        from t2cli.scoring import score_outputs
+
+        by_id = {str(example["id"]): example for example in examples}
+        kept = [row for row in self.rows if row["id"] in by_id]
+        try:
+            scored = score_outputs(task, [by_id[row["id"]] for row in kept], [row["output"] for row in kept])
+        except KeyboardInterrupt:
+            return f"interrupted: {len(kept)} finished answers kept (unscored) in {self.path}"
+        samples = self.directory / "samples.jsonl"
+        atomic_write_text(
+            samples,
+            "".join(
+                json.dumps(
+                    {"id": row.id, "output": kept_row["output"], "extracted": row.extracted, "correct": row.correct},
+                    ensure_ascii=False,
+                )
+                + "\n"
+                for row, kept_row in zip(scored.rows, kept)
+            ),
+        )
+        return (
+            f"interrupted: the {scored.n} finished answers are kept ({scored.correct} correct) in {samples} "
+            f"and {self.path}; the same command with --resume continues the run"
+        )
