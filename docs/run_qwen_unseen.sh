@@ -4,7 +4,8 @@
 # each with every single shipped expert and every pass-1 strategy over the shipped experts, with
 # the same prompts, subsets, budgets and greedy decoding as the base rows
 # (docs/run_qwen_base_evals.sh, whose reports are the base column). A row whose report exists is
-# skipped, so the script continues where an earlier session stopped; t2 compare gives McNemar's p
+# skipped and a row cut off part way continues (--resume), so the script goes on where an earlier
+# session stopped; t2 compare gives McNemar's p
 # of each row against the base model.
 #   docs/run_qwen_unseen.sh [TASK ...]      default: arc-challenge humaneval math
 #   docs/run_qwen_unseen.sh --compare       every finished row against its base report
@@ -17,6 +18,15 @@ MODEL=qwen2.5-coder-0.5b
 EXPERTS=(math code reasoning)
 STRATEGIES=(prompt cls loglik-cls centroid cem)  # cem: its default fitness and shot count
 OUT=docs/results/adaptive/$MODEL
+
+row() {  # row OUT ARGS...: one evaluation, continued where a cut-off one left its answers
+  local out=$1
+  shift
+  [ -f "$out/report.json" ] && return
+  local resume=()
+  [ -f "$out/predictions.partial.jsonl" ] && resume=(--resume)
+  $T2 eval "$@" --out "$out" "${resume[@]}"
+}
 
 split_of() { case "$1" in arc-challenge) echo "dev 200" ;; humaneval) echo "test 164" ;; math) echo "test 200" ;; esac; }
 
@@ -37,11 +47,9 @@ for task in "${tasks[@]}"; do
   [ -n "${split:-}" ] || { echo "unknown task $task (arc-challenge, humaneval, math)" >&2; exit 2; }
   args=(-m $MODEL --task "$task" --split "$split" --limit "$limit" --dtype float32 --batch-size 16)
   for expert in "${EXPERTS[@]}"; do
-    out=$OUT/$task-expert-$expert
-    [ -f "$out/report.json" ] || $T2 eval "${args[@]}" --expert "$expert" --out "$out"
+    row "$OUT/$task-expert-$expert" "${args[@]}" --expert "$expert"
   done
   for strategy in "${STRATEGIES[@]}"; do
-    out=$OUT/$task-$strategy
-    [ -f "$out/report.json" ] || $T2 eval "${args[@]}" --adapt "$strategy" --out "$out"
+    row "$OUT/$task-$strategy" "${args[@]}" --adapt "$strategy"
   done
 done

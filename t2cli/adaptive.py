@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,48 +121,86 @@ class AdaptiveModel:
         prompts: Sequence[Prompt],
         generation_config: GenerationConfig | None = None,
         progress: GenerationProgress | None = None,
-        on_group: Callable[[list[int], list[Completion]], None] | None = None,
+        on_batch: Callable[[list[int], list[AdaptiveAnswer]], None] | None = None,
+        finished: Mapping[int, AdaptiveAnswer] | None = None,
     ) -> list[AdaptiveAnswer]:
-        """Each prompt is dispatched on its own; pass 2 runs in one batch per chosen expert.
+        """Each prompt is dispatched on its own; pass 2 runs in batches per chosen expert.
 
-        A prompt's `pass2_s` is its share of its group's time (switching weights included).
-        `on_group(indices, completions)` receives each expert's answers as soon as they are done
-        (an interrupted run keeps what finished).
+        A prompt's `pass2_s` is its share of its batch's time plus its share of switching weights.
+        `on_batch(indices, answers)` receives each batch's answers as soon as they are done (an
+        interrupted run keeps what finished). `finished` ({prompt index: answer}) holds the answers
+        of such a run: pass 1 decides every prompt again, an answer whose label it chooses again
+        is reused, and the rest is generated in the batches the unbroken run uses.
         """
         config = generation_config or GenerationConfig()
         messages = [as_messages(p) for p in prompts]
         decisions = self.dispatcher.decide([user_text(m) for m in messages])
+        reused = {
+            i: dataclasses.replace(answer, decision=decisions[i], pass1_s=decisions[i].seconds)
+            for i, answer in (finished or {}).items()
+            if answer.decision.label == decisions[i].label
+        }
         groups: dict[str | None, list[int]] = {}
         for index, decision in enumerate(decisions):
             groups.setdefault(decision.expert_name, []).append(index)
-        answers: list[AdaptiveAnswer | None] = [None] * len(prompts)
-        done, tokens = 0, 0
-        for indices in groups.values():
-            started = time.perf_counter()
-            if self.switch is not None:
-                self.switch.use(decisions[indices[0]].expert)
-            switch_s = (time.perf_counter() - started) / len(indices)
-            texts = [chat_prompt(self.loaded.tokenizer, messages[i]) for i in indices]
-            completions = generate(self.loaded, texts, config)
-            if on_group is not None:
-                on_group(indices, completions)
-            share = (time.perf_counter() - started) / len(indices)
-            for i, completion in zip(indices, completions):
-                decision = decisions[i]
-                answers[i] = AdaptiveAnswer(
-                    completion.text,
-                    decision,
-                    decision.seconds,
-                    share,
-                    completion.num_new_tokens,
-                    switch_s,
-                    completion.cut_off,
-                )
-                tokens += completion.num_new_tokens
-            done += len(indices)
+        answers: list[AdaptiveAnswer | None] = [reused.get(i) for i in range(len(prompts))]
+        done, tokens = len(reused), sum(answer.num_new_tokens for answer in reused.values())
+
+        def answered(batch: list[int], batch_answers: list[AdaptiveAnswer]) -> None:
+            nonlocal done, tokens
+            for i, answer in zip(batch, batch_answers):
+                answers[i] = answer
+            done += len(batch)
+            tokens += sum(answer.num_new_tokens for answer in batch_answers)
+            if on_batch is not None:
+                on_batch(batch, batch_answers)
             if progress:
                 progress(done, len(prompts), tokens)
+
+        for indices in groups.values():
+            todo = [i for i in indices if i not in reused]
+            if todo:
+                self._pass2(todo, decisions, messages, config, answered)
         return answers  # type: ignore[return-value]
+
+    def _pass2(
+        self,
+        indices: list[int],
+        decisions: Sequence[Decision],
+        messages: Sequence[Sequence[dict[str, str]]],
+        config: GenerationConfig,
+        answered: Callable[[list[int], list[AdaptiveAnswer]], None],
+    ) -> None:
+        """Answer the prompts `indices` (one expert's) with its weights, handing each batch to `answered`."""
+        started = time.perf_counter()
+        if self.switch is not None:
+            self.switch.use(decisions[indices[0]].expert)
+        switch_s = (time.perf_counter() - started) / len(indices)
+        batch_started = time.perf_counter()
+
+        def batch_done(positions: list[int], completions: list[Completion]) -> None:
+            nonlocal batch_started
+            share = (time.perf_counter() - batch_started) / len(positions)
+            batch = [indices[position] for position in positions]
+            answered(
+                batch,
+                [
+                    AdaptiveAnswer(
+                        completion.text,
+                        decisions[i],
+                        decisions[i].seconds,
+                        share + switch_s,
+                        completion.num_new_tokens,
+                        switch_s,
+                        completion.cut_off,
+                    )
+                    for i, completion in zip(batch, completions)
+                ],
+            )
+            batch_started = time.perf_counter()
+
+        texts = [chat_prompt(self.loaded.tokenizer, messages[i]) for i in indices]
+        generate(self.loaded, texts, config, on_batch=batch_done)
 
     def base(self) -> None:
         """Put the exact base weights back (e.g. before using `loaded` directly)."""

@@ -2,14 +2,16 @@
 
 An evaluation with an output directory appends each finished batch of answers to
 DIR/predictions.partial.jsonl — `t2 score`'s {"id", "output"} rows, plus the batch they belong to,
-their token ids and whether the token budget ended them — and states what the run is (task, split,
-subset, model, what answers, how answers are generated) in DIR/predictions.partial.json.
+their length and whether the token budget ended them (and a one-pass answer's token ids, a two-pass
+answer's label and pass-2 times) — and states what the run is (task, split, subset, model, what
+answers, how answers are generated) in DIR/predictions.partial.json.
 
 Opened with `resume=True`, the journal reads both back: when the run is the same one, the answers
 of its finished batches are reused and only the rest is generated. Greedy answers then equal an
 unbroken run's token for token: `t2cli.generation.generate` batches prompts in length order, and
 the prompts not yet answered — whole batches of that order — sort, in the same order, into the
-same remaining batches. A batch that was being written when the run was killed is generated again.
+same remaining batches (a two-pass run decides every prompt again and does this per expert). A
+batch that was being written when the run was killed is generated again.
 Opened without it, a directory holding an unfinished run's answers is refused rather than
 overwritten: hours of answers are never lost silently.
 """
@@ -26,6 +28,7 @@ from t2cli.files import atomic_write_text
 from t2cli.generation import Completion
 
 if TYPE_CHECKING:
+    from t2cli.adaptive import AdaptiveAnswer
     from t2cli.tasks.base import Task
 
 ANSWERS_FILE = "predictions.partial.jsonl"
@@ -34,6 +37,15 @@ RUN_FILE = "predictions.partial.json"
 
 class JournalError(T2Error, ValueError):
     """A journal that cannot be continued (another run's, none at all) or must not be overwritten."""
+
+
+def answer_fields(answer: Completion | AdaptiveAnswer) -> dict:
+    """What a journal row keeps of an answer: its text, length and whether the budget ended it;
+    a one-pass answer's token ids, a two-pass answer's label and pass-2 times."""
+    fields = {"output": answer.text, "new_tokens": answer.num_new_tokens, "cut_off": answer.cut_off}
+    if isinstance(answer, Completion):
+        return fields | {"completion_ids": list(answer.completion_ids)}
+    return fields | {"label": answer.decision.label, "pass2_s": answer.pass2_s, "switch_s": answer.switch_s}
 
 
 def flat(run: Mapping, prefix: str = "") -> dict:
@@ -104,26 +116,39 @@ class AnswerJournal:
     def finished(self) -> dict[str, Completion]:
         """The reused answers by example id (empty unless resuming)."""
         return {
-            row["id"]: Completion(row["output"], row["completion_ids"], [], len(row["completion_ids"]), row["cut_off"])
+            row["id"]: Completion(row["output"], row.get("completion_ids", []), [], row["new_tokens"], row["cut_off"])
             for row in self.rows
+        }
+
+    def finished_two_pass(self) -> dict[str, AdaptiveAnswer]:
+        """The reused answers of a two-pass run by example id, each with the label pass 1 chose
+        (its decision is made again when the run goes on)."""
+        from t2cli.adaptive import AdaptiveAnswer
+        from t2cli.dispatch.base import Decision
+
+        return {
+            row["id"]: AdaptiveAnswer(
+                row["output"],
+                Decision(row["label"]),
+                0.0,
+                row["pass2_s"],
+                row["new_tokens"],
+                row["switch_s"],
+                row["cut_off"],
+            )
+            for row in self.rows
+            if "label" in row
         }
 
     # ------------------------------------------------------------------ writing
 
-    def add(self, examples: Sequence[dict], completions: Sequence[Completion]) -> None:
+    def add(self, examples: Sequence[dict], answers: Sequence[Completion] | Sequence[AdaptiveAnswer]) -> None:
         """Append one finished batch (the run's description is written with the first)."""
         if not self.rows or not self.run_path.exists():
             atomic_write_text(self.run_path, json.dumps(self.run, indent=2, sort_keys=True) + "\n")
         batch = [
-            {
-                "id": str(example["id"]),
-                "output": completion.text,
-                "batch": self._batches,
-                "batch_rows": len(completions),
-                "cut_off": completion.cut_off,
-                "completion_ids": list(completion.completion_ids),
-            }
-            for example, completion in zip(examples, completions)
+            {"id": str(example["id"]), "batch": self._batches, "batch_rows": len(answers)} | answer_fields(answer)
+            for example, answer in zip(examples, answers)
         ]
         mode = "a" if self.rows else "w"
         with open(self.path, mode, encoding="utf-8") as f:

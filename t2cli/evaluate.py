@@ -19,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,8 @@ from t2cli.scoring import ScoreRow, score_outputs
 from t2cli.svd_store import SVDStore, find_store, open_or_decompose
 from t2cli.tasks.base import Task
 
-OnCompletions = Callable[[list[dict], list[Completion]], None]  # (examples, their answers) as each batch ends
+# (examples, their answers) as each batch ends: `Completion`s, or two-pass `AdaptiveAnswer`s
+OnCompletions = Callable[[list[dict], list[Completion] | list[AdaptiveAnswer]], None]
 
 
 class NoExamplesError(T2Error, ValueError):
@@ -176,13 +177,16 @@ def evaluate_adaptive(
     exclude: Sequence[dict] = (),
     progress: GenerationProgress | None = None,
     on_completions: OnCompletions | None = None,
+    finished: Mapping[str, AdaptiveAnswer] | None = None,
 ) -> EvalReport:
     """Two-pass answers for a task split, scored like `evaluate`.
 
     Examples whose id is in `exclude` (the few-shot examples of cem) are never evaluated; `limit`
     applies after the exclusion. The report's config holds the strategy, the label counts and
     pass 1's time as a fraction of pass 2's (the paper's overhead figure, `dispatch_summary`);
-    each sample row holds its label, expert and pass times.
+    each sample row holds its label, expert and pass times. `finished` ({example id: answer})
+    holds the answers of an interrupted run of the same evaluation, reused where pass 1 chooses
+    the same label again (`AdaptiveModel.generate_many`).
     """
     started = time.perf_counter()
     data = task.load(split, data_dir)
@@ -194,10 +198,14 @@ def evaluate_adaptive(
     generation = generation or GenerationConfig(
         max_new_tokens=answer_budget(model.loaded.name, task), stop=tuple(task.stop)
     )
-    on_group = None
+    on_batch = None
     if on_completions is not None:
-        on_group = lambda indices, done: on_completions([examples[i] for i in indices], done)  # noqa: E731
-    answers = model.generate_many([task.messages(example) for example in examples], generation, progress, on_group)
+        on_batch = lambda indices, done: on_completions([examples[i] for i in indices], done)  # noqa: E731
+    finished = finished or {}
+    earlier = {i: finished[str(ex["id"])] for i, ex in enumerate(examples) if str(ex["id"]) in finished}
+    answers = model.generate_many(
+        [task.messages(example) for example in examples], generation, progress, on_batch, earlier
+    )
     scored = score_outputs(task, examples, [answer.text for answer in answers])
     pass1 = sum(answer.pass1_s for answer in answers)
     pass2 = sum(answer.pass2_s for answer in answers)
@@ -217,7 +225,13 @@ def evaluate_adaptive(
         generation_s=round(pass1 + pass2, 2),
         new_tokens=new_tokens,
         tokens_per_s=round(new_tokens / pass2, 2) if pass2 else 0.0,
-        config={"limit": limit, "data_source": data.source, "dispatch": dispatch, **asdict(generation)},
+        config={
+            "limit": limit,
+            "data_source": data.source,
+            "dispatch": dispatch,
+            **asdict(generation),
+            **({"resumed_answers": len(earlier)} if earlier else {}),
+        },
         samples=[adaptive_sample(row, answer) for row, answer in zip(scored.rows, answers)],
         cut_off=cut_off,
         cut_off_share=round(cut_off / len(answers), 4),
@@ -309,10 +323,6 @@ class EvalSpec:
     def __post_init__(self) -> None:
         if self.resume and self.out is None:
             raise EvalSpecError("--resume continues the evaluation in an --out directory: name it with --out")
-        if self.resume and self.adapt:
-            raise EvalSpecError(
-                "--resume continues one-pass evaluations (the base model, --expert, --lora); a two-pass run starts over"
-            )
         if self.resume and self.generation is not None and self.generation.do_sample:
             raise EvalSpecError(
                 "--resume continues greedy evaluations: sampled answers would not continue the same random stream"
@@ -347,8 +357,16 @@ class EvalSpec:
     def journal_run(self) -> dict:
         """What makes two runs the same run, for the answer journal: the task split and subset, the
         model, what answers (the expert's tensor hash, the LoRA adapter's weights hash) and how."""
-        answered_by: dict[str, Any] = {"strategy": self.adapt}
-        if self.expert:
+        answered_by: dict[str, Any] = {}
+        if self.adapt:
+            answered_by = {
+                "strategy": self.adapt,
+                "options": plain_settings(self.adapt_options),
+                "experts": {name: vector.tensors_sha256 for name, vector in self.used_experts().items()},
+                "shots": self.shots,
+                "seed": self.seed,
+            }
+        elif self.expert:
             answered_by = {"expert": self.expert, "sha256": self.used_experts()[self.expert].tensors_sha256}
         elif self.lora:
             from t2cli.train.peft_adapter import adapter_weights_sha256
@@ -380,6 +398,15 @@ class EvalSpec:
         if not self.adapt:
             return {}
         return {vector.name: vector for vector in strategy_experts(registry, base, self.adapt, self.experts)}
+
+
+def plain_settings(options: Any) -> dict | None:
+    """A strategy's options as plain values (what is not plain data, such as cem's task and shots
+    objects, is fixed by the rest of the run's description)."""
+    if options is None or not is_dataclass(options):
+        return None
+    plain = (str, int, float, bool, type(None))
+    return {key: value for key, value in asdict(options).items() if isinstance(value, plain)}
 
 
 def run_evaluation(
@@ -428,8 +455,9 @@ def run_evaluation(
         counted = lambda done, total, tokens: update(done, total, f"{tokens} tokens")  # noqa: E731
         if adaptive is not None:
             report = evaluate_adaptive(
-                adaptive, task, split, spec.limit, spec.data_dir, spec.generation, shots, counted, on_completions
-            )
+                adaptive, task, split, spec.limit, spec.data_dir, spec.generation, shots, counted, on_completions,
+                finished=journal.finished_two_pass() if journal is not None else None,
+            )  # fmt: skip
         else:
             name = used[spec.expert].name if spec.expert else spec.answered_by
             report = evaluate(

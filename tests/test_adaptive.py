@@ -112,13 +112,13 @@ def test_generate_many_groups_pass_two_by_decision(llama, setup, monkeypatch):
     batches: list[int] = []
     real = adaptive.generate
 
-    def spy(loaded, texts, config=None, progress=None):
+    def spy(loaded, texts, config=None, **kwargs):
         batches.append(len(texts))
-        return real(loaded, texts, config, progress)
+        return real(loaded, texts, config, **kwargs)
 
     monkeypatch.setattr(adaptive, "generate", spy)
     answers = model.generate_many(prompts, SHORT)
-    assert sorted(batches) == [1, 2, 2]  # one pass-2 batch per decision
+    assert sorted(batches) == [1, 2, 2]  # one pass-2 generation per decision
     assert [a.decision.label for a in answers] == ["math", "code", "other", "math", "code"]
     monkeypatch.setattr(adaptive, "generate", real)
     one_by_one = [model.generate(p, SHORT).text for p in prompts]
@@ -449,3 +449,53 @@ def test_chat_names_a_doubled_domain_and_survives_a_broken_expert(tmp_path, llam
     assert "math → math, reasoning → arc-easy-rl" in result.output and "note:" not in result.output
     result = CliRunner().invoke(app, ["--adapt", "loglik", "--experts", "mine"] + args[2:], input="hello\n")
     assert result.exit_code == 2 and "'mine' cannot be used" in result.output
+
+
+def test_a_two_pass_run_cut_off_goes_on_to_the_unbroken_runs_answers(llama, setup, tmp_path, monkeypatch):
+    """Answers kept batch by batch (per expert) are reused; only the rest is generated, in the same batches."""
+    import t2cli.adaptive
+    from t2cli.answer_journal import AnswerJournal
+
+    store, registry, _ = setup
+    questions = ["the sum of 1 and 2", "def f(): pass", "hello", "sum 3 4 5", "def g(x): return x", "sum 9"] * 2
+    examples = [{"id": str(i), "question": q, "answer": "3"} for i, q in enumerate(questions)]
+    task = dataclasses.replace(TOY, loader=lambda split, data_dir: TaskData(examples, 0, "inline"), splits=("test",))
+    config = GenerationConfig(max_new_tokens=5, batch_size=2)
+    model = AdaptiveModel(llama, store, registry, ByKeyword(registry, llama.name))
+    unbroken = evaluate_adaptive(model, task, "test", generation=config)
+
+    class Killed(Exception):
+        pass
+
+    journal = AnswerJournal(tmp_path, {"run": "two-pass"})
+
+    def add_then_die(batch_examples, answers):
+        journal.add(batch_examples, answers)
+        if journal._batches == 4:  # math's three batches and the first of code's
+            raise Killed
+
+    with pytest.raises(Killed):
+        evaluate_adaptive(model, task, "test", generation=config, on_completions=add_then_die)
+    journal = AnswerJournal(tmp_path, {"run": "two-pass"}, resume=True)
+    assert journal.reused == 8
+    generated: list[int] = []
+    real_generate = t2cli.adaptive.generate
+
+    def counting(loaded, prompts, config, **kwargs):
+        generated.append(len(prompts))
+        return real_generate(loaded, prompts, config, **kwargs)
+
+    monkeypatch.setattr(t2cli.adaptive, "generate", counting)
+    resumed = evaluate_adaptive(
+        model, task, "test", generation=config, on_completions=journal.add, finished=journal.finished_two_pass()
+    )
+    assert generated == [2, 2]  # the rest of code's group, then other's; math's is not generated again
+    fields = ("id", "output", "label", "expert", "correct", "cut_off")
+    assert [tuple(s[f] for f in fields) for s in resumed.samples] == [
+        tuple(s[f] for f in fields) for s in unbroken.samples
+    ]
+    assert resumed.config["resumed_answers"] == 8 and resumed.config["dispatch"]["labels"] == {
+        "math": 6,
+        "code": 4,
+        "other": 2,
+    }

@@ -101,8 +101,6 @@ def test_another_runs_answers_are_not_continued_nor_overwritten(tmp_path, llama)
 
 
 def test_resume_is_refused_where_it_cannot_continue_the_same_answers(tmp_path, llama):
-    with pytest.raises(EvalSpecError, match="two-pass"):
-        spec_for(llama, tmp_path, adapt="none", resume=True)
     with pytest.raises(EvalSpecError, match="greedy"):
         spec_for(llama, tmp_path, resume=True, generation=GenerationConfig(do_sample=True))
     with pytest.raises(EvalSpecError, match="--out"):

@@ -115,8 +115,8 @@ def eval_command(
     resume: bool = typer.Option(
         False,
         "--resume",
-        help="Continue the unfinished evaluation in --out: its answered batches are kept, the rest is "
-        "generated (greedy one-pass runs; the same options as the run it continues).",
+        help="Continue the unfinished evaluation in --out: its answered batches are kept and the rest is "
+        "generated, as the unbroken run would (greedy runs; give the options of the run it continues).",
     ),
     batch_size: int = typer.Option(16, help="Prompts per generation batch."),
     max_new_tokens: int = typer.Option(None, help="Override the task's generation limit."),

@@ -214,7 +214,6 @@ BAD_INPUTS = [
     ("eval", "--task", "[/]"),  # user text in an error message is text, not rich markup
     ("eval", "--task", "gsm8k", "--out", __file__),  # a file where the report directory goes
     ("eval", "--task", "gsm8k", "--resume"),  # continues the run in an --out directory
-    ("eval", "--task", "gsm8k", "--resume", "--out", "runs/none", "--adapt", "prompt"),
     ("eval", "--task", "gsm8k", "--resume", "--out", "runs/none", "--sample"),
     ("eval", "--task", "gsm8k", "--resume", "--out", "runs/none"),  # nothing there to resume
     ("score", "--task", "gsm8k", "--predictions", __file__, "--out", "/"),
