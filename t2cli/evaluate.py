@@ -467,8 +467,21 @@ def run_evaluation(
     cem = report.config.get("dispatch", {}).get("cem")
     report.provenance = experts_record(loaded, used.values(), mixture=cem["weights"] if cem else None)
     if spec.lora:
-        report.config["lora"] = str(spec.lora.resolve())
+        from t2cli.train.peft_adapter import adapter_weights_sha256
+
+        report.config["lora"] = working_path(spec.lora)
+        report.config["lora_sha256"] = adapter_weights_sha256(spec.lora)
     return report
+
+
+def working_path(path: Path) -> str:
+    """`path` relative to the working directory where it lies inside it (a report names a file of
+    the checkout, not of the machine that wrote it), else absolute."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(resolved)
 
 
 def experts_record(

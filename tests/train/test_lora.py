@@ -1,6 +1,7 @@
 """The LoRA baseline on tiny random models: its size against SVF's, one step moves A/B, the saved
 adapter reloads with PEFT to the same logits, and the CLI (`t2 train --method lora`, `t2 eval --lora`)."""
 
+import hashlib
 import json
 
 import pytest
@@ -221,7 +222,9 @@ def test_cli_train_lora_then_eval_lora(llama, tmp_path, monkeypatch):
     )
     assert code == 0, out
     report = json.loads((tmp_path / "eval" / "report.json").read_text())
-    assert report["n"] == 2 and report["config"]["lora"] == str(adapter.resolve())
+    assert report["n"] == 2 and report["config"]["lora"] == str(adapter.resolve())  # outside the working directory
+    weights = (adapter / "adapter_model.safetensors").read_bytes()
+    assert report["config"]["lora_sha256"] == hashlib.sha256(weights).hexdigest()
     code, out = run(
         "eval", "--task", "arc-easy", "--model", model_dir, "--lora", adapter, "--expert", "x", "--limit", "2"
     )
