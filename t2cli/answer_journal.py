@@ -106,6 +106,12 @@ class AnswerJournal:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 break  # the line being written when the run was killed, and nothing after it
+        needed = {"id", "output", "batch", "batch_rows", "new_tokens", "cut_off"}
+        if any(not isinstance(row, dict) or not needed <= set(row) for row in rows):
+            raise JournalError(
+                f"{self.path} is not a journal of answers t2 wrote (each row needs {', '.join(sorted(needed))}): "
+                "delete it to start the evaluation over"
+            )
         counts: dict[int, int] = {}
         for row in rows:
             counts[row["batch"]] = counts.get(row["batch"], 0) + 1

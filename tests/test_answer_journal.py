@@ -98,6 +98,10 @@ def test_another_runs_answers_are_not_continued_nor_overwritten(tmp_path, llama)
         spec_for(llama, tmp_path / "cut").open_journal()
     with pytest.raises(JournalError, match="nothing to resume"):
         spec_for(llama, tmp_path / "elsewhere", resume=True).open_journal()
+    answers = tmp_path / "cut" / "predictions.partial.jsonl"
+    answers.write_text('{"id": "1", "output": "an answer kept by hand"}\n')
+    with pytest.raises(JournalError, match="not a journal of answers t2 wrote"):
+        spec_for(llama, tmp_path / "cut", resume=True).open_journal()
 
 
 def test_resume_is_refused_where_it_cannot_continue_the_same_answers(tmp_path, llama):
