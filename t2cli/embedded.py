@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from t2cli.errors import ModelNotFoundError
+from t2cli.files import normal_permissions
 
 
 def t2_home() -> Path:
@@ -223,6 +224,7 @@ def convert_gguf(entry: EmbeddedModel, target: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "t2_source.json").write_text(json.dumps({"gguf": gguf.name, "model": entry.name}, indent=2))
+        normal_permissions(tmp)
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -19,6 +19,7 @@ import torch
 
 from t2cli.errors import T2Error
 from t2cli.expert import ExpertVector
+from t2cli.files import normal_permissions
 from t2cli.models import LoadedModel
 from t2cli.placement import EXPORT_DTYPES, dtype_name, torch_dtype, unknown_dtype
 from t2cli.provenance import EXPORT_RECORD_FILE, export_record
@@ -54,6 +55,7 @@ def export_merged(
             adapter.revert()
         record = export_record(expert.name, expert.domain, loaded, expert.targets, dtype)
         (staging / EXPORT_RECORD_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        normal_permissions(staging)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)

@@ -25,6 +25,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             os.remove(tmp)
 
 
+def normal_permissions(directory: str | Path) -> None:
+    """Give a directory built in a `mkdtemp` staging place (0700) and the files in it (some writers
+    make 0600) the permissions of a normal `mkdir` and `open` under the current umask."""
+    umask = current_umask()
+    directory = Path(directory)
+    os.chmod(directory, 0o777 & ~umask)
+    for path in directory.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def current_umask() -> int:
     current = os.umask(0)
     os.umask(current)

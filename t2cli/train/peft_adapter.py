@@ -21,6 +21,7 @@ from pathlib import Path
 from torch import nn
 
 from t2cli.errors import T2Error
+from t2cli.files import normal_permissions
 from t2cli.models import LoadedModel
 from t2cli.svd_store import select_targets, weight_matrix
 from t2cli.train.config import TrainError
@@ -143,6 +144,7 @@ def save_adapter(peft_model, directory: str | Path, meta: dict, overwrite: bool 
     try:
         peft_model.save_pretrained(str(tmp))
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        normal_permissions(tmp)
         if directory.exists():  # a directory cannot be replaced by os.replace: move it aside first
             old = Path(tempfile.mkdtemp(prefix=f".{directory.name}-old-", dir=directory.parent))
             os.replace(directory, old / directory.name)

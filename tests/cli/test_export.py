@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from t2cli.adapt import DenseAdapter
 from t2cli.cli.app import app
 from t2cli.expert import ExpertVector
+from t2cli.files import current_umask
 from t2cli.models import load_model
 from t2cli.registry import Registry
 from t2cli.svd_store import decompose
@@ -55,6 +56,9 @@ def test_merged_export_loads_and_its_logits_are_the_adapted_models(tmp_path, mod
     assert code == 0, out
     assert (merged / "config.json").is_file() and list(merged.glob("*.safetensors"))
     assert json.loads((merged / "t2_export.json").read_text())["expert"] == "math"
+    umask = current_umask()  # a directory others may read as any other the user makes, not mkdtemp's 0700
+    assert merged.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert {p.stat().st_mode & 0o777 for p in merged.iterdir()} == {0o666 & ~umask}
     exported = AutoModelForCausalLM.from_pretrained(merged)
     tokenizer = AutoTokenizer.from_pretrained(merged)
     ids = tokenizer("The answer is (A). 1 + 2 = 3", return_tensors="pt")["input_ids"]

@@ -10,6 +10,7 @@ from toy import one_thread, toy_config, toy_task  # noqa: F401 (one_thread: an a
 from typer.testing import CliRunner
 
 from t2cli.cli.app import app
+from t2cli.files import current_umask
 from t2cli.svd_store import select_targets, weight_matrix
 from t2cli.train import TrainError
 from t2cli.train.peft_adapter import (
@@ -151,6 +152,9 @@ def test_saved_adapter_reloads_to_the_same_logits(tokenizer, tmp_path):
     peft_model.eval()
     expected = logits(trained)
     save_adapter(peft_model, tmp_path / "adapter", {"base_fingerprint": trained.fingerprint})
+    umask = current_umask()  # a normal directory and files, not the staging directory's 0700
+    assert (tmp_path / "adapter").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "adapter").iterdir()} == {0o666 & ~umask}
     fresh = tiny_llama(tokenizer)
     assert not torch.allclose(logits(fresh), expected)
     load_lora(fresh, tmp_path / "adapter")
