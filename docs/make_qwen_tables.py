@@ -78,7 +78,8 @@ def experts_table() -> None:
             iteration = interim.name.rsplit("-", 1)[1]
             print(
                 f"| {expert}, interim (RL state of iteration {iteration}) | {accuracy(report(base))} "
-                f"| {accuracy(report(interim))} | | {p_value(base, interim)} | | |"
+                f"| {accuracy(report(interim))} | {accuracy(report(lora))} | {p_value(base, interim)} "
+                f"| {p_value(base, lora)} | {p_value(lora, interim)} |"
             )
 
 
