@@ -206,6 +206,8 @@ def evaluate_adaptive(
     answers = model.generate_many(
         [task.messages(example) for example in examples], generation, progress, on_batch, earlier
     )
+    # an earlier answer is reused where pass 1 chose its label again; the others were generated anew
+    reused = sum(answers[i].decision.label == answer.decision.label for i, answer in earlier.items())
     scored = score_outputs(task, examples, [answer.text for answer in answers])
     pass1 = sum(answer.pass1_s for answer in answers)
     pass2 = sum(answer.pass2_s for answer in answers)
@@ -230,7 +232,7 @@ def evaluate_adaptive(
             "data_source": data.source,
             "dispatch": dispatch,
             **asdict(generation),
-            **({"resumed_answers": len(earlier)} if earlier else {}),
+            **({"resumed_answers": reused} if reused else {}),
         },
         samples=[adaptive_sample(row, answer) for row, answer in zip(scored.rows, answers)],
         cut_off=cut_off,

@@ -499,3 +499,36 @@ def test_a_two_pass_run_cut_off_goes_on_to_the_unbroken_runs_answers(llama, setu
         "code": 4,
         "other": 2,
     }
+
+
+def test_a_kept_answer_whose_label_pass_1_no_longer_chooses_is_generated_again(llama, setup, monkeypatch):
+    """Only the answers reused count as resumed; one kept under another label is answered anew."""
+    import t2cli.adaptive
+
+    store, registry, _ = setup
+    questions = ["the sum of 1 and 2", "def f(): pass", "hello", "sum 3 4 5"]
+    examples = [{"id": str(i), "question": q, "answer": "3"} for i, q in enumerate(questions)]
+    task = dataclasses.replace(TOY, loader=lambda split, data_dir: TaskData(examples, 0, "inline"), splits=("test",))
+    config = GenerationConfig(max_new_tokens=5, batch_size=2)
+    model = AdaptiveModel(llama, store, registry, ByKeyword(registry, llama.name))
+    unbroken = evaluate_adaptive(model, task, "test", generation=config)
+    kept = {sample["id"]: answer for sample, answer in zip(unbroken.samples, _answers(model, task, config))}
+    kept["0"] = dataclasses.replace(kept["0"], decision=dataclasses.replace(kept["0"].decision, label="code"))
+    generated: list[int] = []
+    real_generate = t2cli.adaptive.generate
+
+    def counting(loaded, prompts, config, **kwargs):
+        generated.append(len(prompts))
+        return real_generate(loaded, prompts, config, **kwargs)
+
+    monkeypatch.setattr(t2cli.adaptive, "generate", counting)
+    resumed = evaluate_adaptive(model, task, "test", generation=config, finished=kept)
+    assert generated == [1]  # prompt 0 alone: pass 1 chose math for it, its kept answer says code
+    assert resumed.config["resumed_answers"] == 3
+    assert [s["output"] for s in resumed.samples[1:]] == [s["output"] for s in unbroken.samples[1:]]
+
+
+def _answers(model: AdaptiveModel, task, config: GenerationConfig):
+    """The two-pass answers to `task`'s test prompts, in order."""
+    examples = task.load("test", None).examples
+    return model.generate_many([task.messages(example) for example in examples], config)
