@@ -131,3 +131,16 @@ def real_model(real_home):
         else:
             os.environ["T2_HOME"] = previous
     return loaded, store
+
+
+def count_generated_prompts(monkeypatch, module) -> list[int]:
+    """From now on, the number of prompts of each `generate` call made through `module`, in order."""
+    counts: list[int] = []
+    real_generate = module.generate
+
+    def counting(loaded, prompts, config, **kwargs):
+        counts.append(len(prompts))
+        return real_generate(loaded, prompts, config, **kwargs)
+
+    monkeypatch.setattr(module, "generate", counting)
+    return counts

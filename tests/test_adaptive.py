@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 
 import pytest
 import torch
+from conftest import count_generated_prompts
 from test_dispatch import SHOTS, TOY, make_setup, random_expert
 
+import t2cli.adaptive
 from t2cli.adapt import DenseAdapter
 from t2cli.adaptive import AdaptiveAnswer, AdaptiveModel, open_for_task
 from t2cli.dispatch import CEMOptions, Decision, Dispatcher, DispatchError, ExpertSwitch
@@ -453,7 +455,6 @@ def test_chat_names_a_doubled_domain_and_survives_a_broken_expert(tmp_path, llam
 
 def test_a_two_pass_run_cut_off_goes_on_to_the_unbroken_runs_answers(llama, setup, tmp_path, monkeypatch):
     """Answers kept batch by batch (per expert) are reused; only the rest is generated, in the same batches."""
-    import t2cli.adaptive
     from t2cli.answer_journal import AnswerJournal
 
     store, registry, _ = setup
@@ -478,14 +479,7 @@ def test_a_two_pass_run_cut_off_goes_on_to_the_unbroken_runs_answers(llama, setu
         evaluate_adaptive(model, task, "test", generation=config, on_completions=add_then_die)
     journal = AnswerJournal(tmp_path, {"run": "two-pass"}, resume=True)
     assert journal.reused == 8
-    generated: list[int] = []
-    real_generate = t2cli.adaptive.generate
-
-    def counting(loaded, prompts, config, **kwargs):
-        generated.append(len(prompts))
-        return real_generate(loaded, prompts, config, **kwargs)
-
-    monkeypatch.setattr(t2cli.adaptive, "generate", counting)
+    generated = count_generated_prompts(monkeypatch, t2cli.adaptive)
     resumed = evaluate_adaptive(
         model, task, "test", generation=config, on_completions=journal.add, finished=journal.finished_two_pass()
     )
@@ -503,8 +497,6 @@ def test_a_two_pass_run_cut_off_goes_on_to_the_unbroken_runs_answers(llama, setu
 
 def test_a_kept_answer_whose_label_pass_1_no_longer_chooses_is_generated_again(llama, setup, monkeypatch):
     """Only the answers reused count as resumed; one kept under another label is answered anew."""
-    import t2cli.adaptive
-
     store, registry, _ = setup
     questions = ["the sum of 1 and 2", "def f(): pass", "hello", "sum 3 4 5"]
     examples = [{"id": str(i), "question": q, "answer": "3"} for i, q in enumerate(questions)]
@@ -514,14 +506,7 @@ def test_a_kept_answer_whose_label_pass_1_no_longer_chooses_is_generated_again(l
     unbroken = evaluate_adaptive(model, task, "test", generation=config)
     kept = {sample["id"]: answer for sample, answer in zip(unbroken.samples, _answers(model, task, config))}
     kept["0"] = dataclasses.replace(kept["0"], decision=dataclasses.replace(kept["0"].decision, label="code"))
-    generated: list[int] = []
-    real_generate = t2cli.adaptive.generate
-
-    def counting(loaded, prompts, config, **kwargs):
-        generated.append(len(prompts))
-        return real_generate(loaded, prompts, config, **kwargs)
-
-    monkeypatch.setattr(t2cli.adaptive, "generate", counting)
+    generated = count_generated_prompts(monkeypatch, t2cli.adaptive)
     resumed = evaluate_adaptive(model, task, "test", generation=config, finished=kept)
     assert generated == [1]  # prompt 0 alone: pass 1 chose math for it, its kept answer says code
     assert resumed.config["resumed_answers"] == 3

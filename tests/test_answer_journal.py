@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import count_generated_prompts
 
 import t2cli.evaluate
 from t2cli.answer_journal import AnswerJournal, JournalError
@@ -37,19 +38,6 @@ def killed_after(batches: int, journal: AnswerJournal) -> AnswerJournal:
     return journal
 
 
-def generated_prompts(monkeypatch) -> list[int]:
-    """Count the prompts each later `generate` call is given."""
-    counts = []
-    real_generate = t2cli.evaluate.generate
-
-    def counting(loaded, prompts, config, **kwargs):
-        counts.append(len(prompts))
-        return real_generate(loaded, prompts, config, **kwargs)
-
-    monkeypatch.setattr(t2cli.evaluate, "generate", counting)
-    return counts
-
-
 def test_a_resumed_run_equals_the_unbroken_run_and_generates_only_the_rest(tmp_path, llama, monkeypatch):
     unbroken = run_evaluation(spec_for(llama, tmp_path / "unbroken"))
     spec = spec_for(llama, tmp_path / "cut")
@@ -57,7 +45,7 @@ def test_a_resumed_run_equals_the_unbroken_run_and_generates_only_the_rest(tmp_p
         run_evaluation(spec, journal=killed_after(2, spec.open_journal()))
     assert len((tmp_path / "cut" / "predictions.partial.jsonl").read_text().splitlines()) == 4
 
-    counts = generated_prompts(monkeypatch)
+    counts = count_generated_prompts(monkeypatch, t2cli.evaluate)
     resumed_spec = spec_for(llama, tmp_path / "cut", resume=True)
     journal = resumed_spec.open_journal()
     assert journal.reused == 4
