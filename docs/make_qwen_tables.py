@@ -28,7 +28,7 @@ BASE_ROWS = {  # task: its row's name (split, first n)
     "arc-easy": "ARC-Easy (test, 200)",
     "gsm8k": "GSM8K (test, 200)",
     "math": "MATH (test, 200)",
-    "mbpp-plus": "MBPP-Plus (test, 200)",
+    "mbpp-plus": "MBPP-Plus (test: the paper's MBPP-Pro, all 99)",
     "humaneval": "HumanEval (test, all 164)",
 }
 EXPERT_TASKS = {"math": "gsm8k", "code": "mbpp-plus", "reasoning": "arc-easy"}  # expert: its trained task
