@@ -46,6 +46,11 @@ class AdaptiveAnswer:
     cut_off: bool = False  # the token budget ended the answer
 
 
+def reusable(answer: AdaptiveAnswer, decision: Decision) -> bool:
+    """Whether a kept answer of an interrupted run stands for this prompt: pass 1 chose its label again."""
+    return answer.decision.label == decision.label
+
+
 class AdaptiveModel:
     """A base model, its SVD store and registered experts, answering each prompt with the expert
     its dispatcher picks.
@@ -138,7 +143,7 @@ class AdaptiveModel:
         reused = {
             i: dataclasses.replace(answer, decision=decisions[i], pass1_s=decisions[i].seconds)
             for i, answer in (finished or {}).items()
-            if answer.decision.label == decisions[i].label
+            if reusable(answer, decisions[i])
         }
         groups: dict[str | None, list[int]] = {}
         for index, decision in enumerate(decisions):

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from t2cli.adapt import DenseAdapter
-from t2cli.adaptive import AdaptiveAnswer, AdaptiveModel, open_for_task, strategy_experts
+from t2cli.adaptive import AdaptiveAnswer, AdaptiveModel, open_for_task, reusable, strategy_experts
 from t2cli.answer_journal import AnswerJournal
 from t2cli.defaults import DEFAULT_MODEL
 from t2cli.embedded import answer_budget
@@ -206,8 +206,7 @@ def evaluate_adaptive(
     answers = model.generate_many(
         [task.messages(example) for example in examples], generation, progress, on_batch, earlier
     )
-    # an earlier answer is reused where pass 1 chose its label again; the others were generated anew
-    reused = sum(answers[i].decision.label == answer.decision.label for i, answer in earlier.items())
+    reused = sum(reusable(answer, answers[i].decision) for i, answer in earlier.items())
     scored = score_outputs(task, examples, [answer.text for answer in answers])
     pass1 = sum(answer.pass1_s for answer in answers)
     pass2 = sum(answer.pass2_s for answer in answers)
