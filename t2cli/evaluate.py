@@ -7,9 +7,10 @@ and evaluation cannot disagree. A report is a JSON summary plus one JSONL row pe
 opens the SVD store its experts need (decomposing it on the model's first use), applies what the
 spec names — a registered expert, a LoRA adapter, or a pass-1 strategy answering
 in two passes (`evaluate_adaptive`) — evaluates, and attaches the report's record
-(`t2cli.provenance.report_record`): the base model's weight fingerprint and, for each expert the
-run used, the SHA-256 of its tensor file (and the mixture weights when it mixed them), so a report
-whose experts have since changed can be found (`t2cli.provenance.check_reports`).
+(`t2cli.provenance.report_record`): the base model's weight fingerprint, the dtype the answers were
+computed in and, for each expert the run used, the SHA-256 of its tensor file (and the mixture
+weights when it mixed them), so a report whose experts have since changed can be found
+(`t2cli.provenance.check_reports`).
 """
 
 from __future__ import annotations

@@ -122,11 +122,13 @@ def mixture_recipe(
 def report_record(
     loaded: LoadedModel, experts: Mapping[str, str] | None = None, mixture: Mapping[str, float] | None = None
 ) -> dict:
-    """What a report needs to stay checkable: {base_model, base_fingerprint, experts: {name: tensors
-    sha256}} (+ mixture: {name: α} when the experts were mixed)."""
+    """What a report needs to stay checkable: {base_model, base_fingerprint, dtype, experts: {name:
+    tensors sha256}} (+ mixture: {name: α} when the experts were mixed). The dtype is the one the
+    answers were computed in: greedy answers of the same weights can differ between dtypes."""
     record = {
         "base_model": loaded.name,
         "base_fingerprint": loaded.fingerprint,
+        "dtype": str(loaded.dtype).removeprefix("torch."),
         "experts": dict(sorted((experts or {}).items())),
     }
     if mixture:

@@ -23,7 +23,7 @@ from t2cli.provenance import (
 )
 from t2cli.registry import Registry
 
-BASE = SimpleNamespace(name="tiny", fingerprint="a" * 32)
+BASE = SimpleNamespace(name="tiny", fingerprint="a" * 32, dtype=torch.bfloat16)
 CREATED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 
@@ -33,11 +33,16 @@ CREATED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 @pytest.mark.parametrize(
     "experts, mixture, expected",
     [
-        (None, None, {"base_model": "tiny", "base_fingerprint": "a" * 32, "experts": {}}),
+        (None, None, {"base_model": "tiny", "base_fingerprint": "a" * 32, "dtype": "bfloat16", "experts": {}}),
         (
             {"math": "m" * 64, "code": "c" * 64},  # sorted by name, whatever order they came in
             None,
-            {"base_model": "tiny", "base_fingerprint": "a" * 32, "experts": {"code": "c" * 64, "math": "m" * 64}},
+            {
+                "base_model": "tiny",
+                "base_fingerprint": "a" * 32,
+                "dtype": "bfloat16",
+                "experts": {"code": "c" * 64, "math": "m" * 64},
+            },
         ),
         (
             {"math": "m" * 64},
@@ -45,11 +50,16 @@ CREATED = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
             {
                 "base_model": "tiny",
                 "base_fingerprint": "a" * 32,
+                "dtype": "bfloat16",
                 "experts": {"math": "m" * 64},
                 "mixture": {"code": 0.25, "math": 1.0},
             },
         ),
-        (None, {}, {"base_model": "tiny", "base_fingerprint": "a" * 32, "experts": {}}),  # no mixture: no key
+        (
+            None,
+            {},
+            {"base_model": "tiny", "base_fingerprint": "a" * 32, "dtype": "bfloat16", "experts": {}},
+        ),  # no mixture: no key
     ],
 )
 def test_report_record(experts, mixture, expected):
@@ -170,7 +180,8 @@ def test_a_report_on_other_base_weights_is_flagged(tmp_path):
     registry = Registry(roots=[tmp_path / "registry"], write_root=tmp_path / "registry")
     registry.add(expert("math", 0.5))
     write_report(
-        tmp_path / "results" / "base", {"provenance": report_record(SimpleNamespace(name="tiny", fingerprint="b" * 32))}
+        tmp_path / "results" / "base",
+        {"provenance": report_record(SimpleNamespace(name="tiny", fingerprint="b" * 32, dtype=torch.float32))},
     )
     (finding,) = check_reports(tmp_path / "results", registry)
     assert "base model tiny changed" in finding.problem
@@ -212,6 +223,7 @@ def test_eval_with_an_expert_records_its_hash_and_the_base_fingerprint(llama, tm
     assert record == {
         "base_model": loaded.name,
         "base_fingerprint": loaded.fingerprint,
+        "dtype": "float32",
         "experts": {"math": entry.meta["tensors_sha256"]},
     }
     assert check_reports(tmp_path / "eval", Registry()) == []
