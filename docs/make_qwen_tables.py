@@ -45,7 +45,10 @@ def accuracy(r: dict | None, cut_off: bool = False) -> str:
     if r is None:
         return "—"
     cell = f"{100 * r['accuracy']:.1f}% ({r['correct']}/{r['n']})"
-    return cell + (f", {round(100 * r.get('cut_off_share', 0), 1):g}% cut off" if cut_off else "")
+    cell += f", {round(100 * r.get('cut_off_share', 0), 1):g}% cut off" if cut_off else ""
+    # reports record their dtype; the ones written before they did are float32 runs
+    dtype = r.get("provenance", {}).get("dtype", "float32")
+    return cell + (f", {dtype}" if dtype != "float32" else "")
 
 
 def p_value(a: Path, b: Path) -> str:
