@@ -23,8 +23,10 @@
 # An SVF run registers its expert in registry/ when it ends, replacing the interim one that
 # `interim` registers (the best validation state so far of a run still going on; its recipe
 # records the iterations done) — so a long run's expert can be evaluated and shipped as it goes.
-# Its test report (eval-interim) names the expert's tensor hash: once the run's end replaces the
-# expert, the results check flags that report, which then moves beside the run in bench/runs/.
+# A test report's directory names the iteration whose state the expert is (…-rl-iteration-N), and
+# the report names the expert's tensor hash: when the run ends with the same best state as the
+# interim expert, `eval` finds that report and reuses it; when the best state changed, the results
+# check flags the old report, which then moves beside the run in bench/runs/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T2=.venv/bin/t2
@@ -62,6 +64,13 @@ evaluate() {  # evaluate OUT ARGS...: one test evaluation, continued (--resume) 
   $T2 eval -m $MODEL "$@" --split test --limit 200 --dtype float32 --batch-size 16 --out "$out" "${resume[@]}"
 }
 
+svf_report_dir() {  # the test report directory of the registered expert: it names the iteration of its state
+  local best
+  best=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["provenance"]["metrics"]["best_iteration"])' \
+    "registry/$MODEL/$expert/expert.json")
+  echo "docs/results/svf/$MODEL/$test_task-rl-iteration-$best"
+}
+
 expert=${2:?math|code|reasoning|cls}
 read -r -a task <<<"$(task_of "$expert")"
 test_task=${task[0]}
@@ -69,12 +78,10 @@ case "$1" in
   svf) train "bench/runs/qwen0.5b-$expert-rl" $COMMON $SVF --task "${task[@]}" --name "$expert" ;;
   interim)
     $T2 train $COMMON $SVF --task "${task[@]}" --name "$expert" --out "bench/runs/qwen0.5b-$expert-rl" --resume --save-best ;;
-  eval-interim)  # the report directory names the iteration whose state the interim expert is
+  eval-interim)
     base="docs/results/base-models/$MODEL/$test_task"
     [ -f "$base/report.json" ] || { echo "no base report at $base: run docs/run_qwen_base_evals.sh $MODEL" >&2; exit 2; }
-    best=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["provenance"]["metrics"]["best_iteration"])' \
-      "registry/$MODEL/$expert/expert.json")
-    svf="docs/results/svf/$MODEL/$test_task-rl-iteration-$best"
+    svf=$(svf_report_dir)
     [ -f "$svf/report.json" ] || evaluate "$svf" --task "${task[@]}" --expert "$expert"
     $T2 compare "$base" "$svf" ;;
   eval-lora)
@@ -89,7 +96,7 @@ case "$1" in
   eval)
     base="docs/results/base-models/$MODEL/$test_task"
     [ -f "$base/report.json" ] || { echo "no base report at $base: run docs/run_qwen_base_evals.sh $MODEL" >&2; exit 2; }
-    svf="docs/results/svf/$MODEL/$test_task"
+    svf=$(svf_report_dir)
     lora="docs/results/lora/$MODEL/$test_task"
     [ -f "$svf/report.json" ] || evaluate "$svf" --task "${task[@]}" --expert "$expert"
     [ -f "$lora/report.json" ] || evaluate "$lora" --task "${task[@]}" --lora "bench/runs/qwen0.5b-$expert-lora-lr$LORA_LR/adapter"

@@ -512,7 +512,7 @@ def log_and_checkpoint(run: Run, line: dict, stop: bool) -> None:
         if stop or done == config.iters or due or late:
             save_checkpoint(run, done)
     run.emit({"event": "iteration", **line})
-    run.emit(eta(config, done, run.clock.iter_times, run.clock.val_times))
+    run.emit(eta(config, done, run.clock.iter_times, run.clock.val_times or earlier_val_times(run.state.metrics)))
     if stop:
         run.emit({"event": "early_stop", "iter": done, "best_iteration": run.state.best_iteration})
 
@@ -602,8 +602,14 @@ def budget(config: TrainConfig, val_examples: int, max_new_tokens: int) -> dict:
     }
 
 
+def earlier_val_times(metrics: list[dict]) -> list[float]:
+    """The validation times an earlier session recorded: a resumed run's estimate until it validates."""
+    return [line["time/val"] for line in metrics if "time/val" in line]
+
+
 def eta(config: TrainConfig, done: int, iter_times: list[float], val_times: list[float]) -> dict:
-    """Time left, from this session's mean iteration and validation times."""
+    """Time left, from this session's mean iteration and validation times (a resumed run that has not
+    validated yet passes the earlier sessions' validation times)."""
     remaining = config.iters - done
     validations_left = sum(validates_at(config, it) for it in range(done + 1, config.iters + 1))
     per_iter = sum(iter_times) / len(iter_times)

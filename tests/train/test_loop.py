@@ -113,6 +113,17 @@ def test_budget_comes_first_and_eta_after_every_iteration(llama, tmp_path):
     assert etas[-1]["remaining_s"] == 0
 
 
+def test_a_resumed_runs_eta_counts_the_validations_left_before_it_validates_again(llama, tmp_path):
+    config = toy_config(tmp_path / "run", iters=4, batch_size=2, eval_every=2, val_limit=4, checkpoint_every=1)
+    with pytest.raises(Stop):
+        run(config, llama, tmp_path, on_event=stop_at("iteration", 2))
+    events = []
+    run(config, llama, tmp_path, resume=True, on_event=events.append)
+    after_3 = next(e for e in events if e["event"] == "eta" and e["iter"] == 3)
+    assert after_3["seconds_per_validation"] > 0  # from the first session's validation after iteration 2
+    assert after_3["remaining_s"] == pytest.approx(after_3["seconds_per_iter"] + after_3["seconds_per_validation"])
+
+
 def test_sft_budget_counts_samples_not_rollouts():
     from t2cli.train.loop import budget
 
