@@ -17,6 +17,7 @@
 # Usage: docs/run_qwen_experts.sh svf|lora math|code|reasoning
 #        docs/run_qwen_experts.sh svf cls               (the dispatch classifier; SVF only)
 #        docs/run_qwen_experts.sh eval math|code|reasoning   (SVF and LoRA on test, then t2 compare)
+#        docs/run_qwen_experts.sh eval cls              (base and the classifier on the cls test set)
 #        docs/run_qwen_experts.sh interim math|code|reasoning|cls   (register an SVF run's best so far)
 #        docs/run_qwen_experts.sh eval-interim math|code|reasoning  (that expert on test, against base)
 #        docs/run_qwen_experts.sh eval-lora math|code|reasoning     (the LoRA baseline on test, against base)
@@ -67,22 +68,24 @@ evaluate() {  # evaluate OUT ARGS...: one test evaluation, continued (--resume) 
 svf_report_dir() {  # the test report directory of the registered expert: it names the iteration of its state
   local best
   best=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["provenance"]["metrics"]["best_iteration"])' \
-    "registry/$MODEL/$expert/expert.json")
+    "registry/$MODEL/$name/expert.json")
   echo "docs/results/svf/$MODEL/$test_task-rl-iteration-$best"
 }
 
 expert=${2:?math|code|reasoning|cls}
 read -r -a task <<<"$(task_of "$expert")"
+name=$expert
+[ "$expert" != cls ] || name=dispatch-cls  # the registry name of the classifier that serves pass 1
 test_task=${task[0]}
 case "$1" in
-  svf) train "bench/runs/qwen0.5b-$expert-rl" $COMMON $SVF --task "${task[@]}" --name "$expert" ;;
+  svf) train "bench/runs/qwen0.5b-$expert-rl" $COMMON $SVF --task "${task[@]}" --name "$name" ;;
   interim)
-    $T2 train $COMMON $SVF --task "${task[@]}" --name "$expert" --out "bench/runs/qwen0.5b-$expert-rl" --resume --save-best ;;
+    $T2 train $COMMON $SVF --task "${task[@]}" --name "$name" --out "bench/runs/qwen0.5b-$expert-rl" --resume --save-best ;;
   eval-interim)
     base="docs/results/base-models/$MODEL/$test_task"
     [ -f "$base/report.json" ] || { echo "no base report at $base: run docs/run_qwen_base_evals.sh $MODEL" >&2; exit 2; }
     svf=$(svf_report_dir)
-    [ -f "$svf/report.json" ] || evaluate "$svf" --task "${task[@]}" --expert "$expert"
+    [ -f "$svf/report.json" ] || evaluate "$svf" --task "${task[@]}" --expert "$name"
     $T2 compare "$base" "$svf" ;;
   eval-lora)
     base="docs/results/base-models/$MODEL/$test_task"
@@ -94,11 +97,19 @@ case "$1" in
     [ "$expert" != cls ] || { echo "the dispatch classifier has no LoRA baseline" >&2; exit 2; }
     train "bench/runs/qwen0.5b-$expert-lora-lr$LORA_LR" $COMMON $LORA --task "${task[@]}" --name "$expert-lora" ;;
   eval)
+    if [ "$expert" = cls ]; then  # against the base model on the classification test set; no LoRA baseline
+      base="docs/results/base-models/$MODEL/cls"
+      svf=$(svf_report_dir)
+      [ -f "$base/report.json" ] || evaluate "$base" --task cls
+      [ -f "$svf/report.json" ] || evaluate "$svf" --task cls --expert "$name"
+      $T2 compare "$base" "$svf"
+      exit 0
+    fi
     base="docs/results/base-models/$MODEL/$test_task"
     [ -f "$base/report.json" ] || { echo "no base report at $base: run docs/run_qwen_base_evals.sh $MODEL" >&2; exit 2; }
     svf=$(svf_report_dir)
     lora="docs/results/lora/$MODEL/$test_task"
-    [ -f "$svf/report.json" ] || evaluate "$svf" --task "${task[@]}" --expert "$expert"
+    [ -f "$svf/report.json" ] || evaluate "$svf" --task "${task[@]}" --expert "$name"
     [ -f "$lora/report.json" ] || evaluate "$lora" --task "${task[@]}" --lora "bench/runs/qwen0.5b-$expert-lora-lr$LORA_LR/adapter"
     $T2 compare "$base" "$svf"
     $T2 compare "$lora" "$svf" ;;
