@@ -31,7 +31,8 @@ BASE_ROWS = {  # task: its row's name (split, first n)
     "mbpp-plus": "MBPP-Plus (test: the paper's MBPP-Pro, all 99)",
     "humaneval": "HumanEval (test, all 164)",
 }
-EXPERT_TASKS = {"math": "gsm8k", "code": "mbpp-plus", "reasoning": "arc-easy"}  # expert: its trained task
+# expert: its trained task (the dispatch classifier has no LoRA baseline)
+EXPERT_TASKS = {"math": "gsm8k", "code": "mbpp-plus", "reasoning": "arc-easy", "dispatch-cls": "cls"}
 UNSEEN = ("arc-challenge", "humaneval", "math")
 ROWS = ("expert-math", "expert-code", "expert-reasoning", "prompt", "cls", "loglik-cls", "centroid", "cem")
 
@@ -67,23 +68,33 @@ def base_table() -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def registered_svf(expert: str, task: str) -> tuple[Path, str]:
+    """The test report folder of the registered SVF expert (it names the iteration of the expert's
+    state) and how far its run had got."""
+    file = ROOT / "registry" / MODEL / expert / "expert.json"
+    if not file.exists():
+        return RESULTS / "svf" / MODEL / f"{task}-rl-not-registered", "not registered yet"
+    recipe = json.loads(file.read_text())["provenance"]
+    metrics, iters = recipe["metrics"], recipe["hyperparameters"]["iters"]
+    best = metrics["best_iteration"]
+    run = f"{metrics['iterations']} of {iters} iterations" + ("" if metrics["iterations"] == iters else ", interim")
+    return RESULTS / "svf" / MODEL / f"{task}-rl-iteration-{best}", f"best validation state: iteration {best}; {run}"
+
+
 def experts_table() -> None:
-    print("| expert (task, test subset) | base | SVF | LoRA r16 | p SVF vs base | p LoRA vs base | p SVF vs LoRA |")
+    print(
+        "| expert (task, test subset; its state) | base | SVF | LoRA r16 | p SVF vs base | p LoRA vs base "
+        "| p SVF vs LoRA |"
+    )
     print("|---|---|---|---|---|---|---|")
     for expert, task in EXPERT_TASKS.items():
         base = RESULTS / "base-models" / MODEL / task
-        svf, lora = RESULTS / "svf" / MODEL / task, RESULTS / "lora" / MODEL / task
+        lora = RESULTS / "lora" / MODEL / task
+        svf, state = registered_svf(expert, task)
         print(
-            f"| {expert} ({task}) | {accuracy(report(base))} | {accuracy(report(svf))} | {accuracy(report(lora))} "
-            f"| {p_value(base, svf)} | {p_value(base, lora)} | {p_value(lora, svf)} |"
+            f"| {expert} ({task}; {state}) | {accuracy(report(base))} | {accuracy(report(svf))} "
+            f"| {accuracy(report(lora))} | {p_value(base, svf)} | {p_value(base, lora)} | {p_value(lora, svf)} |"
         )
-        for interim in sorted((RESULTS / "svf" / MODEL).glob(f"{task}-rl-iteration-*")):
-            iteration = interim.name.rsplit("-", 1)[1]
-            print(
-                f"| {expert}, interim (RL state of iteration {iteration}) | {accuracy(report(base))} "
-                f"| {accuracy(report(interim))} | {accuracy(report(lora))} | {p_value(base, interim)} "
-                f"| {p_value(base, lora)} | {p_value(lora, interim)} |"
-            )
 
 
 def unseen_table() -> None:
