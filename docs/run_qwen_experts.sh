@@ -76,11 +76,13 @@ expert=${2:?math|code|reasoning|cls}
 read -r -a task <<<"$(task_of "$expert")"
 name=$expert
 [ "$expert" != cls ] || name=dispatch-cls  # the registry name of the classifier that serves pass 1
+stop=()  # the classifier stops at its first validation without a new best: its validation reaches 100%
+[ "$expert" != cls ] || stop=(--patience 1)  # within ten iterations, and no later state can replace that
 test_task=${task[0]}
 case "$1" in
-  svf) train "bench/runs/qwen0.5b-$expert-rl" $COMMON $SVF --task "${task[@]}" --name "$name" ;;
+  svf) train "bench/runs/qwen0.5b-$expert-rl" $COMMON $SVF --task "${task[@]}" --name "$name" "${stop[@]}" ;;
   interim)
-    $T2 train $COMMON $SVF --task "${task[@]}" --name "$name" --out "bench/runs/qwen0.5b-$expert-rl" --resume --save-best ;;
+    $T2 train $COMMON $SVF --task "${task[@]}" --name "$name" "${stop[@]}" --out "bench/runs/qwen0.5b-$expert-rl" --resume --save-best ;;
   eval-interim)
     base="docs/results/base-models/$MODEL/$test_task"
     [ -f "$base/report.json" ] || { echo "no base report at $base: run docs/run_qwen_base_evals.sh $MODEL" >&2; exit 2; }

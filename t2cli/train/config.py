@@ -30,10 +30,12 @@ METHOD_DEFAULTS = {
     "lora": {"objective": "sft", "lr": 2e-4, "grad_clip": 1.0},
 }
 
-# Fields that may change between a run and its `--resume` without changing the trajectory of p.
+# Fields that may change between a run and its `--resume` without changing the trajectory of p
+# (patience decides only where the run stops, never what it does before).
 RESUMABLE_CHANGES = frozenset(
     {
         "name",
+        "patience",
         "out_dir",
         "checkpoint_every",
         "checkpoint_minutes",
@@ -128,7 +130,11 @@ class TrainConfig:
         "applied after --train-limit).",
         default=None,
     )
-    patience: int = _help("Stop after N validations without a new best (0 = never stop early).", default=0)
+    patience: int = _help(
+        "Stop after N validations in a row without a new best, counted over the whole run "
+        "(0 = never stop early; may change on --resume).",
+        default=0,
+    )
     # -- bookkeeping
     seed: int = _help("Seed of p's initial noise, the data order and sampling.", default=0)
     name: str | None = _help("Expert name in the registry (default <task>-<objective>).", default=None)

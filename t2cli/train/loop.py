@@ -146,6 +146,9 @@ def train(
     with open_run(config, task, registry, loaded=loaded, resume=resume, on_event=on_event) as run:
         validate_start(run)
         run.emit(start_event(run))
+        if patience_spent(config, run.state):  # resumed with a --patience its validations already spent
+            run.emit({"event": "early_stop", "iter": run.state.iteration, "best_iteration": run.state.best_iteration})
+            return save_best(run)
         for iteration in range(run.state.iteration, config.iters):
             line = train_step(run, iteration)
             stop = validate_and_keep(run, line)
@@ -495,6 +498,12 @@ def validate_and_keep(run: Run, line: dict) -> bool:
     else:
         state.evals_since_best += 1
     run.emit({"event": "validation", "iter": done, "accuracy": score, "best": state.best_score})
+    return patience_spent(config, state)
+
+
+def patience_spent(config: TrainConfig, state: ckpt.RunState) -> bool:
+    """--patience validations in a row found nothing better, counted over the whole run (a session
+    that resumes it with a patience its earlier validations already spent has nothing to do)."""
     return 0 < config.patience <= state.evals_since_best
 
 

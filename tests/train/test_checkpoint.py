@@ -142,6 +142,23 @@ def test_resume_refuses_a_changed_config_or_a_missing_checkpoint(llama, tmp_path
     assert result.iterations == 3 and result.expert.name == "renamed"
 
 
+def test_patience_set_at_resume_stops_where_an_unbroken_run_with_it_stops(tokenizer, tmp_path):
+    def run(out, on_event=None, resume=False, **overrides):
+        config = toy_config(tmp_path / out, iters=8, eval_every=1, **overrides)
+        registry = Registry(write_root=tmp_path / "registry" / out)
+        return train(
+            config, loaded=tiny_llama(tokenizer), task=toy_task(), registry=registry, on_event=on_event, resume=resume
+        )
+
+    unbroken = run("unbroken", patience=1)
+    with pytest.raises(Stop):
+        run("resumed", on_event=stop_after(1))  # started without patience
+    resumed = run("resumed", resume=True, patience=1)
+    assert resumed.iterations == unbroken.iterations < 8  # stopped early, at the same iteration
+    for name, value in unbroken.final_state.items():
+        assert torch.equal(resumed.final_state[name], value), name
+
+
 def test_unreadable_checkpoint_is_a_clear_error(llama, tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / CHECKPOINT_FILE).write_bytes(b"not a checkpoint")
