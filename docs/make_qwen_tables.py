@@ -77,7 +77,11 @@ def registered_svf(expert: str, task: str) -> tuple[Path, str]:
     recipe = json.loads(file.read_text())["provenance"]
     metrics, iters = recipe["metrics"], recipe["hyperparameters"]["iters"]
     best = metrics["best_iteration"]
-    run = f"{metrics['iterations']} of {iters} iterations" + ("" if metrics["iterations"] == iters else ", interim")
+    run = f"{metrics['iterations']} of {iters} iterations"
+    if "--save-best" in recipe["command"]:  # registered from a run still going on
+        run += ", interim"
+    elif metrics["iterations"] < iters:
+        run += f", stopped early (--patience {recipe['hyperparameters']['patience']})"
     return RESULTS / "svf" / MODEL / f"{task}-rl-iteration-{best}", f"best validation state: iteration {best}; {run}"
 
 

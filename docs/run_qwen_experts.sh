@@ -15,7 +15,8 @@
 # Test subsets: the first 200 items of each task's test split, never used to choose anything;
 # the base model's reports are docs/run_qwen_base_evals.sh's.
 # Usage: docs/run_qwen_experts.sh svf|lora math|code|reasoning
-#        docs/run_qwen_experts.sh svf cls               (the dispatch classifier; SVF only)
+#        docs/run_qwen_experts.sh svf cls               (the dispatch classifier; SVF only; it learns the
+#                                                        registered experts' domains: train it after them)
 #        docs/run_qwen_experts.sh eval math|code|reasoning   (SVF and LoRA on test, then t2 compare)
 #        docs/run_qwen_experts.sh eval cls              (base and the classifier on the cls test set)
 #        docs/run_qwen_experts.sh interim math|code|reasoning|cls   (register an SVF run's best so far)
@@ -76,13 +77,11 @@ expert=${2:?math|code|reasoning|cls}
 read -r -a task <<<"$(task_of "$expert")"
 name=$expert
 [ "$expert" != cls ] || name=dispatch-cls  # the registry name of the classifier that serves pass 1
-stop=()  # the classifier stops at its first validation without a new best: its validation reaches 100%
-[ "$expert" != cls ] || stop=(--patience 1)  # within ten iterations, and no later state can replace that
 test_task=${task[0]}
 case "$1" in
-  svf) train "bench/runs/qwen0.5b-$expert-rl" $COMMON $SVF --task "${task[@]}" --name "$name" "${stop[@]}" ;;
+  svf) train "bench/runs/qwen0.5b-$expert-rl" $COMMON $SVF --task "${task[@]}" --name "$name" ;;
   interim)
-    $T2 train $COMMON $SVF --task "${task[@]}" --name "$name" "${stop[@]}" --out "bench/runs/qwen0.5b-$expert-rl" --resume --save-best ;;
+    $T2 train $COMMON $SVF --task "${task[@]}" --name "$name" --out "bench/runs/qwen0.5b-$expert-rl" --resume --save-best ;;
   eval-interim)
     base="docs/results/base-models/$MODEL/$test_task"
     [ -f "$base/report.json" ] || { echo "no base report at $base: run docs/run_qwen_base_evals.sh $MODEL" >&2; exit 2; }

@@ -216,6 +216,8 @@ def test_the_classifier_task_is_built_from_the_chosen_experts_tasks(llama, setup
     assert task.check("science", train[0]) == (train[0]["answer"] == "science")
     only = classifier_task(registry, llama.name, ["math-expert", "my-science"])
     assert {e["answer"] for e in only.load("validation").examples} == {"math", "science"}
+    with pytest.raises(RegistryError, match=r"only one domain expert .*\(science\).* register another"):
+        classifier_task(registry, llama.name, ["my-science"])  # one label: it would learn a constant
 
 
 def test_centroid_routes_each_training_prompt_to_its_own_domain(llama, setup):

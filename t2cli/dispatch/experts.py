@@ -222,4 +222,10 @@ def classifier_task(registry: Registry, base_model: str, names: Sequence[str] | 
     choice = choose_experts(registry, base_model, names)
     if not choice.experts:
         raise RegistryError(f"no domain experts are registered for {base_model}: nothing to classify")
+    if len(choice.experts) < 2:  # every example would carry the one label: the classifier learns a constant
+        (label,) = choice.experts
+        raise RegistryError(
+            f"only one domain expert is chosen for {base_model} ({label}): a classifier needs at least two "
+            f"domains to tell apart — register another domain expert first ({training_command()})"
+        )
     return cls_task(training_sources(choice.experts))
