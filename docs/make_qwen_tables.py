@@ -78,6 +78,8 @@ def registered_svf(expert: str, task: str) -> tuple[Path, str]:
     metrics, iters = recipe["metrics"], recipe["hyperparameters"]["iters"]
     best = metrics["best_iteration"]
     run = f"{metrics['iterations']} of {iters} iterations"
+    if recipe["hyperparameters"].get("dtype", "float32") != "float32":
+        run += f", trained in {recipe['hyperparameters']['dtype']}"
     if "--save-best" in recipe["command"]:  # registered from a run still going on
         run += ", interim"
     elif metrics["iterations"] < iters:
