@@ -103,7 +103,12 @@ def experts_table() -> None:
         )
 
 
-def unseen_table() -> None:
+def unseen_table(dtype: str = "float32") -> None:
+    """Table 2 in one dtype: float32's base column is the base table's reports; another dtype's rows
+    sit in adaptive/<model>-<dtype>/ beside their own base rows (<task>-base)."""
+    folder_of = RESULTS / "adaptive" / (MODEL if dtype == "float32" else f"{MODEL}-{dtype}")
+    if dtype != "float32":
+        print(f"Rows in {dtype}:\n")
     header = (
         "task",
         "pass 2 answers with",
@@ -115,13 +120,13 @@ def unseen_table() -> None:
     print("| " + " | ".join(header) + " |")
     print("|---" * len(header) + "|")
     for task in UNSEEN:
-        base = RESULTS / "base-models" / MODEL / task
+        base = RESULTS / "base-models" / MODEL / task if dtype == "float32" else folder_of / f"{task}-base"
         print(f"| {task} | base model | {accuracy(report(base))} | | | |")
-        if not any((RESULTS / "adaptive" / MODEL / f"{task}-{row}" / "report.json").exists() for row in ROWS):
+        if not any((folder_of / f"{task}-{row}" / "report.json").exists() for row in ROWS):
             print(f"| {task} | each expert, {', '.join(ROWS[3:])} | not run yet | | | |")
             continue
         for row in ROWS:
-            folder = RESULTS / "adaptive" / MODEL / f"{task}-{row}"
+            folder = folder_of / f"{task}-{row}"
             r = report(folder)
             if r is None:
                 print(f"| {task} | {row} | — | | | |")
@@ -145,3 +150,6 @@ if __name__ == "__main__":
     experts_table()
     print()
     unseen_table()
+    for other in sorted((RESULTS / "adaptive").glob(f"{MODEL}-*")):
+        print()
+        unseen_table(other.name.removeprefix(f"{MODEL}-"))
