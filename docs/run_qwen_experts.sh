@@ -13,8 +13,11 @@
 # (the reference implementation's training dtype) where the CPU has AMX bfloat16 units, where it is
 # about twice as fast as float32, and in float32 elsewhere (bfloat16 is emulated, ~3x slower); a run
 # that continues from its checkpoint keeps the dtype it began with (its config.json), so `math` and
-# `code`, begun on a CPU without those units, stay float32. Test evaluations are float32 throughout,
-# as the base model's reports they are paired with.
+# `code`, begun on a CPU without those units, stay float32. A test evaluation runs in the dtype of
+# the base model's report it is paired with (float32 for the 0.5B, bfloat16 for the 1.5B's rows).
+# MODEL (default qwen2.5-coder-0.5b) and ITERS (default 120) choose another embedded model and budget:
+# the 1.5B's `math` expert on CPU is `MODEL=qwen2.5-coder-1.5b ITERS=40 docs/run_qwen_experts.sh svf math`
+# (its runs: bench/runs/qwen1.5b-*).
 # A run whose run directory holds a checkpoint continues from it (--resume): commit
 # bench/runs/<run>/ after each session and the next session, on any machine, goes on.
 # Test subsets: the first 200 items of each task's test split, never used to choose anything;
@@ -38,8 +41,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 T2=.venv/bin/t2
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-MODEL=qwen2.5-coder-0.5b
-COMMON="-m $MODEL --iters 120 -b 4 --val-limit 50 --eval-every 10 --checkpoint-every 1 \
+MODEL=${MODEL:-qwen2.5-coder-0.5b}
+RUNS=bench/runs/${MODEL/qwen2.5-coder-/qwen}  # + -<expert>-rl or -<expert>-lora-lr<lr>
+COMMON="-m $MODEL --iters ${ITERS:-120} -b 4 --val-limit 50 --eval-every 10 --checkpoint-every 1 \
   --micro-batch 4 --grad-checkpointing --generation-batch-size 16"
 SVF="--objective rl --kl 0.1 -k 4 --temperature 0.8 --lr 1e-2 --registry registry --overwrite"
 LORA_LR=${LORA_LR:-2e-4}
@@ -47,7 +51,8 @@ LORA="--method lora --objective sft --lr $LORA_LR"
 
 task_of() {
   case "$1" in
-    math) echo "gsm8k --max-new-tokens 320" ;;
+    math)  # the 0.5B's run named its budget (320, the task's and the model's own); others take their own
+      if [ "$MODEL" = qwen2.5-coder-0.5b ]; then echo "gsm8k --max-new-tokens 320"; else echo gsm8k; fi ;;
     code) echo "mbpp-plus" ;;
     reasoning) echo "arc-easy" ;;  # 512 new tokens: the model's ARC budget (t2cli.embedded)
     cls) echo "cls" ;;
@@ -72,7 +77,16 @@ evaluate() {  # evaluate OUT ARGS...: one test evaluation, continued (--resume) 
   shift
   local resume=()
   [ -f "$out/predictions.partial.jsonl" ] && resume=(--resume)
-  $T2 eval -m $MODEL "$@" --split test --limit 200 --dtype float32 --batch-size 16 --out "$out" "${resume[@]}"
+  $T2 eval -m $MODEL "$@" --split test --limit 200 --dtype "$(base_dtype)" --batch-size 16 --out "$out" "${resume[@]}"
+}
+
+base_dtype() {  # the dtype of the base model's test report this task's evaluations are paired with
+  local base="docs/results/base-models/$MODEL/$test_task/report.json"
+  if [ -f "$base" ]; then
+    .venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1])).get("provenance", {}).get("dtype", "float32"))' "$base"
+  else
+    echo float32
+  fi
 }
 
 svf_report_dir() {  # the test report directory of the registered expert: it names the iteration of its state
@@ -88,9 +102,9 @@ name=$expert
 [ "$expert" != cls ] || name=dispatch-cls  # the registry name of the classifier that serves pass 1
 test_task=${task[0]}
 case "$1" in
-  svf) train "bench/runs/qwen0.5b-$expert-rl" $COMMON $SVF --task "${task[@]}" --name "$name" ;;
+  svf) train "$RUNS-$expert-rl" $COMMON $SVF --task "${task[@]}" --name "$name" ;;
   interim)
-    run="bench/runs/qwen0.5b-$expert-rl"
+    run="$RUNS-$expert-rl"
     dtype=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["dtype"])' "$run/config.json")
     $T2 train $COMMON $SVF --task "${task[@]}" --name "$name" --dtype "$dtype" --out "$run" --resume --save-best ;;
   eval-interim)
@@ -103,11 +117,11 @@ case "$1" in
     base="docs/results/base-models/$MODEL/$test_task"
     [ -f "$base/report.json" ] || { echo "no base report at $base: run docs/run_qwen_base_evals.sh $MODEL" >&2; exit 2; }
     lora="docs/results/lora/$MODEL/$test_task"
-    [ -f "$lora/report.json" ] || evaluate "$lora" --task "${task[@]}" --lora "bench/runs/qwen0.5b-$expert-lora-lr$LORA_LR/adapter"
+    [ -f "$lora/report.json" ] || evaluate "$lora" --task "${task[@]}" --lora "$RUNS-$expert-lora-lr$LORA_LR/adapter"
     $T2 compare "$base" "$lora" ;;
   lora)
     [ "$expert" != cls ] || { echo "the dispatch classifier has no LoRA baseline" >&2; exit 2; }
-    train "bench/runs/qwen0.5b-$expert-lora-lr$LORA_LR" $COMMON $LORA --task "${task[@]}" --name "$expert-lora" ;;
+    train "$RUNS-$expert-lora-lr$LORA_LR" $COMMON $LORA --task "${task[@]}" --name "$expert-lora" ;;
   eval)
     if [ "$expert" = cls ]; then  # against the base model on the classification test set; no LoRA baseline
       base="docs/results/base-models/$MODEL/cls"
@@ -122,7 +136,7 @@ case "$1" in
     svf=$(svf_report_dir)
     lora="docs/results/lora/$MODEL/$test_task"
     [ -f "$svf/report.json" ] || evaluate "$svf" --task "${task[@]}" --expert "$name"
-    [ -f "$lora/report.json" ] || evaluate "$lora" --task "${task[@]}" --lora "bench/runs/qwen0.5b-$expert-lora-lr$LORA_LR/adapter"
+    [ -f "$lora/report.json" ] || evaluate "$lora" --task "${task[@]}" --lora "$RUNS-$expert-lora-lr$LORA_LR/adapter"
     $T2 compare "$base" "$svf"
     $T2 compare "$lora" "$svf" ;;
   *) echo "usage: $0 svf|lora|eval|interim|eval-interim|eval-lora EXPERT" >&2; exit 2 ;;
