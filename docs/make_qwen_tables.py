@@ -68,12 +68,12 @@ def base_table() -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
-def registered_svf(expert: str, task: str) -> tuple[Path, str]:
+def registered_svf(expert: str, task: str, model: str = MODEL) -> tuple[Path, str]:
     """The test report folder of the registered SVF expert (it names the iteration of the expert's
     state) and how far its run had got."""
-    file = ROOT / "registry" / MODEL / expert / "expert.json"
+    file = ROOT / "registry" / model / expert / "expert.json"
     if not file.exists():
-        return RESULTS / "svf" / MODEL / f"{task}-rl-not-registered", "not registered yet"
+        return RESULTS / "svf" / model / f"{task}-rl-not-registered", "not registered yet"
     recipe = json.loads(file.read_text())["provenance"]
     metrics, iters = recipe["metrics"], recipe["hyperparameters"]["iters"]
     best = metrics["best_iteration"]
@@ -84,7 +84,7 @@ def registered_svf(expert: str, task: str) -> tuple[Path, str]:
         run += ", interim"
     elif metrics["iterations"] < iters:
         run += f", stopped early (--patience {recipe['hyperparameters']['patience']})"
-    return RESULTS / "svf" / MODEL / f"{task}-rl-iteration-{best}", f"best validation state: iteration {best}; {run}"
+    return RESULTS / "svf" / model / f"{task}-rl-iteration-{best}", f"best validation state: iteration {best}; {run}"
 
 
 def experts_table() -> None:
@@ -93,12 +93,15 @@ def experts_table() -> None:
         "| p SVF vs LoRA |"
     )
     print("|---|---|---|---|---|---|---|")
-    for expert, task in EXPERT_TASKS.items():
-        base = RESULTS / "base-models" / MODEL / task
-        lora = RESULTS / "lora" / MODEL / task
-        svf, state = registered_svf(expert, task)
+    # the 0.5B's experts, then the 1.5B's one CPU-trained expert (no LoRA baseline)
+    rows = [(MODEL, expert, task) for expert, task in EXPERT_TASKS.items()] + [("qwen2.5-coder-1.5b", "math", "gsm8k")]
+    for model, expert, task in rows:
+        base = RESULTS / "base-models" / model / task
+        lora = RESULTS / "lora" / model / task
+        svf, state = registered_svf(expert, task, model)
+        name = expert if model == MODEL else f"{expert}, {model}"
         print(
-            f"| {expert} ({task}; {state}) | {accuracy(report(base))} | {accuracy(report(svf))} "
+            f"| {name} ({task}; {state}) | {accuracy(report(base))} | {accuracy(report(svf))} "
             f"| {accuracy(report(lora))} | {p_value(base, svf)} | {p_value(base, lora)} | {p_value(lora, svf)} |"
         )
 
