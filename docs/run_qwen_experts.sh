@@ -60,6 +60,10 @@ task_of() {
   esac
 }
 
+run_dtype() {  # run_dtype RUN_DIR: the dtype a checkpointed run began in (its config.json)
+  .venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["dtype"])' "$1/config.json"
+}
+
 train() {  # train RUN_DIR ARGS...: start the run, or continue it from its checkpoint in its own dtype
   local out=$1
   shift
@@ -67,7 +71,7 @@ train() {  # train RUN_DIR ARGS...: start the run, or continue it from its check
   grep -q amx_bf16 /proc/cpuinfo 2>/dev/null && dtype=bfloat16
   if [ -f "$out/checkpoint.pt" ]; then
     resume=(--resume)
-    dtype=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["dtype"])' "$out/config.json")
+    dtype=$(run_dtype "$out")
   fi
   $T2 train "$@" --dtype "$dtype" --out "$out" "${resume[@]}"
 }
@@ -105,8 +109,7 @@ case "$1" in
   svf) train "$RUNS-$expert-rl" $COMMON $SVF --task "${task[@]}" --name "$name" ;;
   interim)
     run="$RUNS-$expert-rl"
-    dtype=$(.venv/bin/python -c 'import json, sys; print(json.load(open(sys.argv[1]))["dtype"])' "$run/config.json")
-    $T2 train $COMMON $SVF --task "${task[@]}" --name "$name" --dtype "$dtype" --out "$run" --resume --save-best ;;
+    $T2 train $COMMON $SVF --task "${task[@]}" --name "$name" --dtype "$(run_dtype "$run")" --out "$run" --resume --save-best ;;
   eval-interim)
     base="docs/results/base-models/$MODEL/$test_task"
     [ -f "$base/report.json" ] || { echo "no base report at $base: run docs/run_qwen_base_evals.sh $MODEL" >&2; exit 2; }
