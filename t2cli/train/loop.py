@@ -453,24 +453,31 @@ def update(run: Run, objective: Objective, samples: Sequence[Sample]) -> tuple[f
 
 
 def step_metrics(run: Run, objective: Objective, samples: Sequence[Sample], loss_sum: float, kl_sum: float) -> dict:
-    """Loss, completion length, reward and KL of a step, summed over processes."""
+    """Loss, completion length, reward and KL of a step, summed over processes. For RL,
+    `train/zero_advantage` is the share of rollouts whose advantage is 0 — with a group baseline,
+    those whose whole group earned the same reward — which add nothing but the KL term to the update."""
     global_count = run.config.batch_size * objective.samples_per_example()
-    rewards = [s.reward for s in samples if s.reward is not None]
+    rewarded_samples = [s for s in samples if s.reward is not None]
     local = [
         loss_sum,
         kl_sum,
-        sum(rewards),
-        len(rewards),
-        sum(r > 0 for r in rewards),
+        sum(s.reward for s in rewarded_samples),
+        len(rewarded_samples),
+        sum(s.reward > 0 for s in rewarded_samples),
+        sum(s.advantage == 0 for s in rewarded_samples),
         sum(len(s.completion_ids) for s in samples),
         len(samples),
     ]
-    loss, kl, reward, rewarded, positive, tokens, count = all_reduce_(
+    loss, kl, reward, rewarded, positive, zero_advantage, tokens, count = all_reduce_(
         torch.tensor(local, dtype=torch.float64), run.procs
     ).tolist()
     metrics = {"loss": loss / global_count, "completion/tokens": tokens / max(1.0, count)}
     if rewarded:
-        metrics |= {"reward/mean": reward / rewarded, "train/accuracy": positive / rewarded}
+        metrics |= {
+            "reward/mean": reward / rewarded,
+            "train/accuracy": positive / rewarded,
+            "train/zero_advantage": zero_advantage / rewarded,
+        }
     if run.config.kl > 0 and objective.name == "rl":
         metrics["kl"] = kl / global_count
     return metrics

@@ -3,6 +3,7 @@ REINFORCE sign) and the whole run (p moves, a valid expert is registered, the CL
 
 import json
 from contextlib import contextmanager
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ from t2cli.expert import ExpertVector
 from t2cli.registry import Registry
 from t2cli.svd_store import decompose
 from t2cli.train import TrainError, train
+from t2cli.train.distributed import Processes
+from t2cli.train.loop import step_metrics
 from t2cli.train.objective import Sample, completion_logits
 from t2cli.train.rl import group_advantages, pg_loss
 from t2cli.train.schedule import batch_indices, select_train_examples
@@ -164,6 +167,18 @@ def test_sampled_rollouts_with_group_baseline_and_kl(llama, tmp_path):
         assert line["kl"] >= -1e-6 and torch.isfinite(torch.tensor(line["loss"]))
     # rewards vary under sampling, so the group baseline gives non-zero advantages
     assert 0 < result.metrics[0]["train/accuracy"] < 1
+
+
+def test_step_metrics_count_the_rollouts_without_advantage():
+    # two prompts × 2 rollouts: the first group split (advantages ±1), the second both wrong (0, 0)
+    rewards = [1.0, -1.0, -1.0, -1.0]
+    samples = [Sample([1], [2, 3], a, r) for a, r in zip(group_advantages(rewards, 2), rewards)]
+    run = SimpleNamespace(config=SimpleNamespace(batch_size=2, kl=0.1), procs=Processes())
+    objective = SimpleNamespace(name="rl", samples_per_example=lambda: 2)
+    metrics = step_metrics(run, objective, samples, loss_sum=4.0, kl_sum=0.8)
+    assert metrics["train/zero_advantage"] == 0.5
+    assert metrics["train/accuracy"] == 0.25 and metrics["reward/mean"] == -0.5
+    assert metrics["loss"] == 1.0 and metrics["kl"] == pytest.approx(0.2)
 
 
 def test_patience_stops_early_and_keeps_the_best_z(llama, tmp_path):
