@@ -46,15 +46,24 @@ def label(config: dict) -> str:
     return f"{config['method']} {config['objective']}, lr {config['lr']:g}"
 
 
+def own_base_score(run: Path) -> float | None:
+    """The base model's validation accuracy as a run measured it (its own dtype): from its
+    checkpoint, or from its saved adapter's recipe (a LoRA checkpoint is not committed)."""
+    if (run / "checkpoint.pt").exists():
+        return torch.load(run / "checkpoint.pt", weights_only=False)["state"]["base_score"]
+    recipe = run / "adapter" / "t2_lora.json"
+    if recipe.exists():
+        return json.loads(recipe.read_text())["metrics"]["base_val_accuracy"]
+    return None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="the run directory (config.json, metrics.jsonl, checkpoint.pt)")
     parser.add_argument("--compare", type=Path, nargs="*", default=[], help="other run directories (validation only)")
     args = parser.parse_args()
     config, lines = read_run(args.run)
-    base = None
-    if (args.run / "checkpoint.pt").exists():
-        base = torch.load(args.run / "checkpoint.pt", weights_only=False)["state"]["base_score"]
+    base = own_base_score(args.run)
     iters = [line["iter"] for line in lines]
     train_accuracy = [line["train/accuracy"] for line in lines]
     validated = [(line["iter"], line["val/accuracy"]) for line in lines if "val/accuracy" in line]
@@ -70,8 +79,9 @@ def main() -> None:
     for other in args.compare:
         other_config, other_lines = read_run(other)
         points = [(line["iter"], line["val/accuracy"]) for line in other_lines if "val/accuracy" in line]
-        if base is not None and other_config["val_limit"] == config["val_limit"]:
-            points = [(0, base), *points]  # the same base model on the same validation items
+        other_base = own_base_score(other)
+        if other_base is not None:
+            points = [(0, other_base), *points]  # its own base validation: dtypes can differ
         middle.plot(*zip(*points), "s--", label=label(other_config))
     if base is not None:
         middle.axhline(base, color="grey", linestyle=":", label=f"base {base:.0%}")
