@@ -45,10 +45,19 @@ def compose(factors: SVDFactors, z: torch.Tensor, base: torch.Tensor | None = No
     With `base` (the original W, out × in) it computes the same matrix as W + (U * (s − σ)) @ Vh.
     In exact arithmetic the two are equal; in floating point the second avoids the SVD's
     reconstruction error (≈1e-6 relative in float32, which adds up to ~2e-4 in the logits of a
-    30-layer model), so a uniform z gives W back bit for bit and trained z stay closer to the
-    float64 value of the formula.
+    30-layer model), so trained z stay closer to the float64 value of the formula.
+
+    A uniform z (every entry equal, e.g. an RL run's initial state) is the base model: the rescaling
+    gives σ back in exact arithmetic but only to within an ulp in floating point, and adding that
+    ulp's ΔW would change W's bits (in float32 most elements, in bfloat16 the exact zeros of a
+    de-quantised checkpoint) — in bfloat16 enough to change greedy answers. So it gives W back bit
+    for bit.
     """
-    s = scaled_singular_values(factors.S, z.to(factors.S))
+    z = z.to(factors.S)
+    uniform = bool((z == z.reshape(-1)[0]).all())
+    if uniform and base is not None:
+        return base.to(factors.S.dtype, copy=True)  # never a view of a live weight (callers cache it)
+    s = factors.S if uniform else scaled_singular_values(factors.S, z)
     U, Vh = factors.U.to(factors.S.dtype), factors.Vh.to(factors.S.dtype)  # no copy when already float32
     if base is None:
         return (U * s) @ Vh

@@ -274,3 +274,27 @@ def test_keep_mode_is_checked_and_files_needs_a_directory(llama):
     with pytest.raises(ExpertError, match="needs a model loaded from a directory"):
         DenseAdapter(llama, store, keep="files")
     assert DenseAdapter(llama, store).keep == "device"  # auto on a CPU
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_uniform_z_other_than_one_gives_the_base_weights_bit_for_bit(tokenizer, dtype):
+    """An RL run starts from a uniform z of max_multiplier · sigmoid(init_mean) (0.52…, not 1): its
+    rescaled σ equals σ only to within an ulp, which would change most float32 weights and the exact
+    zeros of a de-quantised bfloat16 checkpoint (mimicked here) unless composing treats it as W."""
+    loaded = half_llama(tokenizer, dtype)
+    with torch.no_grad():
+        for module in loaded.model.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight[module.weight.abs() < module.weight.abs().median() / 8] = 0.0
+    store = decompose(loaded, ["mlp"])
+    adapter = DenseAdapter(loaded, store)
+    start = {name: torch.full((rank,), 0.5249791741371155) for name, rank in store.ranks.items()}
+    adapter.apply(ExpertVector(start, "start", loaded.name, loaded.fingerprint, store.targets))
+    assert all(torch.equal(m.weight, adapter.originals[n]) for n, m in adapter.modules.items())
+    cached = adapter.compose(ExpertVector(start, "start", loaded.name, loaded.fingerprint, store.targets))
+    assert all(c.data_ptr() != m.weight.data_ptr() for c, m in zip(cached.values(), adapter.modules.values()))
+    nearly = {name: z.clone() for name, z in start.items()}
+    for z in nearly.values():
+        z[0] += 1e-3
+    adapter.apply(ExpertVector(nearly, "nearly", loaded.name, loaded.fingerprint, store.targets))
+    assert not all(torch.equal(m.weight, adapter.originals[n]) for n, m in adapter.modules.items())
