@@ -14,13 +14,18 @@
 # slower where it has none): its rows go to docs/results/adaptive/<model>-bfloat16/ beside their own
 # base rows (<task>-base), since greedy answers differ between dtypes and a paired test needs both
 # runs in one. A row cut off part way continues only in the dtype it started in.
+# cem: its default fitness (loglik) and shot count (32 of the evaluated split, never scored), the
+# paper's population (32) and at most 50 generations, stopped once every α's std over the elites is
+# below CEM_TOLERANCE (default 0.01: the candidates no longer differ); its search keeps its state in
+# the row's folder after each generation, so a cut-off search goes on from its last generation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T2=.venv/bin/t2
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 MODEL=qwen2.5-coder-0.5b
 EXPERTS=(math code reasoning)
-STRATEGIES=(prompt cls loglik-cls centroid cem)  # cem: its default fitness and shot count
+STRATEGIES=(prompt cls loglik-cls centroid cem)
+CEM_TOLERANCE=${CEM_TOLERANCE:-0.01}
 DTYPE=${DTYPE:-float32}
 OUT=docs/results/adaptive/$MODEL
 [ "$DTYPE" = float32 ] || OUT=$OUT-$DTYPE
@@ -61,6 +66,8 @@ for task in "${tasks[@]}"; do
     row "$OUT/$task-expert-$expert" "${args[@]}" --expert "$expert"
   done
   for strategy in "${STRATEGIES[@]}"; do
-    row "$OUT/$task-$strategy" "${args[@]}" --adapt "$strategy"
+    extra=()
+    [ "$strategy" = cem ] && extra=(--cem-tolerance "$CEM_TOLERANCE")
+    row "$OUT/$task-$strategy" "${args[@]}" --adapt "$strategy" "${extra[@]}"
   done
 done

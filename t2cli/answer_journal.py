@@ -4,7 +4,8 @@ An evaluation with an output directory appends each finished batch of answers to
 DIR/predictions.partial.jsonl — `t2 score`'s {"id", "output"} rows, plus the batch they belong to,
 their length and whether the token budget ended them (and a one-pass answer's token ids, a two-pass
 answer's label and pass-2 times) — and states what the run is (task, split, subset, model, what
-answers, how answers are generated) in DIR/predictions.partial.json.
+answers, how answers are generated) in DIR/predictions.partial.json. Other state of the unfinished
+run (a pass-1 search's, `partial_path`) lies beside them and goes with them.
 
 Opened with `resume=True`, the journal reads both back: when the run is the same one, the answers
 of its finished batches are reused and only the rest is generated. Greedy answers then equal an
@@ -68,6 +69,7 @@ class AnswerJournal:
         self.run_path = self.directory / RUN_FILE
         self.run = json.loads(json.dumps(run))  # as it reads back from the file (tuples become lists)
         self.rows: list[dict] = []  # every kept answer row, the reused ones first
+        self.side_files: list[Path] = []  # other state of the unfinished run (`partial_path`)
         self.reused = 0
         if resume:
             self._read_back()
@@ -165,10 +167,17 @@ class AnswerJournal:
     def _rewrite(self) -> None:
         atomic_write_text(self.path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in self.rows))
 
+    def partial_path(self, name: str) -> Path:
+        """DIR/NAME.partial.json: where other state of the unfinished run is kept (a pass-1
+        search's, which continues from it), removed with the journal when the run finishes."""
+        path = self.directory / f"{name}.partial.json"
+        self.side_files.append(path)
+        return path
+
     def close(self) -> None:
         """The run's report holds the answers now: remove the journal."""
-        self.path.unlink(missing_ok=True)
-        self.run_path.unlink(missing_ok=True)
+        for path in (self.path, self.run_path, *self.side_files):
+            path.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ an interrupted run
 
@@ -177,6 +186,12 @@ class AnswerJournal:
 
         `examples` are the split's examples (those of the kept answers are looked up by id)."""
         if not self.rows:
+            kept = [str(path) for path in self.side_files if path.exists()]
+            if kept:
+                return (
+                    f"interrupted before the first answer: the search so far is kept in {', '.join(kept)}; "
+                    "the same command goes on from it"
+                )
             return "interrupted before the first batch finished: no answers to keep"
         from t2cli.scoring import score_outputs
 

@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from t2cli.adapt import DenseAdapter
 from t2cli.adaptive import AdaptiveAnswer, AdaptiveModel, open_for_task, reusable, strategy_experts
 from t2cli.answer_journal import AnswerJournal
 from t2cli.defaults import DEFAULT_MODEL
+from t2cli.dispatch.table import parse_strategy
 from t2cli.embedded import answer_budget
 from t2cli.errors import T2Error
 from t2cli.expert import ExpertVector
@@ -402,6 +403,18 @@ class EvalSpec:
         return {vector.name: vector for vector in strategy_experts(registry, base, self.adapt, self.experts)}
 
 
+def with_search_hooks(options: Any, update: Callable[[int, int, str], None], checkpoint: Path | None) -> Any:
+    """A shot-searching strategy's options, with its progress reported to `update` and its state
+    kept in `checkpoint` (continued from there by a resumed run), where its options take them."""
+    names = {option.name for option in fields(options)}
+    hooks: dict[str, Any] = {}
+    if "progress" in names:
+        hooks["progress"] = lambda done, total, best: update(done, total, f"best fitness {best:.4f}")
+    if "checkpoint" in names and checkpoint is not None:
+        hooks["checkpoint"] = str(checkpoint)
+    return replace(options, **hooks)
+
+
 def plain_settings(options: Any) -> dict | None:
     """A strategy's options as plain values (what is not plain data, such as cem's task and shots
     objects, is fixed by the rest of the run's description)."""
@@ -445,9 +458,14 @@ def run_evaluation(
         expert = used[spec.expert]
         DenseAdapter(loaded, stores[tuple(expert.targets)]).apply(expert)
     if spec.adapt:
-        with stage(f"pass-1 set-up ({spec.adapt})…"):
+        strategy = parse_strategy(spec.adapt)[0]
+        setup = progress(f"{strategy.name} search") if strategy.needs_shots else stage(f"pass-1 set-up ({spec.adapt})…")
+        with setup as update:  # a bar for a search on shots, a spinner for any other set-up
+            options = spec.adapt_options or strategy.options_type()()
+            if strategy.needs_shots:
+                options = with_search_hooks(options, update, journal.partial_path("search") if journal else None)
             adaptive, shots = open_for_task(
-                loaded, spec.task, spec.adapt, spec.adapt_options, shots=spec.shots, split=spec.split,
+                loaded, spec.task, spec.adapt, options, shots=spec.shots, split=spec.split,
                 data_dir=spec.data_dir, seed=spec.seed, registry=spec.registry, experts=spec.experts,
             )  # fmt: skip
         if on_routing is not None:

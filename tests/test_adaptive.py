@@ -251,6 +251,40 @@ def test_eval_command_with_adapt(tmp_path, llama, adapt):
     assert f"pass 1 ({'cem' if adapt == 'cem' else adapt})" in result.output and "pass 1 / pass 2" in result.output
 
 
+def test_eval_command_continues_a_cut_off_cem_search(tmp_path, llama, monkeypatch):
+    from typer.testing import CliRunner
+
+    import t2cli.dispatch.cem_search as cem
+    from t2cli.cli.app import app
+
+    model_dir = saved_with_experts(llama, tmp_path, ("math", "code", "reasoning"))
+    args = ["eval", "--task", "arc-easy", "--model", str(model_dir), "--limit", "2", "--max-new-tokens", "2"]
+    args += ["--adapt", "cem", "--shots", "2", "--cem-generations", "3"]
+    unbroken = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "unbroken")])
+    assert unbroken.exit_code == 0, unbroken.output
+    scored: list[int] = []
+    real_score = cem._Population.score
+
+    def cut_at_generation_two(self, generation, members):
+        if generation == 2:
+            raise KeyboardInterrupt
+        return real_score(self, generation, members)
+
+    monkeypatch.setattr(cem._Population, "score", cut_at_generation_two)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, [*args, "--out", str(out)], env={"COLUMNS": "300"})
+    assert result.exit_code == 130, result.output
+    assert "search so far is kept in" in result.output and "the same command goes on from it" in result.output
+    assert len(json.loads((out / "search.partial.json").read_text())["state"]["history"]) == 2
+    monkeypatch.setattr(cem._Population, "score", lambda self, g, m: scored.append(g) or real_score(self, g, m))
+    result = CliRunner().invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert scored == [2]  # the search went on from its last finished generation
+    report, expected = (json.loads((d / "report.json").read_text()) for d in (out, tmp_path / "unbroken"))
+    assert report["config"]["dispatch"]["cem"] == expected["config"]["dispatch"]["cem"]
+    assert sorted(p.name for p in out.iterdir()) == ["report.json", "samples.jsonl"]  # the state went with it
+
+
 def test_eval_command_records_the_pass1_options(tmp_path, llama):
     from typer.testing import CliRunner
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from test_dispatch import SHOTS, TOY, make_setup
@@ -112,6 +114,73 @@ def test_cem_stops_early(llama, setup):
     experts = list(load_domain_experts(registry, llama.name).values())
     result = cem_search(llama, switch, experts, TOY, SHOTS, CEMConfig(population=3, generations=10, patience=1))
     assert len(result.history) < 10
+
+
+def test_cem_stops_once_the_elites_agree(llama, setup):
+    _, registry, switch = setup
+    experts = list(load_domain_experts(registry, llama.name).values())
+    config = CEMConfig(population=8, elite_ratio=0.5, generations=40, stop_at_perfect=False, fitness="loglik")
+    converged = cem_search(llama, switch, experts, TOY, SHOTS, dataclasses.replace(config, tolerance=0.05))
+    spreads = [h["max_std"] for h in converged.history]
+    assert spreads[-1] < 0.05 <= min(spreads[:-1])  # stopped at the first generation below it
+    assert len(converged.history) < 40
+    full = cem_search(llama, switch, experts, TOY, SHOTS, config)
+    assert len(full.history) == 40
+    assert full.history[: len(converged.history)] == converged.history  # the same search, cut short
+    with pytest.raises(DispatchError, match="negative"):
+        CEMConfig(tolerance=-1.0)
+
+
+class Cut(Exception):
+    """Stands for the machine going away in the middle of a search."""
+
+
+@pytest.mark.parametrize("fitness", ["loglik", "accuracy+loglik"])
+def test_cem_continues_from_its_checkpoint_as_the_unbroken_search(llama, setup, tmp_path, monkeypatch, fitness):
+    import t2cli.dispatch.cem_search as cem
+
+    _, registry, switch = setup
+    experts = list(load_domain_experts(registry, llama.name).values())
+    config = CEMConfig(population=5, generations=4, seed=3, stop_at_perfect=False, fitness=fitness)
+    unbroken = cem_search(llama, switch, experts, TOY, SHOTS, config)
+    state = tmp_path / "search.partial.json"
+
+    def cut_after_two(done, total, best):
+        if done == 2:
+            raise Cut
+
+    with pytest.raises(Cut):
+        cem_search(llama, switch, experts, TOY, SHOTS, config, progress=cut_after_two, checkpoint=state)
+    assert switch.active is None  # the cut search left the base weights
+    scored: list[int] = []
+    real_score = cem._Population.score
+    monkeypatch.setattr(cem._Population, "score", lambda self, g, m: scored.append(g) or real_score(self, g, m))
+    resumed = cem_search(llama, switch, experts, TOY, SHOTS, config, checkpoint=state)
+    assert scored == [2, 3]  # only the generations the cut search had not finished
+    assert torch.equal(resumed.alphas, unbroken.alphas)
+    assert (resumed.accuracy, resumed.loglik) == (unbroken.accuracy, unbroken.loglik)
+    assert resumed.history == unbroken.history and resumed.evaluations == unbroken.evaluations
+    assert resumed.expert.provenance["cem"] == unbroken.expert.provenance["cem"]
+    scored.clear()
+    again = cem_search(llama, switch, experts, TOY, SHOTS, config, checkpoint=state)  # finished: no search
+    assert scored == [] and torch.equal(again.alphas, unbroken.alphas)
+
+
+def test_cem_checkpoint_of_another_search_is_refused(llama, setup, tmp_path):
+    _, registry, switch = setup
+    experts = list(load_domain_experts(registry, llama.name).values())
+    state = tmp_path / "search.partial.json"
+    config = CEMConfig(population=3, generations=1, fitness="loglik")
+    cem_search(llama, switch, experts, TOY, SHOTS, config, checkpoint=state)
+    before = state.read_text()
+    with pytest.raises(DispatchError, match=r"another CEM search \(its config differ\)"):
+        cem_search(llama, switch, experts, TOY, SHOTS, dataclasses.replace(config, seed=1), checkpoint=state)
+    with pytest.raises(DispatchError, match="its shots differ"):
+        cem_search(llama, switch, experts, TOY, SHOTS[:3], config, checkpoint=state)
+    assert state.read_text() == before  # never overwritten
+    state.write_text("{not json")
+    with pytest.raises(DispatchError, match="not a CEM search state"):
+        cem_search(llama, switch, experts, TOY, SHOTS, config, checkpoint=state)
 
 
 def test_loglik_fitness_never_generates_and_accuracy_fitness_never_scores_references(llama, setup, monkeypatch):

@@ -58,6 +58,9 @@ def chat_command(
     generations: int = typer.Option(50, help="cem: at most this many generations."),
     population: int = typer.Option(32, help="cem: candidates per generation."),
     patience: int = typer.Option(None, help="cem: stop after this many generations without improvement."),
+    tolerance: float = typer.Option(
+        None, help="cem: stop once every α's spread (std) over the elite candidates is below this, e.g. 0.001."
+    ),
     per_matrix: bool = typer.Option(False, "--per-matrix", help="cem: one α per expert per matrix."),
     seed: int = typer.Option(0, help="Seed of the shot split and the cem search."),
     save_mixture: str = typer.Option(None, "--save-mixture", help="cem: register the found mixture as NAME."),
@@ -92,7 +95,7 @@ def chat_command(
         with setup as update:  # a bar for the shots' search, a spinner for any other set-up
             values = {"request_tokens": pass1_tokens, "pass1_dtype": pass1_dtype, "task": task_obj}
             values |= {"shots": shot_examples, "generations": generations, "population": population, "seed": seed}
-            values |= {"patience": patience, "per_matrix": per_matrix}
+            values |= {"patience": patience, "tolerance": tolerance, "per_matrix": per_matrix}
             if update:
                 values["progress"] = lambda done, total, best: update(done, total, f"best fitness {best:.3f}")
             options = strategy_options(adapt, values)  # the options of every strategy: the chosen one takes its own

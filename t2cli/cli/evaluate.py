@@ -100,6 +100,11 @@ def eval_command(
         help="cem: N shots of the split (not scored) or a JSONL file (default: 32, or half the split when smaller).",
     ),
     cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
+    cem_tolerance: float = typer.Option(
+        None,
+        help="cem: stop once every α's spread (std) over the elite candidates is below this, e.g. 0.001: "
+        "the search has converged (default: run every generation).",
+    ),
     cem_fitness: str = typer.Option(
         None,
         help="cem: score candidates by loglik (the reference answers' log-likelihood, no "
@@ -130,7 +135,8 @@ def eval_command(
     """Generate answers for a task split (optionally with an expert) and score them.
 
     Answers are written to OUT/predictions.partial.jsonl as each batch finishes: Ctrl-C keeps them,
-    scored, in OUT/samples.jsonl, and the same command with --resume goes on from them."""
+    scored, in OUT/samples.jsonl, and the same command with --resume goes on from them. A cem
+    search keeps its state in OUT/search.partial.json after each generation and goes on from it."""
     from t2cli.dispatch.table import strategy_options
     from t2cli.embedded import answer_budget
     from t2cli.evaluate import EvalSpec, run_evaluation, write_report
@@ -151,7 +157,12 @@ def eval_command(
         )  # fmt: skip
         if adapt:  # the options of every strategy, by field name: the chosen one takes its own
             values = {"request_tokens": pass1_tokens, "pass1_dtype": pass1_dtype, "generations": cem_generations}
-            values |= {"fitness": cem_fitness, "seed": seed, "max_new_tokens": max_new_tokens}
+            values |= {
+                "fitness": cem_fitness,
+                "tolerance": cem_tolerance,
+                "seed": seed,
+                "max_new_tokens": max_new_tokens,
+            }
             spec.adapt_options = strategy_options(adapt, values)
         journal = spec.open_journal()
         if journal.reused:

@@ -26,6 +26,9 @@ class CEMOptions(CEMConfig):
     progress: CEMProgress | None = field(
         default=None, metadata={"help": "called after each generation: (generation, generations, best score)"}
     )
+    checkpoint: str | None = field(
+        default=None, metadata={"help": "file the search keeps its state in and continues from (see `cem_search`)"}
+    )
 
 
 class CEMDispatcher(Dispatcher):
@@ -52,8 +55,9 @@ class CEMDispatcher(Dispatcher):
         started = time.perf_counter()
         options = self.options
         self.cem = cem_search(
-            self.loaded, self.switch, self.experts, options.task, options.shots, options, progress=options.progress
-        )
+            self.loaded, self.switch, self.experts, options.task, options.shots, options,
+            progress=options.progress, checkpoint=options.checkpoint,
+        )  # fmt: skip
         return time.perf_counter() - started
 
     def decide(self, prompts: Sequence[str]) -> list[Decision]:

@@ -11,13 +11,22 @@ Fitness of a candidate α (`CEMConfig.fitness`, every candidate scored on the sa
   accuracy         the accuracy alone (ties go to the earlier candidate: the best so far first)
 Global α (one per expert) or per-matrix α; seeded, so the same inputs give the same α.
 `split_shots` takes the shots out of an evaluation set so they are never scored.
+
+A search with a `checkpoint` file writes its state there after every generation (the
+distribution, the random generator, the best member, the history) and, started again on the same
+model, experts, shots and settings, goes on from it: the result is the unbroken search's, bit for
+bit. A finished search's file holds its result, so a cut-off evaluation does not search again.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import random
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import torch
 
@@ -26,6 +35,7 @@ from t2cli.defaults import CLASSIFICATION, OTHER
 from t2cli.embedded import answer_budget
 from t2cli.errors import DispatchError
 from t2cli.expert import ExpertVector, mix
+from t2cli.files import atomic_write_text
 from t2cli.generation import GenerationConfig, chat_prompt, generate
 from t2cli.models import LoadedModel
 from t2cli.tasks.base import Task
@@ -68,6 +78,7 @@ class CEMConfig:
     init_std: float = 0.5  # initial std of α (initial mean 1/K)
     min_std: float = 0.0  # floor on the std (0: the paper's plain CEM)
     patience: int | None = None  # stop after this many generations without a better best
+    tolerance: float = 0.0  # stop once every α's std over the elites is below this (0: never)
     stop_at_perfect: bool = True  # stop once the best member solves every shot
     per_matrix: bool = False  # one α per expert per matrix instead of one per expert
     seed: int = 0
@@ -80,6 +91,10 @@ class CEMConfig:
             raise DispatchError(f"unknown CEM fitness {self.fitness!r}: choose one of {', '.join(FITNESSES)}")
         if self.population < 2 or self.generations < 1:
             raise ValueError("CEM needs a population ≥ 2 and ≥ 1 generation")
+        if self.tolerance < 0:
+            raise DispatchError(
+                f"CEM tolerance {self.tolerance} is negative: give 0 (every generation) or a spread of α"
+            )
         if not 0 < self.elite_ratio <= 1:
             raise ValueError("elite_ratio must be in (0, 1]")
 
@@ -209,17 +224,21 @@ def cem_search(
     name: str | None = None,
     progress: CEMProgress | None = None,
     scores: MutableMapping[bytes, dict[str, float]] | None = None,
+    checkpoint: str | Path | None = None,
 ) -> CEMResult:
     """Cross-entropy-method search of α for z' = Σ αₖ zₖ on labelled shots.
 
     Each generation samples α ~ N(mean, std) clamped to [0, 1] (the first member is always the
     best α so far, re-evaluated); every member is scored on all the shots by `config.fitness`
-    (see the module docstring); the elite fraction sets the next mean and std. Seeded: the same
-    inputs and seed give the same α. The model is left with its base weights.
+    (see the module docstring); the elite fraction sets the next mean and std. It stops after
+    `config.generations`, or earlier by `stop_at_perfect`, `patience` or `tolerance`. Seeded: the
+    same inputs and seed give the same α. The model is left with its base weights.
 
     `scores`, when given, memoises shot scores by α (the caller keeps one per set of shots and
     experts): a candidate already scored there — the best so far, re-sampled in every generation,
     or the first generation of another search with the same seed — is not evaluated again.
+    `checkpoint`, when given, is the file the search's state is kept in after each generation and
+    continued from (see the module docstring); a file of another search there is an error.
     """
     if not experts:
         raise DispatchError("CEM needs at least one domain expert in the registry")
@@ -227,47 +246,171 @@ def cem_search(
         raise DispatchError("CEM needs labelled shots (a few examples of the task)")
     population = _Population(loaded, switch, experts, task, shots, config, scores)
     shape = (len(experts), len(population.modules)) if config.per_matrix else (len(experts),)
-    generator = torch.Generator().manual_seed(config.seed)
-    mean = torch.full(shape, 1.0 / len(experts))
-    std = torch.full(shape, config.init_std)
+    state = _SearchState.start(shape, config)
+    journal = (
+        None
+        if checkpoint is None
+        else _Checkpoint(Path(checkpoint), search_identity(loaded, experts, task, shots, config))
+    )
+    if journal is not None and (kept := journal.read()) is not None:
+        state = kept
+        population.evaluations, population.reused = state.evaluations, state.reused
+        if progress and state.history:
+            progress(len(state.history), config.generations, state.best[0].score)
     n_elite = max(1, round(config.elite_ratio * config.population))
-    best: tuple[Fitness, torch.Tensor] | None = None
-    history: list[dict] = []
-    stale = 0
     try:
-        for generation in range(config.generations):
-            members = (mean + std * torch.randn((config.population, *shape), generator=generator)).clamp(0, 1)
-            if best is not None:
-                members[0] = best[1]  # the best so far is always re-evaluated
+        while not state.finished:
+            generation = len(state.history)
+            noise = torch.randn((config.population, *shape), generator=state.generator)
+            members = (state.mean + state.std * noise).clamp(0, 1)
+            if state.best is not None:
+                members[0] = state.best[1]  # the best so far is always re-evaluated
             fitness = population.score(generation, members)
             # stable: among equal keys the earlier member (the best so far, at 0) stays first
             order = sorted(range(len(members)), key=lambda i: fitness[i].key, reverse=True)
-            improved = best is None or fitness[order[0]].key > best[0].key
+            improved = state.best is None or fitness[order[0]].key > state.best[0].key
             if improved:
-                best = (fitness[order[0]], members[order[0]].clone())
-            stale = 0 if improved else stale + 1
+                state.best = (fitness[order[0]], members[order[0]].clone())
+            state.stale = 0 if improved else state.stale + 1
             elites = members[order[:n_elite]]
-            mean = elites.mean(dim=0)
-            std = elites.std(dim=0, unbiased=False).clamp(min=config.min_std)
-            history.append(
+            state.mean = elites.mean(dim=0)
+            state.std = elites.std(dim=0, unbiased=False).clamp(min=config.min_std)
+            best = state.best[0]
+            mean = state.mean if state.mean.ndim == 1 else state.mean.mean(dim=1)
+            state.history.append(
                 {
                     "generation": generation,
-                    "best_accuracy": best[0].accuracy,
-                    "best_loglik": None if best[0].loglik is None else round(best[0].loglik, 6),
+                    "best_accuracy": best.accuracy,
+                    "best_loglik": None if best.loglik is None else round(best.loglik, 6),
                     "mean_score": sum(f.score for f in fitness) / len(fitness),
-                    "mean_alpha": [round(float(a), 4) for a in (mean if mean.ndim == 1 else mean.mean(dim=1))],
+                    "mean_alpha": [round(float(a), 4) for a in mean],
+                    "max_std": round(float(state.std.max()), 6),
                 }
             )
+            state.finished = (
+                generation + 1 >= config.generations
+                or (config.stop_at_perfect and best.accuracy is not None and best.accuracy >= 1.0)
+                or (config.patience is not None and state.stale >= config.patience)
+                or (config.tolerance > 0 and float(state.std.max()) < config.tolerance)
+            )
+            state.evaluations, state.reused = population.evaluations, population.reused
+            if journal is not None:
+                journal.write(state)
             if progress:
-                progress(generation + 1, config.generations, best[0].score)
-            if config.stop_at_perfect and best[0].accuracy is not None and best[0].accuracy >= 1.0:
-                break
-            if config.patience is not None and stale >= config.patience:
-                break
+                progress(generation + 1, config.generations, best.score)
     finally:
         switch.adapter.revert()
-    assert best is not None
-    return _result(population, best, history, name or f"cem-{task.name}")
+    assert state.best is not None
+    return _result(population, state.best, state.history, name or f"cem-{task.name}")
+
+
+def search_identity(
+    loaded: LoadedModel, experts: Sequence[ExpertVector], task: Task, shots: Sequence[dict], config: CEMConfig
+) -> dict:
+    """What makes two searches the same search: the model and its dtype, each expert's z, the task
+    and its shots, and every setting of `CEMConfig` (a checkpoint continues only the same search)."""
+    digests = {}
+    for expert in experts:
+        digest = hashlib.sha256()
+        for module in sorted(expert.z):
+            digest.update(module.encode() + expert.z[module].detach().float().cpu().numpy().tobytes())
+        digests[expert.name] = digest.hexdigest()
+    return {
+        "model": loaded.fingerprint,
+        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "experts": digests,
+        "task": task.name,
+        "shots": [str(example.get("id", i)) for i, example in enumerate(shots)],
+        "config": {f.name: getattr(config, f.name) for f in fields(CEMConfig)},
+    }
+
+
+@dataclass
+class _SearchState:
+    """Where a search stands after its finished generations: what the next one samples from (the
+    distribution and the random generator), the best member, and what was recorded so far."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    generator: torch.Generator
+    best: tuple[Fitness, torch.Tensor] | None = None
+    history: list[dict] = field(default_factory=list)
+    stale: int = 0  # generations since the best last improved
+    evaluations: int = 0
+    reused: int = 0
+    finished: bool = False
+
+    @classmethod
+    def start(cls, shape: tuple[int, ...], config: CEMConfig) -> _SearchState:
+        """The first generation's: mean 1/K, std `init_std`, the generator seeded by `config.seed`."""
+        mean = torch.full(shape, 1.0 / shape[0])
+        return cls(mean, torch.full(shape, config.init_std), torch.Generator().manual_seed(config.seed))
+
+    def to_json(self) -> dict:
+        best = None
+        if self.best is not None:
+            fitness, alphas = self.best
+            best = {"key": list(fitness.key), "accuracy": fitness.accuracy, "loglik": fitness.loglik}
+            best["alphas"] = alphas.tolist()
+        return {
+            "mean": self.mean.tolist(),  # float32 values: exact as JSON numbers
+            "std": self.std.tolist(),
+            "generator": base64.b64encode(self.generator.get_state().numpy().tobytes()).decode(),
+            "best": best,
+            "history": self.history,
+            "stale": self.stale,
+            "evaluations": self.evaluations,
+            "reused": self.reused,
+            "finished": self.finished,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping) -> _SearchState:
+        generator = torch.Generator()
+        generator.set_state(torch.frombuffer(bytearray(base64.b64decode(data["generator"])), dtype=torch.uint8))
+        best = None
+        if data["best"] is not None:
+            recorded = data["best"]
+            fitness = Fitness(tuple(recorded["key"]), recorded["accuracy"], recorded["loglik"])
+            best = (fitness, torch.tensor(recorded["alphas"], dtype=torch.float32))
+        return cls(
+            torch.tensor(data["mean"], dtype=torch.float32), torch.tensor(data["std"], dtype=torch.float32),
+            generator, best, list(data["history"]), data["stale"], data["evaluations"], data["reused"],
+            data["finished"],
+        )  # fmt: skip
+
+
+class _Checkpoint:
+    """The file a search keeps its state in: written atomically after each generation with what
+    the search is (`search_identity`), and read back only by the same search."""
+
+    def __init__(self, path: Path, identity: dict):
+        self.path = path
+        self.identity = json.loads(json.dumps(identity))  # as it reads back (tuples become lists)
+
+    def read(self) -> _SearchState | None:
+        if not self.path.exists():
+            return None
+        try:
+            recorded = json.loads(self.path.read_text(encoding="utf-8"))
+            identity, state = recorded["search"], recorded["state"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise DispatchError(
+                f"{self.path} is not a CEM search state t2 wrote ({error}): delete it to search again"
+            ) from error
+        if identity != self.identity:
+            differences = sorted(
+                key for key in set(identity) | set(self.identity) if identity.get(key) != self.identity.get(key)
+            )
+            raise DispatchError(
+                f"{self.path} holds another CEM search (its {', '.join(differences)} differ): delete it to search "
+                "again, or run the search it belongs to"
+            )
+        return _SearchState.from_json(state)
+
+    def write(self, state: _SearchState) -> None:
+        text = json.dumps({"search": self.identity, "state": state.to_json()}, indent=1)
+        atomic_write_text(self.path, text + "\n")
 
 
 class _Population:
