@@ -69,5 +69,9 @@ class CEMDispatcher(Dispatcher):
     def report(self) -> dict:
         if self.cem is None:
             return {}
-        cem = self.cem
-        return {"cem": {"weights": cem.weights, "shot_accuracy": cem.accuracy, "generations": len(cem.history)}}
+        cem, options = self.cem, self.options
+        searched = {"fitness": options.fitness, "shots": len(options.shots), "population": options.population}
+        searched |= {"tolerance": options.tolerance, "evaluations": cem.evaluations}
+        found = {"weights": cem.weights, "shot_accuracy": cem.accuracy, "shot_loglik": cem.loglik}
+        found |= {"generations": len(cem.history), "final_spread": cem.history[-1].get("max_std")}
+        return {"cem": found | searched}
