@@ -140,10 +140,14 @@ def unseen_table(dtype: str = "float32") -> None:
                 routed = f"{100 * dispatch['routed_to_task_domain']:.0f}%"
                 total = dispatch["pass1_s"] + dispatch["pass2_s"]
                 share = f"{100 * dispatch['pass1_s'] / total:.1f}%" if total else ""
+                setup = dispatch.get("pass1_setup_s", 0.0)
                 if "cem" in dispatch:
                     alphas = sorted(dispatch["cem"]["weights"].items(), key=lambda kv: -kv[1])
                     routed = "one mixture: " + ", ".join(f"{k} {v:.2f}" for k, v in alphas)
-                    share += f" (+ {dispatch['pass1_setup_s']:.0f} s search, once)"
+                    searched = dispatch["cem"].get("search_s", setup)  # over every run that continued it
+                    share += f" (+ {searched:.0f} s search, {dispatch['cem']['generations']} generations, once)"
+                elif setup >= 1:
+                    share += f" (+ {setup:.0f} s set-up, once)"
             print(f"| {task} | {row} | {accuracy(r)} | {p_value(base, folder)} | {routed} | {share} |")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -152,6 +153,10 @@ def test_cem_continues_from_its_checkpoint_as_the_unbroken_search(llama, setup, 
     with pytest.raises(Cut):
         cem_search(llama, switch, experts, TOY, SHOTS, config, progress=cut_after_two, checkpoint=state)
     assert switch.active is None  # the cut search left the base weights
+    kept = json.loads(state.read_text())
+    assert len(kept["state"]["history"]) == 2 and kept["state"]["seconds"] > 0
+    kept["state"]["seconds"] = 1000.0  # as if the first two generations had taken that long
+    state.write_text(json.dumps(kept))
     scored: list[int] = []
     real_score = cem._Population.score
     monkeypatch.setattr(cem._Population, "score", lambda self, g, m: scored.append(g) or real_score(self, g, m))
@@ -160,6 +165,7 @@ def test_cem_continues_from_its_checkpoint_as_the_unbroken_search(llama, setup, 
     assert torch.equal(resumed.alphas, unbroken.alphas)
     assert (resumed.accuracy, resumed.loglik) == (unbroken.accuracy, unbroken.loglik)
     assert resumed.history == unbroken.history and resumed.evaluations == unbroken.evaluations
+    assert resumed.seconds > 1000.0  # the search's time counts every run that continued it
     assert resumed.expert.provenance["cem"] == unbroken.expert.provenance["cem"]
     scored.clear()
     again = cem_search(llama, switch, experts, TOY, SHOTS, config, checkpoint=state)  # finished: no search

@@ -71,7 +71,7 @@ class CEMDispatcher(Dispatcher):
             return {}
         cem, options = self.cem, self.options
         searched = {"fitness": options.fitness, "shots": len(options.shots), "population": options.population}
-        searched |= {"tolerance": options.tolerance, "evaluations": cem.evaluations}
+        searched |= {"tolerance": options.tolerance, "evaluations": cem.evaluations, "search_s": round(cem.seconds, 1)}
         found = {"weights": cem.weights, "shot_accuracy": cem.accuracy, "shot_loglik": cem.loglik}
         found |= {"generations": len(cem.history), "final_spread": cem.history[-1].get("max_std")}
         return {"cem": found | searched}

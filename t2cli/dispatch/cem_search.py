@@ -24,6 +24,7 @@ import base64
 import hashlib
 import json
 import random
+import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -110,6 +111,7 @@ class CEMResult:
     history: list[dict]  # per generation: best/mean fitness, mean α
     evaluations: int  # candidates scored
     reused: int = 0  # of which scores came from the caller's memo (`cem_search(scores=...)`)
+    seconds: float = 0.0  # wall time of its generations, over every run that continued the search
 
     @property
     def weights(self) -> dict[str, float]:
@@ -260,6 +262,7 @@ def cem_search(
     n_elite = max(1, round(config.elite_ratio * config.population))
     try:
         while not state.finished:
+            started = time.perf_counter()
             generation = len(state.history)
             noise = torch.randn((config.population, *shape), generator=state.generator)
             members = (state.mean + state.std * noise).clamp(0, 1)
@@ -294,6 +297,7 @@ def cem_search(
                 or (config.tolerance > 0 and float(state.std.max()) < config.tolerance)
             )
             state.evaluations, state.reused = population.evaluations, population.reused
+            state.seconds += time.perf_counter() - started
             if journal is not None:
                 journal.write(state)
             if progress:
@@ -301,7 +305,7 @@ def cem_search(
     finally:
         switch.adapter.revert()
     assert state.best is not None
-    return _result(population, state.best, state.history, name or f"cem-{task.name}")
+    return _result(population, state.best, state.history, state.seconds, name or f"cem-{task.name}")
 
 
 def search_identity(
@@ -338,6 +342,7 @@ class _SearchState:
     stale: int = 0  # generations since the best last improved
     evaluations: int = 0
     reused: int = 0
+    seconds: float = 0.0  # wall time of the finished generations
     finished: bool = False
 
     @classmethod
@@ -361,6 +366,7 @@ class _SearchState:
             "stale": self.stale,
             "evaluations": self.evaluations,
             "reused": self.reused,
+            "seconds": self.seconds,
             "finished": self.finished,
         }
 
@@ -376,7 +382,7 @@ class _SearchState:
         return cls(
             torch.tensor(data["mean"], dtype=torch.float32), torch.tensor(data["std"], dtype=torch.float32),
             generator, best, list(data["history"]), data["stale"], data["evaluations"], data["reused"],
-            data["finished"],
+            data["seconds"], data["finished"],
         )  # fmt: skip
 
 
@@ -457,7 +463,9 @@ class _Population:
         return fitness
 
 
-def _result(population: _Population, best: tuple[Fitness, torch.Tensor], history: list[dict], name: str) -> CEMResult:
+def _result(
+    population: _Population, best: tuple[Fitness, torch.Tensor], history: list[dict], seconds: float, name: str
+) -> CEMResult:
     """The best α as a named mixture, its provenance recording the search."""
     (fitness, alphas), config, task = best, population.config, population.task
     vector = mixture(population.experts, alphas, population.modules, name)
@@ -481,5 +489,5 @@ def _result(population: _Population, best: tuple[Fitness, torch.Tensor], history
     names = [e.name for e in population.experts]
     return CEMResult(
         vector, alphas, fitness.accuracy, fitness.loglik, names, population.modules, history,
-        population.evaluations, population.reused,
+        population.evaluations, population.reused, seconds,
     )  # fmt: skip
