@@ -15,8 +15,8 @@
 # base rows (<task>-base), since greedy answers differ between dtypes and a paired test needs both
 # runs in one. A row cut off part way continues only in the dtype it started in.
 # cem: its default fitness (loglik) and shot count (32 of the evaluated split, never scored), the
-# paper's population (32) and at most 50 generations, stopped once every α's std over the elites is
-# below CEM_TOLERANCE (default 0.01: the candidates no longer differ); its search keeps its state in
+# paper's population (32) and at most 50 generations, stopped once the elites' mixtures (each
+# expert's share αₖ/Σα) agree to within CEM_TOLERANCE (default 0.01); its search keeps its state in
 # the row's folder after each generation, so a cut-off search goes on from its last generation.
 set -euo pipefail
 cd "$(dirname "$0")/.."

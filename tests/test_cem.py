@@ -10,7 +10,14 @@ import torch
 from test_dispatch import SHOTS, TOY, make_setup
 
 from t2cli.dispatch import DispatchError, load_domain_experts
-from t2cli.dispatch.cem_search import FITNESSES, CEMConfig, cem_search, reference_loglik, split_shots
+from t2cli.dispatch.cem_search import (
+    FITNESSES,
+    CEMConfig,
+    cem_search,
+    mixture_spread,
+    reference_loglik,
+    split_shots,
+)
 from t2cli.generation import chat_prompt
 
 
@@ -117,12 +124,23 @@ def test_cem_stops_early(llama, setup):
     assert len(result.history) < 10
 
 
+def test_mixture_spread_measures_the_shares_that_reach_the_weights():
+    same_mixture = torch.tensor([[0.3, 0.0, 0.0], [0.9, 0.0, 0.0], [0.5, 0.0, 0.0]])
+    assert mixture_spread(same_mixture) == 0.0  # one expert alone, at any scale
+    assert mixture_spread(torch.tensor([[0.2, 0.2], [0.6, 0.6], [0.0, 0.0]])) == 0.0  # all uniform
+    assert mixture_spread(torch.tensor([[1.0, 0.0], [0.0, 1.0]])) == pytest.approx(0.5)
+    per_matrix = torch.zeros(2, 2, 3)
+    per_matrix[:, 0] = 1.0  # the first expert everywhere, except one matrix of one member
+    per_matrix[1, :, 2] = torch.tensor([0.0, 1.0])
+    assert mixture_spread(per_matrix) == pytest.approx(0.5)
+
+
 def test_cem_stops_once_the_elites_agree(llama, setup):
     _, registry, switch = setup
     experts = list(load_domain_experts(registry, llama.name).values())
     config = CEMConfig(population=8, elite_ratio=0.5, generations=40, stop_at_perfect=False, fitness="loglik")
     converged = cem_search(llama, switch, experts, TOY, SHOTS, dataclasses.replace(config, tolerance=0.05))
-    spreads = [h["max_std"] for h in converged.history]
+    spreads = [h["spread"] for h in converged.history]
     assert spreads[-1] < 0.05 <= min(spreads[:-1])  # stopped at the first generation below it
     assert len(converged.history) < 40
     full = cem_search(llama, switch, experts, TOY, SHOTS, config)

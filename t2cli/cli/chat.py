@@ -59,7 +59,7 @@ def chat_command(
     population: int = typer.Option(32, help="cem: candidates per generation."),
     patience: int = typer.Option(None, help="cem: stop after this many generations without improvement."),
     tolerance: float = typer.Option(
-        None, help="cem: stop once every α's spread (std) over the elite candidates is below this, e.g. 0.001."
+        None, help="cem: stop once the elite candidates' mixtures agree to within this (std of αₖ/Σα), e.g. 0.01."
     ),
     per_matrix: bool = typer.Option(False, "--per-matrix", help="cem: one α per expert per matrix."),
     seed: int = typer.Option(0, help="Seed of the shot split and the cem search."),

@@ -102,8 +102,8 @@ def eval_command(
     cem_generations: int = typer.Option(50, help="cem: at most this many generations of 32 candidates."),
     cem_tolerance: float = typer.Option(
         None,
-        help="cem: stop once every α's spread (std) over the elite candidates is below this, e.g. 0.001: "
-        "the search has converged (default: run every generation).",
+        help="cem: stop once the elite candidates' mixtures agree to within this (the largest std of an "
+        "expert's share αₖ/Σα), e.g. 0.01 (default: run every generation).",
     ),
     cem_fitness: str = typer.Option(
         None,

@@ -73,5 +73,5 @@ class CEMDispatcher(Dispatcher):
         searched = {"fitness": options.fitness, "shots": len(options.shots), "population": options.population}
         searched |= {"tolerance": options.tolerance, "evaluations": cem.evaluations, "search_s": round(cem.seconds, 1)}
         found = {"weights": cem.weights, "shot_accuracy": cem.accuracy, "shot_loglik": cem.loglik}
-        found |= {"generations": len(cem.history), "final_spread": cem.history[-1].get("max_std")}
+        found |= {"generations": len(cem.history), "final_spread": cem.history[-1].get("spread")}
         return {"cem": found | searched}

@@ -79,7 +79,7 @@ class CEMConfig:
     init_std: float = 0.5  # initial std of α (initial mean 1/K)
     min_std: float = 0.0  # floor on the std (0: the paper's plain CEM)
     patience: int | None = None  # stop after this many generations without a better best
-    tolerance: float = 0.0  # stop once every α's std over the elites is below this (0: never)
+    tolerance: float = 0.0  # stop once the elites' mixtures agree to within this (`mixture_spread`; 0: never)
     stop_at_perfect: bool = True  # stop once the best member solves every shot
     per_matrix: bool = False  # one α per expert per matrix instead of one per expert
     seed: int = 0
@@ -278,6 +278,7 @@ def cem_search(
             elites = members[order[:n_elite]]
             state.mean = elites.mean(dim=0)
             state.std = elites.std(dim=0, unbiased=False).clamp(min=config.min_std)
+            spread = mixture_spread(elites)
             best = state.best[0]
             mean = state.mean if state.mean.ndim == 1 else state.mean.mean(dim=1)
             state.history.append(
@@ -288,13 +289,14 @@ def cem_search(
                     "mean_score": sum(f.score for f in fitness) / len(fitness),
                     "mean_alpha": [round(float(a), 4) for a in mean],
                     "max_std": round(float(state.std.max()), 6),
+                    "spread": round(spread, 6),
                 }
             )
             state.finished = (
                 generation + 1 >= config.generations
                 or (config.stop_at_perfect and best.accuracy is not None and best.accuracy >= 1.0)
                 or (config.patience is not None and state.stale >= config.patience)
-                or (config.tolerance > 0 and float(state.std.max()) < config.tolerance)
+                or (config.tolerance > 0 and n_elite > 1 and spread < config.tolerance)
             )
             state.evaluations, state.reused = population.evaluations, population.reused
             state.seconds += time.perf_counter() - started
@@ -306,6 +308,17 @@ def cem_search(
         switch.adapter.revert()
     assert state.best is not None
     return _result(population, state.best, state.history, state.seconds, name or f"cem-{task.name}")
+
+
+def mixture_spread(members: torch.Tensor) -> float:
+    """How far apart the mixtures of `members` (α of shape (N, K) or (N, K, M)) are: the largest
+    std over the members of an expert's share αₖ / Σα (per matrix when per-matrix). The composition
+    normalises the scale of z' = Σ αₖ zₖ, so only these shares change the weights: α = (0.3, 0, 0)
+    and (0.9, 0, 0) are the same mixture, and a search that has settled on them has converged even
+    though α itself still varies. An all-zero α counts as uniform, as `mixture` composes it."""
+    total = members.sum(dim=1, keepdim=True)
+    shares = torch.where(total > 0, members / total.clamp(min=1e-12), torch.full_like(members, 1 / members.shape[1]))
+    return float(shares.std(dim=0, unbiased=False).max())
 
 
 def search_identity(
