@@ -413,10 +413,10 @@ class _Checkpoint:
         try:
             recorded = json.loads(self.path.read_text(encoding="utf-8"))
             identity, state = recorded["search"], recorded["state"]
+            if not isinstance(identity, dict):
+                raise TypeError("no description of the search")
         except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise DispatchError(
-                f"{self.path} is not a CEM search state t2 wrote ({error}): delete it to search again"
-            ) from error
+            raise self.unreadable(error) from error
         if identity != self.identity:
             differences = sorted(
                 key for key in set(identity) | set(self.identity) if identity.get(key) != self.identity.get(key)
@@ -425,7 +425,13 @@ class _Checkpoint:
                 f"{self.path} holds another CEM search (its {', '.join(differences)} differ): delete it to search "
                 "again, or run the search it belongs to"
             )
-        return _SearchState.from_json(state)
+        try:
+            return _SearchState.from_json(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:  # a field missing or malformed
+            raise self.unreadable(error) from error
+
+    def unreadable(self, error: Exception) -> DispatchError:
+        return DispatchError(f"{self.path} is not a CEM search state t2 wrote ({error!r}): delete it to search again")
 
     def write(self, state: _SearchState) -> None:
         text = json.dumps({"search": self.identity, "state": state.to_json()}, indent=1)
