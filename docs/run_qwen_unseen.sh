@@ -15,9 +15,11 @@
 # base rows (<task>-base), since greedy answers differ between dtypes and a paired test needs both
 # runs in one. A row cut off part way continues only in the dtype it started in.
 # cem: its default fitness (loglik) and shot count (32 of the evaluated split, never scored), the
-# paper's population (32) and at most 50 generations, stopped once the elites' mixtures (each
-# expert's share αₖ/Σα) agree to within CEM_TOLERANCE (default 0.01); its search keeps its state in
-# the row's folder after each generation, so a cut-off search goes on from its last generation.
+# paper's population (32); at most CEM_GENERATIONS generations (default 10, for time: the paper's
+# bound is 50, at 8-10 min a generation on one core), stopped earlier once the elites' mixtures
+# (each expert's share αₖ/Σα) agree to within CEM_TOLERANCE (default 0.01). Its search keeps its
+# state in the row's folder after each generation, so a cut-off search goes on from its last one
+# (and a larger CEM_GENERATIONS continues a finished search).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T2=.venv/bin/t2
@@ -25,6 +27,7 @@ export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 MODEL=qwen2.5-coder-0.5b
 EXPERTS=(math code reasoning)
 STRATEGIES=(prompt cls loglik-cls centroid cem)
+CEM_GENERATIONS=${CEM_GENERATIONS:-10}
 CEM_TOLERANCE=${CEM_TOLERANCE:-0.01}
 DTYPE=${DTYPE:-float32}
 OUT=docs/results/adaptive/$MODEL
@@ -67,7 +70,7 @@ for task in "${tasks[@]}"; do
   done
   for strategy in "${STRATEGIES[@]}"; do
     extra=()
-    [ "$strategy" = cem ] && extra=(--cem-tolerance "$CEM_TOLERANCE")
+    [ "$strategy" = cem ] && extra=(--cem-generations "$CEM_GENERATIONS" --cem-tolerance "$CEM_TOLERANCE")
     row "$OUT/$task-$strategy" "${args[@]}" --adapt "$strategy" "${extra[@]}"
   done
 done

@@ -190,6 +190,20 @@ def test_cem_continues_from_its_checkpoint_as_the_unbroken_search(llama, setup, 
     assert scored == [] and torch.equal(again.alphas, unbroken.alphas)
 
 
+def test_cem_search_goes_on_with_a_larger_generation_budget(llama, setup, tmp_path):
+    _, registry, switch = setup
+    experts = list(load_domain_experts(registry, llama.name).values())
+    config = CEMConfig(population=4, generations=4, seed=2, stop_at_perfect=False, fitness="loglik")
+    unbroken = cem_search(llama, switch, experts, TOY, SHOTS, config)
+    state = tmp_path / "search.partial.json"
+    short = cem_search(llama, switch, experts, TOY, SHOTS, dataclasses.replace(config, generations=2), checkpoint=state)
+    assert len(short.history) == 2
+    longer = cem_search(llama, switch, experts, TOY, SHOTS, config, checkpoint=state)
+    assert torch.equal(longer.alphas, unbroken.alphas) and longer.history == unbroken.history
+    with pytest.raises(DispatchError, match="has run 4 generations, more than the 3 asked for"):
+        cem_search(llama, switch, experts, TOY, SHOTS, dataclasses.replace(config, generations=3), checkpoint=state)
+
+
 def test_cem_checkpoint_of_another_search_is_refused(llama, setup, tmp_path):
     _, registry, switch = setup
     experts = list(load_domain_experts(registry, llama.name).values())

@@ -16,6 +16,9 @@ A search with a `checkpoint` file writes its state there after every generation 
 distribution, the random generator, the best member, the history) and, started again on the same
 model, experts, shots and settings, goes on from it: the result is the unbroken search's, bit for
 bit. A finished search's file holds its result, so a cut-off evaluation does not search again.
+The generation budget alone may differ: a search continued with a larger one goes on from where it
+stopped (as the unbroken search with that budget would), one with fewer generations than it has
+already run is refused.
 """
 
 from __future__ import annotations
@@ -256,10 +259,16 @@ def cem_search(
     )
     if journal is not None and (kept := journal.read()) is not None:
         state = kept
+        if len(state.history) > config.generations:
+            raise DispatchError(
+                f"the CEM search in {journal.path} has run {len(state.history)} generations, more than the "
+                f"{config.generations} asked for: ask for {len(state.history)} or more, or delete it to search again"
+            )
+        state.finished = _stops(config, state.history[-1])  # a larger generation budget goes on
         population.evaluations, population.reused = state.evaluations, state.reused
         if progress and state.history:
             progress(len(state.history), config.generations, state.best[0].score)
-    n_elite = max(1, round(config.elite_ratio * config.population))
+    n_elite = _elites(config)
     try:
         while not state.finished:
             started = time.perf_counter()
@@ -290,14 +299,10 @@ def cem_search(
                     "mean_alpha": [round(float(a), 4) for a in mean],
                     "max_std": round(float(state.std.max()), 6),
                     "spread": round(spread, 6),
+                    "stale": state.stale,
                 }
             )
-            state.finished = (
-                generation + 1 >= config.generations
-                or (config.stop_at_perfect and best.accuracy is not None and best.accuracy >= 1.0)
-                or (config.patience is not None and state.stale >= config.patience)
-                or (config.tolerance > 0 and n_elite > 1 and spread < config.tolerance)
-            )
+            state.finished = _stops(config, state.history[-1])
             state.evaluations, state.reused = population.evaluations, population.reused
             state.seconds += time.perf_counter() - started
             if journal is not None:
@@ -308,6 +313,21 @@ def cem_search(
         switch.adapter.revert()
     assert state.best is not None
     return _result(population, state.best, state.history, state.seconds, name or f"cem-{task.name}")
+
+
+def _stops(config: CEMConfig, last: Mapping) -> bool:
+    """Whether a search whose last finished generation is `last` (its history entry) stops there."""
+    spread = last.get("spread")  # absent from generations written before the spread was recorded
+    return (
+        last["generation"] + 1 >= config.generations
+        or (config.stop_at_perfect and last["best_accuracy"] is not None and last["best_accuracy"] >= 1.0)
+        or (config.patience is not None and last.get("stale", 0) >= config.patience)
+        or (config.tolerance > 0 and spread is not None and spread < config.tolerance and _elites(config) > 1)
+    )
+
+
+def _elites(config: CEMConfig) -> int:
+    return max(1, round(config.elite_ratio * config.population))
 
 
 def mixture_spread(members: torch.Tensor) -> float:
@@ -338,7 +358,7 @@ def search_identity(
         "experts": digests,
         "task": task.name,
         "shots": [str(example.get("id", i)) for i, example in enumerate(shots)],
-        "config": {f.name: getattr(config, f.name) for f in fields(CEMConfig)},
+        "config": {f.name: getattr(config, f.name) for f in fields(CEMConfig) if f.name != "generations"},
     }
 
 
