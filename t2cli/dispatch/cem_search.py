@@ -435,6 +435,8 @@ class _Checkpoint:
             identity, state = recorded["search"], recorded["state"]
             if not isinstance(identity, dict):
                 raise TypeError("no description of the search")
+            if isinstance(identity.get("config"), dict):  # files that recorded the generation budget too
+                identity["config"].pop("generations", None)
         except (json.JSONDecodeError, KeyError, TypeError) as error:
             raise self.unreadable(error) from error
         if identity != self.identity:
