@@ -212,10 +212,12 @@ def reference_loglik(
         mask = torch.tensor([[0] * (width - len(seq)) + [1] * len(seq) for seq, _ in batch], device=device)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # position j predicts token width-keep+j+1
-        for row, (seq, n) in enumerate(batch):
+        for row, (seq, n) in enumerate(batch):  # one row's answer at a time: float32 over a 150k vocabulary
+            # is large for long answers (MATH solutions), so only its n positions are converted
+            logp = torch.log_softmax(logits[row, keep - 1 - n : keep - 1].float(), dim=-1)  # j predicts j + 1
             targets = torch.tensor(seq[-n:], device=device)
-            total += float(logp[row, keep - 1 - n :].gather(1, targets[:, None]).mean())
+            total += float(logp.gather(1, targets[:, None]).mean())
+        del logits
     return total / len(prompts)
 
 
